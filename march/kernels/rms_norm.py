@@ -1,0 +1,372 @@
+"""T5 LayerNorm (RMSNorm) and its fused residual-add variant, forward and backward in Triton.
+
+    rstd = rsqrt(mean(x², -1) + eps)                  (fp32)
+    y    = weight · cast_to(weight.dtype, x · rstd)   (exactly HF ``T5LayerNorm``)
+
+``add_rms_norm`` first forms the residual stream s = x + residual (in x's dtype, as the eager
+``hidden + sublayer_out`` does), writes it, and normalises it in the same pass.
+
+Backward, with n = x · rstd and g = dy · weight (all fp32):
+    dx = rstd · (g − n · mean(g · n, -1))             (+ ds, the gradient of s, for add_rms_norm)
+    dw = Σ_rows dy · cast_to(weight.dtype, n)
+dw is reduced deterministically: each program owns a contiguous block of rows and writes one fp32
+partial row; the partials are summed in a fixed order. Two identical calls give identical bits.
+
+Layers, as everywhere in march: Triton kernels -> host launchers (2-D, contiguous last dim) ->
+``torch.library`` custom ops (fake + autograd, so ``torch.compile(fullgraph=True)`` sees through) ->
+the public functions ``rms_norm`` / ``add_rms_norm`` (any leading shape, input checks).
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from march.kernels import reference
+from march.kernels._utils import FLOAT_DTYPES, check_float, check_same_device, num_sms, use_triton
+
+# Rows wider than this are processed in chunks of LOOPED_BLOCK_N (two passes over the row) instead
+# of being held in registers whole.
+MAX_FUSED_N = 8192
+LOOPED_BLOCK_N = 4096
+
+
+# ----------------------------------------------------------------------------------------------
+# Kernels
+# ----------------------------------------------------------------------------------------------
+
+
+@triton.jit
+def _rms_norm_fwd_kernel(
+    X, R, W, Y, S, RSTD,  # X, R, S: (M, N) ; W: (N,) ; Y: (M, N) in W's dtype ; RSTD: (M,) fp32
+    stride_x, stride_r, stride_y, stride_s,
+    M, N, eps,
+    HAS_RESIDUAL: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+):
+    """BLOCK_M whole rows per program, each row held in registers."""
+    rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
+    cols = tl.arange(0, BLOCK_N)
+    row_mask = rows < M
+    col_mask = cols < N
+    mask = row_mask[:, None] & col_mask[None, :]
+    rows64 = rows.to(tl.int64)[:, None]
+
+    # Upcast right after the load: fp32 math everywhere (also what keeps the interpreter right).
+    x = tl.load(X + rows64 * stride_x + cols[None, :], mask=mask, other=0.0).to(tl.float32)
+    if HAS_RESIDUAL:
+        r = tl.load(R + rows64 * stride_r + cols[None, :], mask=mask, other=0.0).to(tl.float32)
+        # The residual stream is stored in its own dtype and normalised as stored.
+        s = (x + r).to(S.dtype.element_ty)
+        tl.store(S + rows64 * stride_s + cols[None, :], s, mask=mask)
+        x = s.to(tl.float32)
+
+    rstd = tl.rsqrt(tl.sum(x * x, axis=1) / N + eps)  # (BLOCK_M,)
+    w = tl.load(W + cols, mask=col_mask, other=0.0).to(tl.float32)
+    n = (x * rstd[:, None]).to(Y.dtype.element_ty).to(tl.float32)  # HF casts before scaling
+    tl.store(Y + rows64 * stride_y + cols[None, :], (n * w[None, :]).to(Y.dtype.element_ty), mask=mask)
+    tl.store(RSTD + rows, rstd, mask=row_mask)
+
+
+@triton.jit
+def _rms_norm_fwd_looped_kernel(
+    X, R, W, Y, S, RSTD,
+    stride_x, stride_r, stride_y, stride_s,
+    M, N, eps,
+    HAS_RESIDUAL: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+):
+    """One row per program, in chunks of BLOCK_N: pass 1 sums squares, pass 2 writes y."""
+    row = tl.program_id(0).to(tl.int64)
+    acc = tl.zeros([BLOCK_N], dtype=tl.float32)
+    for off in range(0, N, BLOCK_N):
+        cols = off + tl.arange(0, BLOCK_N)
+        mask = cols < N
+        x = tl.load(X + row * stride_x + cols, mask=mask, other=0.0).to(tl.float32)
+        if HAS_RESIDUAL:
+            r = tl.load(R + row * stride_r + cols, mask=mask, other=0.0).to(tl.float32)
+            s = (x + r).to(S.dtype.element_ty)
+            tl.store(S + row * stride_s + cols, s, mask=mask)
+            x = s.to(tl.float32)
+        acc += x * x
+    rstd = tl.rsqrt(tl.sum(acc, axis=0) / N + eps)
+    tl.store(RSTD + row, rstd)
+    for off in range(0, N, BLOCK_N):
+        cols = off + tl.arange(0, BLOCK_N)
+        mask = cols < N
+        x = tl.load(X + row * stride_x + cols, mask=mask, other=0.0).to(tl.float32)
+        if HAS_RESIDUAL:  # recompute s rather than re-read it: no read-after-write in one launch
+            r = tl.load(R + row * stride_r + cols, mask=mask, other=0.0).to(tl.float32)
+            x = (x + r).to(S.dtype.element_ty).to(tl.float32)
+        w = tl.load(W + cols, mask=mask, other=0.0).to(tl.float32)
+        n = (x * rstd).to(Y.dtype.element_ty).to(tl.float32)
+        tl.store(Y + row * stride_y + cols, (n * w).to(Y.dtype.element_ty), mask=mask)
+
+
+@triton.jit
+def _rms_norm_bwd_kernel(
+    DY, X, W, RSTD, DS, DX, DW_PARTIAL,  # DW_PARTIAL: (num_programs, N) fp32
+    stride_dy, stride_x, stride_ds, stride_dx,
+    M, N, rows_per_program,
+    HAS_DS: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+):
+    """Each program owns rows [pid·rows_per_program, +rows_per_program) and one dw partial row."""
+    pid = tl.program_id(0)
+    cols = tl.arange(0, BLOCK_N)
+    col_mask = cols < N
+    w = tl.load(W + cols, mask=col_mask, other=0.0).to(tl.float32)
+    dw_acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
+    row_start = pid * rows_per_program
+    row_end = tl.minimum(row_start + rows_per_program, M)
+    for r0 in range(row_start, row_end, BLOCK_M):
+        rows = r0 + tl.arange(0, BLOCK_M)
+        row_mask = rows < row_end
+        mask = row_mask[:, None] & col_mask[None, :]
+        rows64 = rows.to(tl.int64)[:, None]
+        x = tl.load(X + rows64 * stride_x + cols[None, :], mask=mask, other=0.0).to(tl.float32)
+        dy = tl.load(DY + rows64 * stride_dy + cols[None, :], mask=mask, other=0.0).to(tl.float32)
+        rstd = tl.load(RSTD + rows, mask=row_mask, other=0.0)
+        n = x * rstd[:, None]
+        dw_acc += dy * n.to(W.dtype.element_ty).to(tl.float32)
+        g = dy * w[None, :]
+        c = tl.sum(g * n, axis=1) / N
+        dx = rstd[:, None] * (g - n * c[:, None])
+        if HAS_DS:
+            dx += tl.load(DS + rows64 * stride_ds + cols[None, :], mask=mask, other=0.0).to(tl.float32)
+        tl.store(DX + rows64 * stride_dx + cols[None, :], dx.to(DX.dtype.element_ty), mask=mask)
+    tl.store(DW_PARTIAL + pid.to(tl.int64) * N + cols, tl.sum(dw_acc, axis=0), mask=col_mask)
+
+
+@triton.jit
+def _rms_norm_bwd_looped_kernel(
+    DY, X, W, RSTD, DS, DX, DW_PARTIAL,
+    stride_dy, stride_x, stride_ds, stride_dx,
+    M, N, rows_per_program,
+    HAS_DS: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+):
+    """Wide rows: one row at a time in chunks; the program's dw partial row lives in DW_PARTIAL."""
+    pid = tl.program_id(0)
+    row_start = pid * rows_per_program
+    row_end = tl.minimum(row_start + rows_per_program, M)
+    dwp = DW_PARTIAL + pid.to(tl.int64) * N
+    for row in range(row_start, row_end):
+        row64 = tl.cast(row, tl.int64)
+        rstd = tl.load(RSTD + row)
+        acc = tl.zeros([BLOCK_N], dtype=tl.float32)
+        for off in range(0, N, BLOCK_N):
+            cols = off + tl.arange(0, BLOCK_N)
+            mask = cols < N
+            x = tl.load(X + row64 * stride_x + cols, mask=mask, other=0.0).to(tl.float32)
+            dy = tl.load(DY + row64 * stride_dy + cols, mask=mask, other=0.0).to(tl.float32)
+            w = tl.load(W + cols, mask=mask, other=0.0).to(tl.float32)
+            acc += dy * w * x * rstd
+        c = tl.sum(acc, axis=0) / N
+        for off in range(0, N, BLOCK_N):
+            cols = off + tl.arange(0, BLOCK_N)
+            mask = cols < N
+            x = tl.load(X + row64 * stride_x + cols, mask=mask, other=0.0).to(tl.float32)
+            dy = tl.load(DY + row64 * stride_dy + cols, mask=mask, other=0.0).to(tl.float32)
+            w = tl.load(W + cols, mask=mask, other=0.0).to(tl.float32)
+            n = x * rstd
+            dx = rstd * (dy * w - n * c)
+            if HAS_DS:
+                dx += tl.load(DS + row64 * stride_ds + cols, mask=mask, other=0.0).to(tl.float32)
+            tl.store(DX + row64 * stride_dx + cols, dx.to(DX.dtype.element_ty), mask=mask)
+            # Same program, same element-to-thread layout: each thread re-reads only what it wrote.
+            part = tl.load(dwp + cols, mask=mask, other=0.0)
+            tl.store(dwp + cols, part + dy * n.to(W.dtype.element_ty).to(tl.float32), mask=mask)
+
+
+# ----------------------------------------------------------------------------------------------
+# Host launchers: 2-D inputs with a unit-stride last dim
+# ----------------------------------------------------------------------------------------------
+
+
+def _fwd_config(n: int) -> tuple[int, int, int]:
+    """(BLOCK_M, BLOCK_N, num_warps) for rows held whole in registers: ~8K elements a program."""
+    block_n = triton.next_power_of_2(n)
+    block_m = max(1, min(16, 8192 // block_n))
+    num_warps = max(4, min(16, block_m * block_n // 1024))
+    return block_m, block_n, num_warps
+
+
+def _row_major(t: torch.Tensor) -> torch.Tensor:
+    return t if t.stride(-1) == 1 else t.contiguous()
+
+
+def _rms_norm_fwd(x, residual, weight, eps):
+    """x, residual: (M, N); weight: (N,). Returns y (M, N) in weight's dtype, s (M, N) or (0,), rstd (M,)."""
+    x = _row_major(x)
+    weight = weight.contiguous()
+    m, n = x.shape
+    y = torch.empty((m, n), dtype=weight.dtype, device=x.device)
+    rstd = torch.empty((m,), dtype=torch.float32, device=x.device)
+    if residual is not None:
+        residual = _row_major(residual)
+        s = torch.empty((m, n), dtype=x.dtype, device=x.device)
+    else:
+        residual, s = x, x.new_empty(0)  # unused pointers when HAS_RESIDUAL is False
+    if m == 0:
+        return y, s, rstd
+    strides = (x.stride(0), residual.stride(0), y.stride(0), s.stride(0) if s.dim() == 2 else 0)
+    has_residual = s.numel() > 0
+    if n <= MAX_FUSED_N:
+        block_m, block_n, num_warps = _fwd_config(n)
+        _rms_norm_fwd_kernel[(triton.cdiv(m, block_m),)](
+            x, residual, weight, y, s if has_residual else y, rstd, *strides, m, n, eps,
+            HAS_RESIDUAL=has_residual, BLOCK_M=block_m, BLOCK_N=block_n, num_warps=num_warps,
+        )
+    else:
+        _rms_norm_fwd_looped_kernel[(m,)](
+            x, residual, weight, y, s if has_residual else y, rstd, *strides, m, n, eps,
+            HAS_RESIDUAL=has_residual, BLOCK_N=LOOPED_BLOCK_N, num_warps=16,
+        )
+    return y, s, rstd
+
+
+def _rms_norm_bwd(dy, xs, weight, rstd, ds):
+    """dy: (M, N) grad of y; xs: (M, N) the normalised input (x, or s for add_rms_norm);
+    ds: (M, N) grad of s or None. Returns dx (M, N) in xs's dtype and dw (N,) in weight's dtype."""
+    dy, xs = _row_major(dy), _row_major(xs)
+    weight = weight.contiguous()
+    m, n = xs.shape
+    dx = torch.empty((m, n), dtype=xs.dtype, device=xs.device)
+    if m == 0:
+        return dx, torch.zeros_like(weight)
+    has_ds = ds is not None
+    ds = _row_major(ds) if has_ds else dy
+    looped = n > MAX_FUSED_N
+    block_m, block_n, num_warps = (1, LOOPED_BLOCK_N, 16) if looped else _fwd_config(n)
+    # A fixed number of programs (a few per SM) each owning a contiguous run of rows: the dw
+    # partials then depend only on (M, N, GPU), so the final sum is bit-reproducible.
+    programs = max(1, min(num_sms(xs.device.index) * 4, triton.cdiv(m, block_m)))
+    rows_per_program = triton.cdiv(triton.cdiv(m, programs), block_m) * block_m
+    programs = triton.cdiv(m, rows_per_program)
+    alloc = torch.zeros if looped else torch.empty
+    dw_partial = alloc((programs, n), dtype=torch.float32, device=xs.device)
+    args = (dy, xs, weight, rstd, ds, dx, dw_partial,
+            dy.stride(0), xs.stride(0), ds.stride(0), dx.stride(0), m, n, rows_per_program)
+    if looped:
+        _rms_norm_bwd_looped_kernel[(programs,)](*args, HAS_DS=has_ds, BLOCK_N=block_n, num_warps=num_warps)
+    else:
+        _rms_norm_bwd_kernel[(programs,)](
+            *args, HAS_DS=has_ds, BLOCK_M=block_m, BLOCK_N=block_n, num_warps=num_warps
+        )
+    return dx, dw_partial.sum(0).to(weight.dtype)
+
+
+# ----------------------------------------------------------------------------------------------
+# Op boundary: custom ops with fake implementations and autograd
+# ----------------------------------------------------------------------------------------------
+
+
+@torch.library.custom_op("march::rms_norm_fwd", mutates_args=())
+def rms_norm_fwd_op(
+    x: torch.Tensor, residual: torch.Tensor | None, weight: torch.Tensor, eps: float
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    return _rms_norm_fwd(x, residual, weight, eps)
+
+
+@rms_norm_fwd_op.register_fake
+def _(x, residual, weight, eps):
+    m, n = x.shape
+    s = x.new_empty((m, n)) if residual is not None else x.new_empty(0)
+    return x.new_empty((m, n), dtype=weight.dtype), s, x.new_empty((m,), dtype=torch.float32)
+
+
+@torch.library.custom_op("march::rms_norm_bwd", mutates_args=())
+def rms_norm_bwd_op(
+    dy: torch.Tensor, xs: torch.Tensor, weight: torch.Tensor, rstd: torch.Tensor, ds: torch.Tensor | None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    return _rms_norm_bwd(dy, xs, weight, rstd, ds)
+
+
+@rms_norm_bwd_op.register_fake
+def _(dy, xs, weight, rstd, ds):
+    return torch.empty_like(xs, memory_format=torch.contiguous_format), torch.empty_like(weight)
+
+
+def _setup_context(ctx, inputs, output):
+    x, residual, weight, _ = inputs
+    _, s, rstd = output
+    ctx.has_residual = residual is not None
+    ctx.save_for_backward(s if ctx.has_residual else x, weight, rstd)
+
+
+def _backward(ctx, dy, ds, _drstd):
+    xs, weight, rstd = ctx.saved_tensors
+    dx, dw = rms_norm_bwd_op(dy, xs, weight, rstd, ds if ctx.has_residual else None)
+    # The sum s = x + residual passes the same gradient to both addends.
+    return dx, (dx if ctx.has_residual else None), dw, None
+
+
+rms_norm_fwd_op.register_autograd(_backward, setup_context=_setup_context)
+
+
+# ----------------------------------------------------------------------------------------------
+# Public functions
+# ----------------------------------------------------------------------------------------------
+
+
+def _check(x: torch.Tensor, weight: torch.Tensor, eps: float, residual: torch.Tensor | None = None):
+    check_float("x", x)
+    check_float("weight", weight)
+    if x.dim() == 0:
+        raise ValueError("x must have at least one dimension (the normalised one), got a scalar")
+    if weight.dim() != 1:
+        raise ValueError(f"weight must be 1-D of shape (D,), got shape {tuple(weight.shape)}")
+    if x.shape[-1] == 0:
+        raise ValueError(f"x has an empty last dimension: shape {tuple(x.shape)}")
+    if x.shape[-1] != weight.shape[0]:
+        raise ValueError(
+            f"last dim of x {tuple(x.shape)} must match weight {tuple(weight.shape)}: "
+            f"{x.shape[-1]} != {weight.shape[0]}"
+        )
+    if not isinstance(eps, (int, float)) or not eps > 0:
+        raise ValueError(f"eps must be a positive number, got {eps!r}")
+    if residual is not None:
+        check_float("residual", residual)
+        if residual.shape != x.shape or residual.dtype != x.dtype:
+            raise ValueError(
+                f"residual must match x: got residual {tuple(residual.shape)} {residual.dtype} "
+                f"vs x {tuple(x.shape)} {x.dtype}"
+            )
+    check_same_device(x=x, weight=weight, residual=residual)
+
+
+def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+    """T5 LayerNorm: ``weight · cast(weight.dtype, x · rsqrt(mean(x², -1) + eps))``.
+
+    x: (..., D) in bf16/fp16/fp32; weight: (D,). Returns (..., D) in weight's dtype (HF semantics).
+    CUDA tensors (or any tensor under TRITON_INTERPRET=1) take the Triton kernels; other CPU
+    tensors take ``march.kernels.reference.rms_norm``.
+    """
+    _check(x, weight, eps)
+    if not use_triton(x, weight):
+        return reference.rms_norm(x, weight, eps)
+    d = x.shape[-1]
+    y, _, _ = rms_norm_fwd_op(x.reshape(-1, d), None, weight, float(eps))
+    return y.view(*x.shape[:-1], d)
+
+
+def add_rms_norm(
+    x: torch.Tensor, residual: torch.Tensor, weight: torch.Tensor, eps: float = 1e-6
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Fused pre-norm step: s = x + residual; returns (rms_norm(s, weight, eps), s).
+
+    x, residual: (..., D), same dtype; s has that dtype, the normed output has weight's dtype.
+    """
+    _check(x, weight, eps, residual)
+    if not use_triton(x, residual, weight):
+        return reference.add_rms_norm(x, residual, weight, eps)
+    d = x.shape[-1]
+    y, s, _ = rms_norm_fwd_op(x.reshape(-1, d), residual.reshape(-1, d), weight, float(eps))
+    return y.view(*x.shape[:-1], d), s.view(*x.shape[:-1], d)
+
+
+__all__ = ["rms_norm", "add_rms_norm", "FLOAT_DTYPES"]

@@ -1,0 +1,1 @@
+"""Data, the DeepSpeed training loop, metrics, checkpoints and plots."""

@@ -1,0 +1,178 @@
+"""RMSNorm / add_rms_norm: values and gradients vs a float64 oracle, determinism, errors, compile."""
+
+import importlib
+
+import pytest
+import torch
+
+from march.kernels import add_rms_norm, reference, rms_norm
+from march.models.layers import RMSNorm
+from tests.helpers import assert_close_to_oracle
+
+SHAPES = [(m, d) for m in (1, 7, 199) for d in (1, 33, 760, 768, 1128, 4096)] + [(1, 65536), (7, 65536)]
+DTYPES = [  # (x dtype, weight dtype)
+    (torch.bfloat16, torch.bfloat16),
+    (torch.float16, torch.float16),
+    (torch.float32, torch.float32),
+    (torch.bfloat16, torch.float32),
+]
+
+
+def _inputs(m, d, x_dtype, w_dtype, device, residual=False):
+    x = torch.randn(m, d, dtype=torch.float64) * 3 + 0.5
+    w = 1 + 0.5 * torch.randn(d, dtype=torch.float64)
+    r = torch.randn(m, d, dtype=torch.float64) if residual else None
+    cast = lambda t, dt: None if t is None else t.to(dt).to(device)
+    return cast(x, x_dtype), cast(w, w_dtype), cast(r, x_dtype)
+
+
+def _grads(fn, inputs, dy):
+    inputs = [t.detach().clone().requires_grad_(True) for t in inputs]
+    outs = fn(*inputs)
+    outs = outs if isinstance(outs, tuple) else (outs,)
+    torch.autograd.backward(outs, [g.to(o.dtype) for o, g in zip(outs, dy)])
+    return [o.detach() for o in outs], [t.grad for t in inputs]
+
+
+def _cpu(ts):
+    return [t.detach().cpu() for t in ts]
+
+
+@pytest.mark.parametrize("x_dtype,w_dtype", DTYPES, ids=lambda d: str(d).removeprefix("torch."))
+@pytest.mark.parametrize("m,d", SHAPES, ids=str)
+def test_rms_norm_matches_oracle(m, d, x_dtype, w_dtype, device):
+    x, w, _ = _inputs(m, d, x_dtype, w_dtype, device)
+    dy = [torch.randn(m, d, dtype=torch.float64)]
+    (y,), (dx, dw) = _grads(rms_norm, [x, w], [g.to(device) for g in dy])
+    (y_e,), (dx_e, dw_e) = _grads(reference.rms_norm, _cpu([x, w]), dy)
+    (y_o,), (dx_o, dw_o) = _grads(reference.rms_norm, [x.double().cpu(), w.double().cpu()], dy)
+    assert y.dtype == w_dtype and dx.dtype == x_dtype and dw.dtype == w_dtype
+    assert_close_to_oracle("y", y, y_e, y_o)
+    assert_close_to_oracle("dx", dx, dx_e, dx_o, floor=_dx_floor(x, w, dy[0]))
+    assert_close_to_oracle("dw", dw, dw_e, dw_o)
+
+
+def _dx_floor(x, w, dy):
+    """dx = rstd·(g − n·c) cancels terms of size rstd·|dy·w| (exactly so when D = 1): fp32 math
+    cannot resolve dx below a few fp32 ulps of those terms."""
+    x64, w64 = x.double().cpu(), w.double().cpu()
+    rstd = torch.rsqrt(x64.pow(2).mean(-1, keepdim=True) + 1e-6)
+    return 4 * torch.finfo(torch.float32).eps * (rstd * (dy * w64).abs()).max().item()
+
+
+@pytest.mark.parametrize("x_dtype,w_dtype", DTYPES[:3], ids=lambda d: str(d).removeprefix("torch."))
+@pytest.mark.parametrize("m,d", [(1, 33), (199, 768), (7, 1128), (7, 65536)], ids=str)
+def test_add_rms_norm_matches_oracle(m, d, x_dtype, w_dtype, device):
+    x, w, r = _inputs(m, d, x_dtype, w_dtype, device, residual=True)
+    dy = [torch.randn(m, d, dtype=torch.float64), torch.randn(m, d, dtype=torch.float64)]
+    fused = lambda x, r, w: add_rms_norm(x, r, w)
+    ref = lambda x, r, w: reference.add_rms_norm(x, r, w)
+    (y, s), (dx, dr, dw) = _grads(fused, [x, r, w], [g.to(device) for g in dy])
+    (y_e, s_e), (dx_e, dr_e, dw_e) = _grads(ref, _cpu([x, r, w]), dy)
+    # The oracle normalises the sum as stored in x's dtype, exactly like the fused and eager ops.
+    s_stored = (x.double() + r.double()).to(x_dtype).double().cpu()
+    y_o = reference.rms_norm(s_stored, w.double().cpu())
+    _, (dx_o, dr_o, dw_o) = _grads(ref, [x.double().cpu(), r.double().cpu(), w.double().cpu()], dy)
+    assert torch.equal(s.cpu(), s_e), "s = x + residual must be the eager sum bit for bit"
+    assert_close_to_oracle("y", y, y_e, y_o)
+    floor = _dx_floor(s, w, dy[0])
+    for name, g, g_e, g_o, f in (("dx", dx, dx_e, dx_o, floor), ("dres", dr, dr_e, dr_o, floor), ("dw", dw, dw_e, dw_o, 0.0)):
+        assert_close_to_oracle(name, g, g_e, g_o, floor=f)
+
+
+def test_leading_dims_and_non_contiguous(device):
+    base = torch.randn(3, 5, 2 * 96, dtype=torch.float32, device=device)
+    x = base[..., ::2]  # (3, 5, 96), last-dim stride 2
+    w = torch.randn(96, device=device)
+    y = rms_norm(x, w)
+    assert y.shape == (3, 5, 96)
+    torch.testing.assert_close(y.cpu(), reference.rms_norm(x.cpu(), w.cpu()), rtol=1e-5, atol=1e-5)
+    xt = torch.randn(96, 4, 3, device=device).transpose(0, 2)  # (3, 4, 96), non-contiguous rows
+    torch.testing.assert_close(rms_norm(xt, w).cpu(), reference.rms_norm(xt.cpu(), w.cpu()), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("m,d", [(199, 768), (13, 65536)], ids=str)
+def test_weight_gradient_is_deterministic(m, d, device):
+    x = torch.randn(m, d, dtype=torch.bfloat16, device=device)
+    w = torch.randn(d, dtype=torch.bfloat16, device=device)
+    dy = torch.randn(m, d, dtype=torch.bfloat16, device=device)
+    grads = []
+    for _ in range(2):
+        xx, ww = x.clone().requires_grad_(), w.clone().requires_grad_()
+        rms_norm(xx, ww).backward(dy)
+        grads.append((xx.grad, ww.grad))
+    assert torch.equal(grads[0][0], grads[1][0]) and torch.equal(grads[0][1], grads[1][1])
+
+
+def test_grad_output_and_saved_tensors_untouched(device):
+    x = torch.randn(7, 33, device=device, requires_grad=True)
+    w = torch.randn(33, device=device, requires_grad=True)
+    dy = torch.randn(7, 33, device=device)
+    dy_copy, x_copy = dy.clone(), x.detach().clone()
+    y = rms_norm(x, w)
+    y.backward(dy, retain_graph=True)
+    g1 = x.grad.clone()
+    y.backward(dy)  # retain_graph: a second backward sees the same saved tensors
+    assert torch.equal(dy, dy_copy) and torch.equal(x.detach(), x_copy)
+    torch.testing.assert_close(x.grad, 2 * g1)
+
+
+@pytest.mark.parametrize(
+    "make, exc, match",
+    [
+        (lambda: (torch.randn(4, 8), torch.randn(9)), ValueError, r"\(4, 8\).*\(9,\)"),
+        (lambda: (torch.randint(0, 5, (4, 8)), torch.randn(8)), TypeError, "int64"),
+        (lambda: (torch.randn(4, 8), torch.randint(0, 5, (8,))), TypeError, "weight"),
+        (lambda: (torch.randn(4, 0), torch.randn(0)), ValueError, "empty last dimension"),
+        (lambda: (torch.randn(4, 8), torch.randn(2, 4)), ValueError, r"1-D.*\(2, 4\)"),
+        (lambda: (torch.randn(4, 8), torch.randn(8, device="meta")), ValueError, "one device"),
+    ],
+)
+def test_bad_inputs_raise(make, exc, match):
+    x, w = make()
+    with pytest.raises(exc, match=match):
+        rms_norm(x, w)
+
+
+@pytest.mark.parametrize("eps", [0.0, -1e-6])
+def test_bad_eps_raises(eps):
+    with pytest.raises(ValueError, match="eps"):
+        rms_norm(torch.randn(2, 8), torch.randn(8), eps=eps)
+
+
+def test_bad_residual_raises():
+    with pytest.raises(ValueError, match=r"residual.*\(2, 7\)"):
+        add_rms_norm(torch.randn(2, 8), torch.randn(2, 7), torch.randn(8))
+
+
+def test_cpu_without_interpreter_runs_reference(monkeypatch):
+    mod = importlib.import_module("march.kernels.rms_norm")  # the module, not the function
+
+    monkeypatch.setattr(mod, "use_triton", lambda *t: False)
+    x, w = torch.randn(3, 16, dtype=torch.bfloat16), torch.randn(16, dtype=torch.bfloat16)
+    assert torch.equal(mod.rms_norm(x, w), reference.rms_norm(x, w))
+
+
+def test_opcheck(device):
+    from march.kernels.rms_norm import rms_norm_bwd_op, rms_norm_fwd_op
+
+    x = torch.randn(5, 40, device=device, requires_grad=True)
+    r = torch.randn(5, 40, device=device, requires_grad=True)
+    w = torch.randn(40, device=device, requires_grad=True)
+    torch.library.opcheck(rms_norm_fwd_op, (x, None, w, 1e-6))
+    torch.library.opcheck(rms_norm_fwd_op, (x, r, w, 1e-6))
+    rstd = torch.rand(5, device=device) + 0.5
+    torch.library.opcheck(rms_norm_bwd_op, (torch.randn(5, 40, device=device), x.detach(), w.detach(), rstd, None))
+
+
+def test_module_state_dict_matches_hf_names_and_compiles(device):
+    norm = RMSNorm(64).to(device)
+    assert list(norm.state_dict()) == ["weight"]
+    with torch.no_grad():
+        norm.weight.normal_()
+    x = torch.randn(2, 3, 64, device=device, requires_grad=True)
+    compiled = torch.compile(norm, fullgraph=True, backend="aot_eager")
+    y = compiled(x)
+    y.sum().backward()
+    torch.testing.assert_close(y, norm(x), rtol=0, atol=0)
+    assert norm.weight.grad is not None and x.grad is not None
