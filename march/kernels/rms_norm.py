@@ -30,6 +30,8 @@ from march.kernels._utils import FLOAT_DTYPES, check_float, check_same_device, n
 # of being held in registers whole.
 MAX_FUSED_N = 8192
 LOOPED_BLOCK_N = 4096
+# Backward programs per SM (each owns a run of rows and one dw partial row).
+BWD_PROGRAMS_PER_SM = 4
 
 
 # ----------------------------------------------------------------------------------------------
@@ -244,7 +246,7 @@ def _rms_norm_bwd(dy, xs, weight, rstd, ds):
     block_m, block_n, num_warps = (1, LOOPED_BLOCK_N, 16) if looped else _fwd_config(n)
     # A fixed number of programs (a few per SM) each owning a contiguous run of rows: the dw
     # partials then depend only on (M, N, GPU), so the final sum is bit-reproducible.
-    programs = max(1, min(num_sms(xs.device.index) * 4, triton.cdiv(m, block_m)))
+    programs = max(1, min(num_sms(xs.device.index) * BWD_PROGRAMS_PER_SM, triton.cdiv(m, block_m)))
     rows_per_program = triton.cdiv(triton.cdiv(m, programs), block_m) * block_m
     programs = triton.cdiv(m, rows_per_program)
     alloc = torch.zeros if looped else torch.empty
