@@ -1,5 +1,7 @@
 """Fused Triton kernels with eager references (``march.kernels.reference``)."""
 
 from march.kernels.rms_norm import add_rms_norm, rms_norm
+from march.kernels.glu import act_dropout, activation, glu
+from march.kernels.feedforward import feedforward, gated_feedforward
 
-__all__ = ["rms_norm", "add_rms_norm"]
+__all__ = ["rms_norm", "add_rms_norm", "glu", "act_dropout", "activation", "gated_feedforward", "feedforward"]

@@ -26,3 +26,74 @@ def add_rms_norm(
     """s = x + residual (in x's dtype); returns (rms_norm(s), s)."""
     s = x + residual
     return rms_norm(s, weight, eps), s
+
+
+# ---------------------------------------------------------------------------------------------
+# Activations, GLU and the (gated) feedforward: HF T5DenseActDense / T5DenseGatedActDense
+# ---------------------------------------------------------------------------------------------
+
+ACTIVATIONS = ("relu", "gelu", "gelu_tanh", "silu")
+# HF spellings of the same functions (T5's "gated-gelu" means dense_act_fn="gelu_new" = tanh GELU).
+ACTIVATION_ALIASES = {"gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh", "swish": "silu"}
+
+
+def canonical_activation(activation: str) -> str:
+    """One of ACTIVATIONS (HF aliases accepted), or a ValueError listing the choices."""
+    name = ACTIVATION_ALIASES.get(activation, activation) if isinstance(activation, str) else None
+    if name not in ACTIVATIONS:
+        raise ValueError(
+            f"unknown activation {activation!r}; expected one of {ACTIVATIONS} "
+            f"(or the HF aliases {tuple(ACTIVATION_ALIASES)})"
+        )
+    return name
+
+
+def act(x: torch.Tensor, activation: str) -> torch.Tensor:
+    """relu, gelu (erf), gelu_tanh (HF gelu_new), silu — PyTorch's ops, in x's dtype."""
+    name = canonical_activation(activation)
+    if name == "relu":
+        return torch.nn.functional.relu(x)
+    if name == "silu":
+        return torch.nn.functional.silu(x)
+    return torch.nn.functional.gelu(x, approximate="tanh" if name == "gelu_tanh" else "none")
+
+
+def _dropout(h: torch.Tensor, dropout_p: float, keep: torch.Tensor | None) -> torch.Tensor:
+    """Inverted dropout: torch's own mask, or a given boolean ``keep`` mask (to mirror a seeded kernel)."""
+    if keep is None:
+        return torch.nn.functional.dropout(h, dropout_p, training=dropout_p > 0)
+    scale = 1.0 / (1.0 - dropout_p) if dropout_p < 1 else 0.0
+    return h * keep.to(h.dtype) * scale
+
+
+def glu(gate: torch.Tensor, up: torch.Tensor, activation: str, dropout_p: float = 0.0,
+        keep: torch.Tensor | None = None) -> torch.Tensor:
+    """act(gate) · up (then dropout), as HF ``T5DenseGatedActDense`` computes it."""
+    return _dropout(act(gate, activation) * up, dropout_p, keep)
+
+
+def act_dropout(x: torch.Tensor, activation: str, dropout_p: float = 0.0,
+                keep: torch.Tensor | None = None) -> torch.Tensor:
+    """dropout(act(x)), as HF ``T5DenseActDense`` computes it."""
+    return _dropout(act(x, activation), dropout_p, keep)
+
+
+def _down(h: torch.Tensor, w_out: torch.Tensor) -> torch.Tensor:
+    # HF casts the hidden state to wo's dtype before the down projection (matters for fp32 weights).
+    if h.dtype != w_out.dtype:
+        h = h.to(w_out.dtype)
+    return torch.nn.functional.linear(h, w_out)
+
+
+def gated_feedforward(x: torch.Tensor, w_gate: torch.Tensor, w_up: torch.Tensor, w_out: torch.Tensor,
+                      activation: str = "gelu_tanh", dropout_p: float = 0.0,
+                      keep: torch.Tensor | None = None) -> torch.Tensor:
+    """wo(dropout(act(x wi_0ᵀ) · x wi_1ᵀ)); x (..., d), w_gate/w_up (F, d), w_out (d, F)."""
+    lin = torch.nn.functional.linear
+    return _down(glu(lin(x, w_gate), lin(x, w_up), activation, dropout_p, keep), w_out)
+
+
+def feedforward(x: torch.Tensor, w_in: torch.Tensor, w_out: torch.Tensor, activation: str = "relu",
+                dropout_p: float = 0.0, keep: torch.Tensor | None = None) -> torch.Tensor:
+    """wo(dropout(act(x wiᵀ))); x (..., d), w_in (F, d), w_out (d, F)."""
+    return _down(act_dropout(torch.nn.functional.linear(x, w_in), activation, dropout_p, keep), w_out)

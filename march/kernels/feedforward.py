@@ -1,0 +1,83 @@
+"""The T5 feedforward blocks as functionals: cuBLAS matmuls around march's fused activation kernels.
+
+    gated_feedforward:  y = drop(act(x W_gateᵀ) · x W_upᵀ) W_outᵀ      (HF T5DenseGatedActDense)
+    feedforward:        y = drop(act(x W_inᵀ)) W_outᵀ                   (HF T5DenseActDense)
+
+The gated block runs the two up-projections as ONE GEMM, x · [W_gate | W_up]ᵀ -> gu (N, 2F); the
+fused GLU kernel reads the two halves in place and, in the backward, writes d[gate | up] into one
+(N, 2F) buffer, so dx and dW_cat are again one GEMM each. Concatenating the weights costs a
+(2F, d) copy per call — small next to the (N, 2F) activations. Saved for backward: x, W_cat, gu
+(by the GEMM and the GLU op) and h (by the down GEMM); the dropout mask is regenerated from its
+seed, never stored. Eager PyTorch additionally keeps act(gate) and the mask.
+
+Why not one Triton matmul with an act(gate)·up epilogue? It would keep gu out of HBM in the
+forward, but the backward needs gate and up (or a recompute GEMM), and cuBLAS at these shapes is
+close to the bf16 ceiling; ``benchmarks/test_bench_glu.py`` measures the two ("march" vs
+"march_triton_epilogue") and the module keeps whichever that run shows is faster (see the report
+in the benchmark results; default cuBLAS).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from march.kernels import reference
+from march.kernels._utils import check_float, check_same_device, use_triton
+from march.kernels.glu import act_dropout, check_dropout, glu_packed
+from march.kernels.reference import canonical_activation
+
+
+def _check_weights(x: torch.Tensor, w_out: torch.Tensor, **w_in: torch.Tensor) -> None:
+    check_float("x", x)
+    check_float("w_out", w_out)
+    for name, w in w_in.items():
+        check_float(name, w)
+    if x.dim() == 0:
+        raise ValueError("x must be (..., d_model), got a scalar")
+    d = x.shape[-1]
+    f = None
+    for name, w in w_in.items():
+        if w.dim() != 2 or w.shape[1] != d or (f is not None and w.shape[0] != f):
+            shapes = ", ".join(f"{n} {tuple(t.shape)}" for n, t in w_in.items())
+            raise ValueError(f"{shapes} must all be (d_ff, d_model) with d_model = x's last dim {d} (x {tuple(x.shape)})")
+        f = w.shape[0]
+    if w_out.dim() != 2 or w_out.shape[1] != f:
+        raise ValueError(f"w_out must be (d_model, d_ff) with d_ff = {f}, got {tuple(w_out.shape)}")
+    check_same_device(x=x, w_out=w_out, **w_in)
+
+
+def _down(h: torch.Tensor, w_out: torch.Tensor) -> torch.Tensor:
+    if h.dtype != w_out.dtype:  # as HF: the hidden state takes wo's dtype before the projection
+        h = h.to(w_out.dtype)
+    return F.linear(h, w_out)
+
+
+def gated_feedforward(x: torch.Tensor, w_gate: torch.Tensor, w_up: torch.Tensor, w_out: torch.Tensor,
+                      activation: str = "gelu_tanh", dropout_p: float = 0.0, seed=None) -> torch.Tensor:
+    """y = drop(act(x W_gateᵀ) · x W_upᵀ) W_outᵀ.
+
+    x (..., d); w_gate, w_up (F, d); w_out (d, F) -> y (..., d). ``dropout_p`` applies to the
+    hidden state (pass 0 in eval); ``seed`` as in ``march.kernels.glu``.
+    """
+    activation = canonical_activation(activation)
+    dropout_p = check_dropout(dropout_p)
+    _check_weights(x, w_out, w_gate=w_gate, w_up=w_up)
+    if not use_triton(x, w_gate, w_up, w_out):
+        return reference.gated_feedforward(x, w_gate, w_up, w_out, activation, dropout_p)
+    gu = F.linear(x, torch.cat([w_gate, w_up]))  # (..., 2F): one GEMM for both projections
+    return _down(glu_packed(gu, activation, dropout_p, seed), w_out)  # (..., d)
+
+
+def feedforward(x: torch.Tensor, w_in: torch.Tensor, w_out: torch.Tensor, activation: str = "relu",
+                dropout_p: float = 0.0, seed=None) -> torch.Tensor:
+    """y = drop(act(x W_inᵀ)) W_outᵀ; x (..., d), w_in (F, d), w_out (d, F) -> (..., d)."""
+    activation = canonical_activation(activation)
+    dropout_p = check_dropout(dropout_p)
+    _check_weights(x, w_out, w_in=w_in)
+    if not use_triton(x, w_in, w_out):
+        return reference.feedforward(x, w_in, w_out, activation, dropout_p)
+    return _down(act_dropout(F.linear(x, w_in), activation, dropout_p, seed), w_out)
+
+
+__all__ = ["gated_feedforward", "feedforward"]
