@@ -180,3 +180,27 @@ def test_module_compiles_inductor_gpu(gated):
     assert x.grad is not None and torch.isfinite(x.grad).all()
     ff.eval()
     torch.testing.assert_close(compiled(x), ff(x), rtol=1e-2, atol=1e-2)
+
+
+# --- the Triton GEMM + GLU epilogue candidate (forward only) ------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32], ids=dtype_id)
+@pytest.mark.parametrize("act", ACTS)
+def test_glu_matmul_candidate(act, dtype, device):
+    from march.kernels.glu_matmul import glu_matmul
+
+    x = torch.randn(2, 37, 40, dtype=torch.float64)
+    w0, w1 = (torch.randn(45, 40, dtype=torch.float64) / 40**0.5 for _ in range(2))
+    lin = torch.nn.functional.linear
+    oracle = reference.glu(lin(x, w0), lin(x, w1), act)
+    cast = lambda t: t.to(dtype).to(device)
+    h = glu_matmul(cast(x), cast(w0), cast(w1), act)
+    # Its own rounding of the inputs only: the oracle of the dtype-rounded operands, at fp32 GEMM precision.
+    oracle_rounded = reference.glu(lin(cast(x).double().cpu(), cast(w0).double().cpu()),
+                                   lin(cast(x).double().cpu(), cast(w1).double().cpu()), act)
+    tol = {torch.float32: 1e-5, torch.bfloat16: 2e-2}[dtype]
+    torch.testing.assert_close(h.double().cpu(), oracle_rounded, rtol=tol, atol=tol)
+    assert h.shape == oracle.shape and h.dtype == dtype
+    with pytest.raises(NotImplementedError, match="forward-only"):
+        glu_matmul(cast(x).requires_grad_(), cast(w0), cast(w1), act)

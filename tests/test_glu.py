@@ -118,6 +118,16 @@ def test_dropout_statistics(p, device):
     assert kept.any(0).all() and kept.any(1).all() and (~kept).any(1).all()
 
 
+def test_dropout_mask_independent_of_tiling(monkeypatch, device):
+    mod = importlib.import_module("march.kernels.glu")
+    keep = dropout_keep_mask((9, 70), 0.5, 3, device)
+    monkeypatch.setattr(mod, "MAX_BLOCK_F", 8)
+    monkeypatch.setattr(mod, "TILE_ELEMENTS", 16)
+    assert torch.equal(keep, dropout_keep_mask((9, 70), 0.5, 3, device))
+    # neighbouring columns (one Philox call) and rows are not copies of each other
+    assert not torch.equal(keep[:, 0::4], keep[:, 1::4]) and not torch.equal(keep[0], keep[1])
+
+
 # --- autograd properties ---------------------------------------------------------------------------
 
 

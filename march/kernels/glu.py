@@ -2,7 +2,7 @@
 
     glu:          h = drop(act(gate) · up)          act ∈ {relu, gelu (erf), gelu_tanh, silu}
     act_dropout:  y = drop(act(x))
-    drop(v)     = v · keep / (1 − p),   keep = rand(seed, row·F + col) ≥ p   (Philox, tl.rand)
+    drop(v)     = v · keep / (1 − p),   keep = U(seed, row, col) ≥ p   (Philox4x32-10, tl.rand4x)
 
 Backward (fp32 math, k = keep / (1 − p) or 1 without dropout):
     d_gate = dh · k · up · act'(gate),   d_up = dh · k · act(gate)      (d_x = dy · k · act'(x))
@@ -70,10 +70,18 @@ def _act_and_grad(g, ACT: tl.constexpr, NEED_GRAD: tl.constexpr):
 
 
 @triton.jit
-def _keep_mask(SEED, rows64, cols, F, p):
-    """Dropout keep mask from the logical index row·F + col: independent of tiling and strides."""
+def _keep_mask(SEED, rows64, pid_f, F, p, BLOCK_M: tl.constexpr, BLOCK_F: tl.constexpr):
+    """Dropout keep mask for a (BLOCK_M, BLOCK_F) tile, a function of (seed, row, col) only.
+
+    One Philox call yields four numbers: columns 4q..4q+3 of a row share the counter
+    row·⌈F/4⌉ + q (a quarter of the integer work of one call per element, which would otherwise
+    bound the kernel below HBM speed). BLOCK_F is a multiple of 4, so tiles cut at quad boundaries.
+    """
     seed = tl.load(SEED)
-    return tl.rand(seed, rows64 * F + cols[None, :]) >= p
+    quads = pid_f * (BLOCK_F // 4) + tl.arange(0, BLOCK_F // 4)
+    r0, r1, r2, r3 = tl.rand4x(seed, rows64 * ((F + 3) // 4) + quads[None, :])  # (BLOCK_M, BLOCK_F/4) each
+    r = tl.reshape(tl.join(tl.join(r0, r1), tl.join(r2, r3)), (BLOCK_M, BLOCK_F))
+    return r >= p
 
 
 @triton.jit
@@ -94,7 +102,7 @@ def _glu_fwd_kernel(
     if GATED:
         h = h * tl.load(U + rows64 * stride_u + cols[None, :], mask=mask, other=0.0).to(tl.float32)
     if HAS_DROPOUT:
-        h = tl.where(_keep_mask(SEED, rows64, cols, F, p), h * scale, 0.0)
+        h = tl.where(_keep_mask(SEED, rows64, tl.program_id(1), F, p, BLOCK_M, BLOCK_F), h * scale, 0.0)
     tl.store(H + rows64 * stride_h + cols[None, :], h.to(H.dtype.element_ty), mask=mask)
 
 
@@ -113,7 +121,7 @@ def _glu_bwd_kernel(
     dh = tl.load(DH + rows64 * stride_dh + cols[None, :], mask=mask, other=0.0).to(tl.float32)
     g = tl.load(G + rows64 * stride_g + cols[None, :], mask=mask, other=0.0).to(tl.float32)
     if HAS_DROPOUT:
-        dh = tl.where(_keep_mask(SEED, rows64, cols, F, p), dh * scale, 0.0)
+        dh = tl.where(_keep_mask(SEED, rows64, tl.program_id(1), F, p, BLOCK_M, BLOCK_F), dh * scale, 0.0)
     a, da = _act_and_grad(g, ACT, True)
     if GATED:
         u = tl.load(U + rows64 * stride_u + cols[None, :], mask=mask, other=0.0).to(tl.float32)
@@ -133,7 +141,7 @@ NUM_WARPS = 8
 
 
 def _config(m: int, f: int) -> tuple[int, int]:
-    block_f = min(triton.next_power_of_2(f), MAX_BLOCK_F)
+    block_f = max(4, min(triton.next_power_of_2(f), MAX_BLOCK_F))  # >= 4: dropout draws in quads
     block_m = max(1, min(triton.next_power_of_2(m), TILE_ELEMENTS // block_f))
     return block_m, block_f
 
