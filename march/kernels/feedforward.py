@@ -12,9 +12,9 @@ seed, never stored. Eager PyTorch additionally keeps act(gate) and the mask.
 
 Why not one Triton matmul with an act(gate)·up epilogue? It would keep gu out of HBM in the
 forward, but the backward needs gate and up (or a recompute GEMM), and cuBLAS at these shapes is
-close to the bf16 ceiling; ``benchmarks/test_bench_glu.py`` measures the two ("march" vs
-"march_triton_epilogue") and the module keeps whichever that run shows is faster (see the report
-in the benchmark results; default cuBLAS).
+close to the bf16 ceiling. ``benchmarks/test_bench_glu.py`` (case "up-proj+glu fwd") times
+cuBLAS + march's GLU against the candidate ``march.kernels.glu_matmul`` (forward only); this module
+uses the cuBLAS path unless that measurement shows the candidate faster.
 """
 
 from __future__ import annotations
