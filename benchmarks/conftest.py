@@ -12,6 +12,10 @@ import torch
 
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")  # before any kernel module is imported
+if os.environ.get("TRITON_INTERPRET") == "1":
+    from tests.interpreter import patch_interpreter
+
+    patch_interpreter()
 
 from benchmarks import common  # noqa: E402
 
