@@ -97,3 +97,72 @@ def feedforward(x: torch.Tensor, w_in: torch.Tensor, w_out: torch.Tensor, activa
                 dropout_p: float = 0.0, keep: torch.Tensor | None = None) -> torch.Tensor:
     """wo(dropout(act(x wiᵀ))); x (..., d), w_in (F, d), w_out (d, F)."""
     return _down(act_dropout(torch.nn.functional.linear(x, w_in), activation, dropout_p, keep), w_out)
+
+
+# ---------------------------------------------------------------------------------------------
+# T5 attention with the learned relative-position bias
+# ---------------------------------------------------------------------------------------------
+
+
+def relative_position_bucket(relative_position: torch.Tensor, bidirectional: bool = True,
+                             num_buckets: int = 32, max_distance: int = 128) -> torch.Tensor:
+    """Exactly HF ``T5Attention._relative_position_bucket`` (log in fp32, truncation to long).
+
+    relative_position = key position − query position (int tensor) -> bucket in [0, num_buckets)."""
+    import math
+
+    relative_buckets = 0
+    if bidirectional:
+        num_buckets //= 2
+        relative_buckets += (relative_position > 0).to(torch.long) * num_buckets
+        relative_position = torch.abs(relative_position)
+    else:
+        relative_position = -torch.min(relative_position, torch.zeros_like(relative_position))
+    max_exact = num_buckets // 2
+    is_small = relative_position < max_exact
+    relative_position_if_large = max_exact + (
+        torch.log(relative_position.float() / max_exact)
+        / math.log(max_distance / max_exact)
+        * (num_buckets - max_exact)
+    ).to(torch.long)
+    relative_position_if_large = torch.min(
+        relative_position_if_large, torch.full_like(relative_position_if_large, num_buckets - 1)
+    )
+    relative_buckets += torch.where(is_small, relative_position, relative_position_if_large)
+    return relative_buckets
+
+
+def t5_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias_table: torch.Tensor | None = None, *,
+                 bidirectional: bool = True, num_buckets: int = 32, max_distance: int = 128,
+                 causal: bool = False, key_padding_mask: torch.Tensor | None = None, query_offset: int = 0,
+                 scale: float = 1.0, dropout_p: float = 0.0, keep: torch.Tensor | None = None) -> torch.Tensor:
+    """T5 attention as HF's eager path computes it, with a dense bias and an fp32 softmax.
+
+    q (B, H, Lq, d), k/v (B, H, Lk, d); bias_table (num_buckets, H) or None;
+    key_padding_mask (B, Lk), True/1 = real token. S = scale·q kᵀ (in q's dtype) + table[bucket(j −
+    (i + query_offset)), h]; hidden keys (padding; j > i + query_offset when causal) get P = 0; a
+    row with no visible key gives 0. Dropout on P with the keep-mask ``keep`` (B, H, Lq, Lk) bool if
+    given, else a fresh torch.rand mask. Returns (B, H, Lq, d) in q's dtype.
+    """
+    lq, lk = q.shape[-2], k.shape[-2]
+    scores = torch.matmul(q, k.transpose(-1, -2)) * scale  # (B, H, Lq, Lk), q's dtype like HF
+    acc = torch.float64 if q.dtype == torch.float64 else torch.float32
+    scores = scores.to(acc)
+    i = torch.arange(lq, device=q.device)[:, None] + query_offset
+    j = torch.arange(lk, device=q.device)[None, :]
+    if bias_table is not None:
+        bucket = relative_position_bucket(j - i, bidirectional, num_buckets, max_distance)  # (Lq, Lk)
+        scores = scores + bias_table[bucket].permute(2, 0, 1).unsqueeze(0).to(acc)  # (1, H, Lq, Lk)
+    visible = torch.ones(q.shape[0], 1, lq, lk, dtype=torch.bool, device=q.device)
+    if key_padding_mask is not None:
+        visible = visible & key_padding_mask.bool()[:, None, None, :]
+    if causal:
+        visible = visible & (j <= i)
+    # A finite fill keeps fully hidden rows NaN-free (forward and backward); they are zeroed below.
+    scores = scores.masked_fill(~visible, torch.finfo(acc).min)
+    probs = torch.softmax(scores, dim=-1) * visible
+    if dropout_p > 0.0:
+        if keep is None:
+            keep = torch.rand(probs.shape, device=probs.device) >= dropout_p
+        probs = probs * keep / (1.0 - dropout_p)
+    return torch.matmul(probs.to(v.dtype), v)

@@ -5,7 +5,8 @@ references in ``march.kernels.reference``, "auto" the fused ops where they can r
 any tensor under TRITON_INTERPRET=1) and the references elsewhere.
 """
 
+from march.models.layers.attention import T5Attention
 from march.models.layers.feedforward import FeedForward, GatedFeedForward
 from march.models.layers.norm import RMSNorm
 
-__all__ = ["RMSNorm", "FeedForward", "GatedFeedForward"]
+__all__ = ["RMSNorm", "FeedForward", "GatedFeedForward", "T5Attention"]

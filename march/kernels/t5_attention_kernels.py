@@ -1,0 +1,341 @@
+"""Triton kernels of ``march.kernels.t5_attention`` (host side: ``t5_attention.py``).
+
+Scores are kept in log2 units: s2 = (scale · q·kᵀ + bias) · log2(e), so softmax uses exp2.
+
+Bias. The bucket of (query i, key j) is computed here from rel = j − (i + query_offset), exactly
+as HF ``T5Attention._relative_position_bucket``: with a = |rel| (bidirectional, +NB_EFF when
+rel > 0) or a = max(−rel, 0) (one-sided), bucket = a for a < MAX_EXACT, else MAX_EXACT + the
+number of thresholds THR[t] ≤ a. THR holds the first a at which HF's fp32 log formula reaches
+each larger bucket, evaluated once per (device, config) by the reference itself, so the kernel's
+buckets equal HF's bit for bit (no fp32 log in the kernel whose rounding could differ at bucket
+edges). The bias is then a gather from the head's table row (NUM_BUCKETS fp32, one cache line).
+A tile whose relative positions all lie beyond saturation (|rel| ≥ sat on one side, or rel ≥ 0
+one-sided) has one bucket: it adds a scalar and skips the per-element work.
+
+Bias gradient. d table[b, h] = Σ_{i,j: bucket(i,j)=b} dS_ij. The dk/dv kernel owns a key block and
+walks the query blocks; per tile it sums dS along its diagonals (rel is constant along a diagonal)
+with one ``tl.gather`` that rotates each column, then adds the ≤ 2·BLOCK_N diagonal sums to their
+buckets. Each program writes its (NB_P2,) fp32 partial; the host sums partials in a fixed order.
+
+Dropout (on probabilities): keep = philox(seed, offset) ≥ p with offset = (b·H + h) << 32 | (i·Lk + j),
+the same in the forward and both backward kernels.
+"""
+
+from __future__ import annotations
+
+import triton
+import triton.language as tl
+
+LOG2E = 1.4426950408889634
+
+
+@triton.jit
+def _bucket(rel, THR, BIDIRECTIONAL: tl.constexpr, NB_EFF: tl.constexpr, MAX_EXACT: tl.constexpr):
+    """HF relative-position bucket of int32 ``rel`` (a tensor or a scalar)."""
+    if BIDIRECTIONAL:
+        base = tl.where(rel > 0, NB_EFF, 0)
+        a = tl.abs(rel)
+    else:
+        base = rel * 0
+        a = tl.maximum(-rel, 0)
+    large = a * 0 + MAX_EXACT
+    for t in tl.static_range(NB_EFF - MAX_EXACT - 1):
+        large += (a >= tl.load(THR + t)).to(tl.int32)
+    return base + tl.where(a < MAX_EXACT, a, large)
+
+
+@triton.jit
+def _bias_log2(TABLE_H, THR, rel, rel_lo, rel_hi, sat_pos, sat,
+               BIDIRECTIONAL: tl.constexpr, NB_EFF: tl.constexpr, MAX_EXACT: tl.constexpr):
+    """Bias of a tile of relative positions ``rel`` (in [rel_lo, rel_hi]), times log2(e), fp32."""
+    if (rel_lo >= sat_pos) | (rel_hi <= -sat):  # one bucket for the whole tile
+        bucket = _bucket(rel_lo, THR, BIDIRECTIONAL, NB_EFF, MAX_EXACT)
+        bias = tl.zeros(rel.shape, tl.float32) + tl.load(TABLE_H + bucket) * 1.4426950408889634
+    else:
+        bucket = _bucket(rel, THR, BIDIRECTIONAL, NB_EFF, MAX_EXACT)
+        bias = tl.load(TABLE_H + bucket) * 1.4426950408889634
+    return bias
+
+
+@triton.jit
+def _keep(seed, bh, offs_i, offs_j, Lk, dropout_p):
+    """Dropout keep-mask of the tile (offs_i × offs_j, broadcast shapes), the same in fwd and bwd."""
+    off = (bh.to(tl.int64) << 32) + (offs_i * Lk + offs_j).to(tl.int64)
+    return tl.rand(seed, off) >= dropout_p
+
+
+@triton.jit(do_not_specialize=["seed", "query_offset"])
+def _t5_attn_fwd_kernel(
+    Q, K, V, TABLE, THR, KPM, O, LSE,  # TABLE: (H, NUM_BUCKETS) fp32 ; KPM: (B, Lk) uint8 ; LSE: (B·H, Lq) fp32
+    sqb, sqh, sqm, skb, skh, skn, svb, svh, svn, sob, soh, som, skpm,
+    H, Lq, Lk, query_offset, scale_log2, sat_pos, sat, dropout_p, seed,
+    HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+    HAS_BIAS: tl.constexpr, HAS_KPM: tl.constexpr, CAUSAL: tl.constexpr, DROPOUT: tl.constexpr,
+    BIDIRECTIONAL: tl.constexpr, NB_EFF: tl.constexpr, MAX_EXACT: tl.constexpr, NUM_BUCKETS: tl.constexpr,
+):
+    """One program = BLOCK_M query rows of one (b, h); online softmax over key blocks (FA2)."""
+    pid_m = tl.program_id(0)
+    bh = tl.program_id(1)
+    b = (bh // H).to(tl.int64)
+    h = bh % H
+    m0 = pid_m * BLOCK_M
+    offs_m = m0 + tl.arange(0, BLOCK_M)
+    offs_d = tl.arange(0, BLOCK_D)
+    m_mask = offs_m < Lq
+    d_mask = offs_d < HEAD_DIM
+    q = tl.load(Q + b * sqb + h.to(tl.int64) * sqh + offs_m[:, None].to(tl.int64) * sqm + offs_d[None, :],
+                mask=m_mask[:, None] & d_mask[None, :], other=0.0)  # (BM, BD)
+    K += b * skb + h.to(tl.int64) * skh
+    V += b * svb + h.to(tl.int64) * svh
+    TABLE_H = TABLE + h * NUM_BUCKETS
+
+    m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
+    l_i = tl.zeros([BLOCK_M], tl.float32)
+    acc = tl.zeros([BLOCK_M, BLOCK_D], tl.float32)
+    hi = Lk
+    if CAUSAL:  # keys j ≤ i + query_offset only
+        hi = tl.minimum(Lk, m0 + BLOCK_M + query_offset)
+    for n0 in range(0, hi, BLOCK_N):
+        offs_n = n0 + tl.arange(0, BLOCK_N)
+        n_mask = offs_n < Lk
+        kv_mask = n_mask[:, None] & d_mask[None, :]
+        k = tl.load(K + offs_n[:, None].to(tl.int64) * skn + offs_d[None, :], mask=kv_mask, other=0.0)
+        s = tl.dot(q, tl.trans(k)) * scale_log2  # (BM, BN) fp32
+        rel = offs_n[None, :] - (offs_m[:, None] + query_offset)  # j − (i + offset)
+        if HAS_BIAS:
+            rel_lo = n0 - (m0 + BLOCK_M - 1 + query_offset)
+            rel_hi = n0 + BLOCK_N - 1 - (m0 + query_offset)
+            s += _bias_log2(TABLE_H, THR, rel, rel_lo, rel_hi, sat_pos, sat, BIDIRECTIONAL, NB_EFF, MAX_EXACT)
+        valid = n_mask[None, :] & m_mask[:, None]
+        if HAS_KPM:
+            kp = tl.load(KPM + b * skpm + offs_n, mask=n_mask, other=0)
+            valid &= (kp != 0)[None, :]
+        if CAUSAL:
+            valid &= rel <= 0
+        s = tl.where(valid, s, float("-inf"))
+        m_new = tl.maximum(m_i, tl.max(s, 1))
+        m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)  # a row with nothing visible yet
+        p = tl.exp2(s - m_safe[:, None])
+        alpha = tl.exp2(m_i - m_safe)
+        l_i = l_i * alpha + tl.sum(p, 1)
+        if DROPOUT:
+            p = tl.where(_keep(seed, bh, offs_m[:, None], offs_n[None, :], Lk, dropout_p), p, 0.0)
+        v = tl.load(V + offs_n[:, None].to(tl.int64) * svn + offs_d[None, :], mask=kv_mask, other=0.0)
+        acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
+        m_i = m_new
+
+    empty = l_i == 0.0  # no visible key: output 0, lse = +inf (so the backward sees P = 0)
+    inv = tl.where(empty, 0.0, 1.0 / tl.where(empty, 1.0, l_i))
+    if DROPOUT:
+        inv = inv / (1.0 - dropout_p)
+    out = acc * inv[:, None]
+    tl.store(O + b * sob + h.to(tl.int64) * soh + offs_m[:, None].to(tl.int64) * som + offs_d[None, :],
+             out.to(O.dtype.element_ty), mask=m_mask[:, None] & d_mask[None, :])
+    lse = tl.where(empty, float("inf"), m_i + tl.log2(tl.where(empty, 1.0, l_i)))
+    tl.store(LSE + bh.to(tl.int64) * Lq + offs_m, lse, mask=m_mask)
+
+
+@triton.jit
+def _t5_attn_bwd_preprocess_kernel(O, DO, DELTA, sob, soh, som, sdob, sdoh, sdom, H, Lq,
+                                   HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr):
+    """delta_i = Σ_d dO_id · O_id (fp32): the row term of the softmax gradient."""
+    pid_m = tl.program_id(0)
+    bh = tl.program_id(1)
+    b = (bh // H).to(tl.int64)
+    h = (bh % H).to(tl.int64)
+    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_d = tl.arange(0, BLOCK_D)
+    mask = (offs_m < Lq)[:, None] & (offs_d < HEAD_DIM)[None, :]
+    rows = offs_m[:, None].to(tl.int64)
+    o = tl.load(O + b * sob + h * soh + rows * som + offs_d[None, :], mask=mask, other=0.0).to(tl.float32)
+    do = tl.load(DO + b * sdob + h * sdoh + rows * sdom + offs_d[None, :], mask=mask, other=0.0).to(tl.float32)
+    tl.store(DELTA + bh.to(tl.int64) * Lq + offs_m, tl.sum(o * do, 1), mask=offs_m < Lq)
+
+
+@triton.jit
+def _bucket_sums(dsT, THR, rel_lo, rel_hi, shift, sat_pos, sat,
+                 BLOCK_N: tl.constexpr, BLOCK_M: tl.constexpr, NB_P2: tl.constexpr,
+                 BIDIRECTIONAL: tl.constexpr, NB_EFF: tl.constexpr, MAX_EXACT: tl.constexpr):
+    """Σ of dsT (BLOCK_N keys × BLOCK_M queries; rel = jl − il + shift) per bucket -> (NB_P2,) fp32.
+
+    Diagonal sums by rotating column il down by il (g[r, il] = dsT[(r + il) mod BN, il]): row r of
+    g then holds the diagonal jl − il = r where r + il < BN, and jl − il = r − BN elsewhere
+    (unambiguous as BLOCK_M ≤ BLOCK_N)."""
+    nb = tl.arange(0, NB_P2)
+    if (rel_lo >= sat_pos) | (rel_hi <= -sat):
+        bucket = _bucket(rel_lo, THR, BIDIRECTIONAL, NB_EFF, MAX_EXACT)
+        out = tl.where(nb == bucket, tl.sum(tl.sum(dsT, 1), 0), 0.0)
+    else:
+        r = tl.arange(0, BLOCK_N)
+        rr = r[:, None] + tl.arange(0, BLOCK_M)[None, :]
+        g = tl.gather(dsT, rr % BLOCK_N, 0)
+        upper = rr < BLOCK_N
+        d1 = tl.sum(tl.where(upper, g, 0.0), 1)  # (BN,) diagonal rel = r + shift
+        d2 = tl.sum(tl.where(upper, 0.0, g), 1)  # (BN,) diagonal rel = r − BN + shift
+        b1 = _bucket(r + shift, THR, BIDIRECTIONAL, NB_EFF, MAX_EXACT)
+        b2 = _bucket(r - BLOCK_N + shift, THR, BIDIRECTIONAL, NB_EFF, MAX_EXACT)
+        out = tl.sum(tl.where(b1[:, None] == nb[None, :], d1[:, None], 0.0), 0)
+        out += tl.sum(tl.where(b2[:, None] == nb[None, :], d2[:, None], 0.0), 0)
+    return out
+
+
+@triton.jit(do_not_specialize=["seed", "query_offset"])
+def _t5_attn_bwd_dkdv_kernel(
+    Q, K, V, DO, TABLE, THR, KPM, LSE, DELTA, DK, DV, DTAB,  # DTAB: (B·H, n_kblocks, NB_P2) fp32 partials
+    sqb, sqh, sqm, skb, skh, skn, svb, svh, svn, sdob, sdoh, sdom, sdkb, sdkh, sdkn, sdvb, sdvh, sdvn, skpm,
+    H, Lq, Lk, query_offset, scale, scale_log2, sat_pos, sat, dropout_p, seed,
+    HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+    HAS_BIAS: tl.constexpr, BIAS_GRAD: tl.constexpr, HAS_KPM: tl.constexpr, CAUSAL: tl.constexpr,
+    DROPOUT: tl.constexpr, BIDIRECTIONAL: tl.constexpr, NB_EFF: tl.constexpr, MAX_EXACT: tl.constexpr,
+    NUM_BUCKETS: tl.constexpr, NB_P2: tl.constexpr,
+):
+    """One program = BLOCK_N keys of one (b, h); walks the query blocks. Tiles are (keys, queries)."""
+    pid_n = tl.program_id(0)
+    bh = tl.program_id(1)
+    b = (bh // H).to(tl.int64)
+    h = bh % H
+    h64 = h.to(tl.int64)
+    n0 = pid_n * BLOCK_N
+    offs_n = n0 + tl.arange(0, BLOCK_N)
+    offs_d = tl.arange(0, BLOCK_D)
+    n_mask = offs_n < Lk
+    d_mask = offs_d < HEAD_DIM
+    kv_mask = n_mask[:, None] & d_mask[None, :]
+    rows_n = offs_n[:, None].to(tl.int64)
+    k = tl.load(K + b * skb + h64 * skh + rows_n * skn + offs_d[None, :], mask=kv_mask, other=0.0)
+    v = tl.load(V + b * svb + h64 * svh + rows_n * svn + offs_d[None, :], mask=kv_mask, other=0.0)
+    kvalid = n_mask
+    if HAS_KPM:
+        kvalid &= tl.load(KPM + b * skpm + offs_n, mask=n_mask, other=0) != 0
+    Q += b * sqb + h64 * sqh
+    DO += b * sdob + h64 * sdoh
+    TABLE_H = TABLE + h * NUM_BUCKETS
+    inv_keep = 1.0 / (1.0 - dropout_p)
+
+    dk = tl.zeros([BLOCK_N, BLOCK_D], tl.float32)
+    dv = tl.zeros([BLOCK_N, BLOCK_D], tl.float32)
+    dtab = tl.zeros([NB_P2], tl.float32)
+    lo = 0
+    if CAUSAL:  # queries i with i + query_offset ≥ n0 only
+        lo = (tl.maximum(n0 - query_offset, 0) // BLOCK_M) * BLOCK_M
+    for m0 in range(lo, Lq, BLOCK_M):
+        offs_m = m0 + tl.arange(0, BLOCK_M)
+        m_mask = offs_m < Lq
+        qT = tl.load(Q + offs_m[None, :].to(tl.int64) * sqm + offs_d[:, None],
+                     mask=m_mask[None, :] & d_mask[:, None], other=0.0)  # (BD, BM)
+        do = tl.load(DO + offs_m[:, None].to(tl.int64) * sdom + offs_d[None, :],
+                     mask=m_mask[:, None] & d_mask[None, :], other=0.0)  # (BM, BD)
+        lse = tl.load(LSE + bh.to(tl.int64) * Lq + offs_m, mask=m_mask, other=float("inf"))
+        delta = tl.load(DELTA + bh.to(tl.int64) * Lq + offs_m, mask=m_mask, other=0.0)
+        sT = tl.dot(k, qT) * scale_log2  # (BN, BM)
+        rel = offs_n[:, None] - (offs_m[None, :] + query_offset)
+        rel_lo = n0 - (m0 + BLOCK_M - 1 + query_offset)
+        rel_hi = n0 + BLOCK_N - 1 - (m0 + query_offset)
+        if HAS_BIAS:
+            sT += _bias_log2(TABLE_H, THR, rel, rel_lo, rel_hi, sat_pos, sat, BIDIRECTIONAL, NB_EFF, MAX_EXACT)
+        valid = kvalid[:, None] & m_mask[None, :]
+        if CAUSAL:
+            valid &= rel <= 0
+        pT = tl.where(valid, tl.exp2(sT - lse[None, :]), 0.0)
+        dpT = tl.dot(v, tl.trans(do))  # (BN, BM)
+        if DROPOUT:
+            keep = _keep(seed, bh, offs_m[None, :], offs_n[:, None], Lk, dropout_p)
+            dv += tl.dot(tl.where(keep, pT * inv_keep, 0.0).to(do.dtype), do)
+            dpT = tl.where(keep, dpT * inv_keep, 0.0)
+        else:
+            dv += tl.dot(pT.to(do.dtype), do)
+        dsT = pT * (dpT - delta[None, :])  # dL/d(score), fp32
+        dk += tl.dot(dsT.to(qT.dtype), tl.trans(qT))
+        if BIAS_GRAD:
+            dtab += _bucket_sums(dsT, THR, rel_lo, rel_hi, n0 - m0 - query_offset, sat_pos, sat,
+                                 BLOCK_N, BLOCK_M, NB_P2, BIDIRECTIONAL, NB_EFF, MAX_EXACT)
+
+    tl.store(DK + b * sdkb + h64 * sdkh + rows_n * sdkn + offs_d[None, :], (dk * scale).to(DK.dtype.element_ty),
+             mask=kv_mask)
+    tl.store(DV + b * sdvb + h64 * sdvh + rows_n * sdvn + offs_d[None, :], dv.to(DV.dtype.element_ty),
+             mask=kv_mask)
+    if BIAS_GRAD:
+        tl.store(DTAB + (bh.to(tl.int64) * tl.num_programs(0) + pid_n) * NB_P2 + tl.arange(0, NB_P2), dtab)
+
+
+@triton.jit(do_not_specialize=["seed", "query_offset"])
+def _t5_attn_bwd_dq_kernel(
+    Q, K, V, DO, TABLE, THR, KPM, LSE, DELTA, DQ,
+    sqb, sqh, sqm, skb, skh, skn, svb, svh, svn, sdob, sdoh, sdom, sdqb, sdqh, sdqm, skpm,
+    H, Lq, Lk, query_offset, scale, scale_log2, sat_pos, sat, dropout_p, seed,
+    HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+    HAS_BIAS: tl.constexpr, HAS_KPM: tl.constexpr, CAUSAL: tl.constexpr, DROPOUT: tl.constexpr,
+    BIDIRECTIONAL: tl.constexpr, NB_EFF: tl.constexpr, MAX_EXACT: tl.constexpr, NUM_BUCKETS: tl.constexpr,
+):
+    """One program = BLOCK_M queries of one (b, h); walks the key blocks: dq = scale · Σ dS · k."""
+    pid_m = tl.program_id(0)
+    bh = tl.program_id(1)
+    b = (bh // H).to(tl.int64)
+    h = bh % H
+    h64 = h.to(tl.int64)
+    m0 = pid_m * BLOCK_M
+    offs_m = m0 + tl.arange(0, BLOCK_M)
+    offs_d = tl.arange(0, BLOCK_D)
+    m_mask = offs_m < Lq
+    d_mask = offs_d < HEAD_DIM
+    q_mask = m_mask[:, None] & d_mask[None, :]
+    rows_m = offs_m[:, None].to(tl.int64)
+    q = tl.load(Q + b * sqb + h64 * sqh + rows_m * sqm + offs_d[None, :], mask=q_mask, other=0.0)
+    do = tl.load(DO + b * sdob + h64 * sdoh + rows_m * sdom + offs_d[None, :], mask=q_mask, other=0.0)
+    lse = tl.load(LSE + bh.to(tl.int64) * Lq + offs_m, mask=m_mask, other=float("inf"))
+    delta = tl.load(DELTA + bh.to(tl.int64) * Lq + offs_m, mask=m_mask, other=0.0)
+    K += b * skb + h64 * skh
+    V += b * svb + h64 * svh
+    TABLE_H = TABLE + h * NUM_BUCKETS
+    inv_keep = 1.0 / (1.0 - dropout_p)
+
+    dq = tl.zeros([BLOCK_M, BLOCK_D], tl.float32)
+    hi = Lk
+    if CAUSAL:
+        hi = tl.minimum(Lk, m0 + BLOCK_M + query_offset)
+    for n0 in range(0, hi, BLOCK_N):
+        offs_n = n0 + tl.arange(0, BLOCK_N)
+        n_mask = offs_n < Lk
+        kvT_mask = d_mask[:, None] & n_mask[None, :]
+        kT = tl.load(K + offs_n[None, :].to(tl.int64) * skn + offs_d[:, None], mask=kvT_mask, other=0.0)
+        vT = tl.load(V + offs_n[None, :].to(tl.int64) * svn + offs_d[:, None], mask=kvT_mask, other=0.0)
+        s = tl.dot(q, kT) * scale_log2  # (BM, BN)
+        rel = offs_n[None, :] - (offs_m[:, None] + query_offset)
+        if HAS_BIAS:
+            rel_lo = n0 - (m0 + BLOCK_M - 1 + query_offset)
+            rel_hi = n0 + BLOCK_N - 1 - (m0 + query_offset)
+            s += _bias_log2(TABLE_H, THR, rel, rel_lo, rel_hi, sat_pos, sat, BIDIRECTIONAL, NB_EFF, MAX_EXACT)
+        valid = n_mask[None, :] & m_mask[:, None]
+        if HAS_KPM:
+            valid &= (tl.load(KPM + b * skpm + offs_n, mask=n_mask, other=0) != 0)[None, :]
+        if CAUSAL:
+            valid &= rel <= 0
+        p = tl.where(valid, tl.exp2(s - lse[:, None]), 0.0)
+        dp = tl.dot(do, vT)  # (BM, BN)
+        if DROPOUT:
+            keep = _keep(seed, bh, offs_m[:, None], offs_n[None, :], Lk, dropout_p)
+            dp = tl.where(keep, dp * inv_keep, 0.0)
+        ds = p * (dp - delta[:, None])
+        dq += tl.dot(ds.to(kT.dtype), tl.trans(kT))
+    tl.store(DQ + b * sdqb + h64 * sdqh + rows_m * sdqm + offs_d[None, :], (dq * scale).to(DQ.dtype.element_ty),
+             mask=q_mask)
+
+
+@triton.jit
+def _bucket_probe_kernel(REL, OUT, THR, n, BIDIRECTIONAL: tl.constexpr, NB_EFF: tl.constexpr,
+                         MAX_EXACT: tl.constexpr, BLOCK: tl.constexpr):
+    """Test hook: the in-kernel bucket of each int32 relative position in REL."""
+    offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    rel = tl.load(REL + offs, mask=offs < n, other=0)
+    tl.store(OUT + offs, _bucket(rel, THR, BIDIRECTIONAL, NB_EFF, MAX_EXACT), mask=offs < n)
+
+
+@triton.jit
+def _keep_probe_kernel(OUT, H, Lq, Lk, dropout_p, seed, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+    """Test hook: the dropout keep-mask (B·H, Lq, Lk) the attention kernels use for ``seed``."""
+    bh = tl.program_id(2)
+    offs_m = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_n = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
+    keep = _keep(seed, bh, offs_m[:, None], offs_n[None, :], Lk, dropout_p)
+    ptr = OUT + bh.to(tl.int64) * Lq * Lk + offs_m[:, None] * Lk + offs_n[None, :]
+    tl.store(ptr, keep.to(tl.int8), mask=(offs_m < Lq)[:, None] & (offs_n < Lk)[None, :])

@@ -1,0 +1,313 @@
+"""t5_attention: buckets vs HF, values and dq/dk/dv/dtable vs a float64 oracle, masks, causal +
+query_offset, dropout, determinism, bad inputs, opcheck, compile. CPU: interpreter, L ≤ 128."""
+
+import pytest
+import torch
+
+from march.kernels import reference, t5_attention
+from march.kernels.t5_attention import (
+    kernel_dropout_keep_mask,
+    kernel_relative_position_bucket,
+    t5_attention_fwd_op,
+)
+from tests.conftest import HAS_GPU
+from tests.helpers import assert_close_to_oracle
+
+BF16, FP16 = torch.bfloat16, torch.float16
+
+
+# ---------------------------------------------------------------------------------------------
+# Buckets
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("bidirectional", [True, False])
+@pytest.mark.parametrize("num_buckets,max_distance", [(32, 128), (8, 16), (16, 20), (64, 512)])
+def test_kernel_buckets_equal_hf(bidirectional, num_buckets, max_distance, device):
+    """Every relative position in [-5000, 5000], fp32 log rounding at bucket edges included."""
+    rel = torch.arange(-5000, 5001, device=device)
+    ref = reference.relative_position_bucket(rel, bidirectional, num_buckets, max_distance)
+    got = kernel_relative_position_bucket(rel, bidirectional, num_buckets, max_distance)
+    bad = (got != ref).nonzero().flatten()[:5]
+    assert bad.numel() == 0, f"bucket mismatch at rel {rel[bad].tolist()}: {got[bad].tolist()} vs {ref[bad].tolist()}"
+    try:
+        from transformers.models.t5.modeling_t5 import T5Attention as HFT5Attention
+    except ImportError:
+        return
+    hf = HFT5Attention._relative_position_bucket(rel, bidirectional, num_buckets, max_distance)
+    assert torch.equal(hf, ref)
+
+
+# ---------------------------------------------------------------------------------------------
+# Values and gradients vs the float64 oracle
+# ---------------------------------------------------------------------------------------------
+
+
+def _make(bsz, heads, lq, lk, d, dtype, device, table_dtype=torch.float32, pad=None, nb=32):
+    # q scaled like a trained T5 (scores of order 1) so the softmax is neither flat nor one-hot.
+    q = (torch.randn(bsz, heads, lq, d, dtype=torch.float64) * d**-0.5 * 2).to(dtype).to(device)
+    k = torch.randn(bsz, heads, lk, d, dtype=torch.float64).to(dtype).to(device)
+    v = torch.randn(bsz, heads, lk, d, dtype=torch.float64).to(dtype).to(device)
+    table = torch.randn(nb, heads, dtype=torch.float64).to(table_dtype).to(device)
+    kpm = None
+    if pad is not None:
+        kpm = torch.ones(bsz, lk, dtype=torch.bool)
+        if pad == "right":  # ragged right padding, the last batch row fully padded
+            for b in range(bsz):
+                kpm[b, max(1, lk - 7 * b - 3):] = False
+            kpm[-1] = False
+        elif pad == "left":
+            kpm[:, : lk // 3] = False
+        kpm = kpm.to(device)
+    return q, k, v, table, kpm
+
+
+def _run(fn, inputs, grad, **kw):
+    inputs = [t.detach().clone().requires_grad_(True) for t in inputs]
+    out = fn(*inputs, **kw)
+    out.backward(grad.to(out.dtype))
+    return out.detach(), [t.grad for t in inputs]
+
+
+def _check_all(q, k, v, table, kpm, **kw):
+    grad = torch.randn(q.shape[:-2] + (q.shape[2], v.shape[-1]), dtype=torch.float64)
+    out, grads = _run(t5_attention, [q, k, v, table], grad.to(q.device), key_padding_mask=kpm, **kw)
+    cpu = [t.detach().cpu() for t in (q, k, v, table)]
+    kpm_cpu = None if kpm is None else kpm.cpu()
+    out_e, grads_e = _run(reference.t5_attention, cpu, grad, key_padding_mask=kpm_cpu, **kw)
+    out_o, grads_o = _run(reference.t5_attention, [t.double() for t in cpu], grad, key_padding_mask=kpm_cpu, **kw)
+    assert out.dtype == q.dtype and grads[3].dtype == table.dtype
+    assert_close_to_oracle("out", out, out_e, out_o)
+    floor = _ds_floor(q, k, out, grad)
+    for name, g, ge, go in zip(("dq", "dk", "dv", "dtable"), grads, grads_e, grads_o):
+        assert_close_to_oracle(name, g, ge, go, floor=0.0 if name == "dv" else floor)
+    return out, grads
+
+
+def _ds_floor(q, k, out, grad):
+    """dS = P·(dP − Σ dO·O) cancels when a row has one visible key (e.g. Lk = 1; eager and the
+    oracle then give exact zeros), and the fused backward forms Σ dO·O from O as stored in q's
+    dtype (as FlashAttention does): a few ulps of |dO|·|O| per row, times |q| or |k|, summed."""
+    rows = (grad.double().abs() * out.double().cpu().abs()).sum(-1).max().item()
+    size = max(q.double().abs().max().item(), k.double().abs().max().item(), 1.0)
+    return 4 * torch.finfo(q.dtype).eps * rows * size * (grad[..., 0].numel() ** 0.5)
+
+
+# (B, H, Lq, Lk, d, dtype, causal, query_offset, bidirectional, pad, (num_buckets, max_distance))
+CASES = [
+    (1, 1, 1, 1, 64, BF16, False, 0, True, None, (32, 128)),
+    (3, 2, 37, 37, 64, BF16, False, 0, True, "right", (32, 128)),
+    (1, 4, 97, 97, 32, FP16, False, 0, True, "right", (32, 128)),
+    (2, 1, 128, 128, 64, FP16, False, 0, True, None, (8, 16)),  # saturated (uniform-bucket) tiles
+    (1, 2, 64, 97, 80, BF16, False, 0, True, "right", (32, 128)),  # Lq != Lk, padded head dim
+    (2, 1, 17, 128, 64, BF16, True, 111, False, None, (32, 128)),  # decoder chunk after a cache
+    (1, 2, 97, 97, 64, FP16, True, 0, False, "left", (32, 128)),  # causal + left pad: empty rows
+    (2, 2, 128, 128, 32, BF16, True, 0, False, None, (8, 16)),
+    (1, 1, 1, 128, 96, FP16, True, 3000, False, None, (32, 128)),  # one decoding step, far offset
+    (1, 1, 64, 64, 128, BF16, False, 0, True, None, (32, 128)),
+]
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: "-".join(str(x).removeprefix("torch.") for x in c[:10]))
+def test_matches_oracle(case, device):
+    bsz, heads, lq, lk, d, dtype, causal, off, bidir, pad, (nb, md) = case
+    q, k, v, table, kpm = _make(bsz, heads, lq, lk, d, dtype, device, pad=pad, nb=nb)
+    out, _ = _check_all(q, k, v, table, kpm, causal=causal, query_offset=off, bidirectional=bidir,
+                        num_buckets=nb, max_distance=md)
+    if pad == "right":  # the fully padded batch row gives exact zeros
+        assert (out[-1] == 0).all()
+
+
+def test_no_bias_cross_attention_and_bf16_table(device):
+    """bias_table=None (cross-attention, Lq != Lk) and a bf16 table (gradient in bf16)."""
+    q, k, v, _, kpm = _make(2, 2, 37, 97, 64, BF16, device, pad="right")
+    grad = torch.randn(2, 2, 37, 64, dtype=torch.float64)
+    out, grads = _run(lambda q, k, v: t5_attention(q, k, v, key_padding_mask=kpm), [q, k, v], grad.to(device))
+    ref = lambda q, k, v: reference.t5_attention(q, k, v, key_padding_mask=kpm.cpu())
+    out_e, grads_e = _run(ref, [t.cpu() for t in (q, k, v)], grad)
+    out_o, grads_o = _run(ref, [t.cpu().double() for t in (q, k, v)], grad)
+    assert_close_to_oracle("out", out, out_e, out_o)
+    for name, g, ge, go in zip(("dq", "dk", "dv"), grads, grads_e, grads_o):
+        assert_close_to_oracle(name, g, ge, go)
+    q, k, v, table, _ = _make(1, 2, 37, 37, 64, BF16, device, table_dtype=BF16)
+    _check_all(q, k, v, table, None)
+
+
+def test_fully_masked_rows_give_zero_output_and_grads(device):
+    q, k, v, table, _ = _make(2, 2, 40, 40, 64, BF16, device)
+    kpm = torch.ones(2, 40, dtype=torch.bool, device=device)
+    kpm[0] = False
+    out, (dq, dk, dv, dt) = _run(lambda *a: t5_attention(*a, key_padding_mask=kpm), [q, k, v, table],
+                                 torch.randn(2, 2, 40, 64, device=device))
+    assert torch.isfinite(out).all() and (out[0] == 0).all()
+    assert (dq[0] == 0).all() and (dk[0] == 0).all() and (dv[0] == 0).all() and torch.isfinite(dt).all()
+
+
+def test_incremental_decoding_equals_full_causal(device):
+    """Row t of full causal attention == one query at query_offset=t over keys 0..t (KV cache)."""
+    q, k, v, table, _ = _make(1, 2, 70, 70, 64, FP16, device)
+    kw = dict(bidirectional=False, causal=True)
+    full = t5_attention(q, k, v, table, **kw)
+    for t in (0, 1, 33, 69):
+        step = t5_attention(q[:, :, t : t + 1], k[:, :, : t + 1], v[:, :, : t + 1], table, query_offset=t, **kw)
+        torch.testing.assert_close(step[:, :, 0], full[:, :, t], atol=2e-3, rtol=0)
+    chunk = t5_attention(q[:, :, 40:], k, v, table, query_offset=40, **kw)
+    torch.testing.assert_close(chunk, full[:, :, 40:], atol=2e-3, rtol=0)
+
+
+# ---------------------------------------------------------------------------------------------
+# Dropout
+# ---------------------------------------------------------------------------------------------
+
+
+def test_dropout_matches_reference_with_the_kernel_mask(device):
+    bsz, heads, lq, lk, d, p = 2, 2, 45, 70, 64, 0.3
+    q, k, v, table, kpm = _make(bsz, heads, lq, lk, d, BF16, device, pad="right")
+    torch.manual_seed(123)
+    seed = int(torch.randint(0, 2**62, (1,), dtype=torch.int64)[0])  # what the op draws first
+    keep = kernel_dropout_keep_mask(seed, bsz, heads, lq, lk, p, device).cpu()
+    frac = keep.float().mean().item()
+    assert abs(frac - (1 - p)) < 0.02, f"keep fraction {frac} for p={p}"
+    assert not torch.equal(keep[0, 0], keep[0, 1]) and not torch.equal(keep[0, 0], keep[1, 0])
+    grad = torch.randn(bsz, heads, lq, d, dtype=torch.float64)
+    torch.manual_seed(123)
+    out, grads = _run(t5_attention, [q, k, v, table], grad.to(device), key_padding_mask=kpm, dropout_p=p)
+    cpu = [t.cpu() for t in (q, k, v, table)]
+    kw = dict(key_padding_mask=kpm.cpu(), dropout_p=p, keep=keep)
+    out_e, grads_e = _run(reference.t5_attention, cpu, grad, **kw)
+    out_o, grads_o = _run(reference.t5_attention, [t.double() for t in cpu], grad, **kw)
+    assert_close_to_oracle("out", out, out_e, out_o)
+    for name, g, ge, go in zip(("dq", "dk", "dv", "dtable"), grads, grads_e, grads_o):
+        assert_close_to_oracle(name, g, ge, go)
+
+
+def test_dropout_reproducible_and_p0_is_no_dropout(device):
+    q, k, v, table, _ = _make(1, 2, 37, 37, 32, FP16, device)
+    grad = torch.randn(1, 2, 37, 32, device=device)
+    runs = []
+    for _ in range(2):
+        torch.manual_seed(7)
+        runs.append(_run(t5_attention, [q, k, v, table], grad, dropout_p=0.2))
+    assert torch.equal(runs[0][0], runs[1][0])
+    assert all(torch.equal(a, b) for a, b in zip(runs[0][1], runs[1][1]))
+    torch.manual_seed(8)
+    other, _ = _run(t5_attention, [q, k, v, table], grad, dropout_p=0.2)
+    assert not torch.equal(other, runs[0][0])
+    assert torch.equal(t5_attention(q, k, v, table, dropout_p=0.0), t5_attention(q, k, v, table))
+
+
+# ---------------------------------------------------------------------------------------------
+# Determinism, errors, op boundary
+# ---------------------------------------------------------------------------------------------
+
+
+def _det_shape():
+    return (4, 12, 512, 512, 64) if HAS_GPU else (2, 2, 97, 97, 64)
+
+
+def test_bias_table_gradient_is_deterministic(device):
+    bsz, heads, lq, lk, d = _det_shape()
+    q, k, v, table, kpm = _make(bsz, heads, lq, lk, d, BF16, device, pad="right")
+    grad = torch.randn(bsz, heads, lq, d, device=device)
+    grads = [_run(lambda *a: t5_attention(*a, key_padding_mask=kpm), [q, k, v, table], grad)[1] for _ in range(2)]
+    for a, b in zip(grads[0], grads[1]):
+        assert torch.equal(a, b)
+
+
+def test_bad_inputs(device):
+    q, k, v, table, kpm = _make(2, 2, 8, 9, 64, BF16, device, pad="right")
+    ok = dict(key_padding_mask=kpm)
+    cases = [
+        (ValueError, "k and v", (q, k[:, :1], v[:, :1], table), ok),
+        (ValueError, "k and v", (q, k, v[..., :32], table), ok),
+        (ValueError, "k and v", (q, k[:1], v[:1], table), ok),
+        (ValueError, "head dim", (q[..., :48], k[..., :48], v[..., :48], table), ok),
+        (ValueError, "bias_table", (q, k, v, table[:, :1]), ok),
+        (ValueError, "bias_table", (q, k, v, table[:16]), ok),
+        (ValueError, "key_padding_mask", (q, k, v, table), dict(key_padding_mask=kpm[:, :4])),
+        (TypeError, "key_padding_mask", (q, k, v, table), dict(key_padding_mask=kpm.float())),
+        (ValueError, "query_offset", (q, k, v, table), dict(query_offset=-1)),
+        (ValueError, "dropout_p", (q, k, v, table), dict(dropout_p=1.0)),
+        (ValueError, "dropout_p", (q, k, v, table), dict(dropout_p=-0.1)),
+        (TypeError, "dtype", (q.float(), k.float(), v.float(), table), {}),
+        (TypeError, "share a dtype", (q, k.half(), v, table), {}),
+        (ValueError, "4-D", (q[0], k[0], v[0], table), {}),
+        (ValueError, "max_distance", (q, k, v, table), dict(max_distance=4)),
+    ]
+    if device == "cuda":
+        cases.append((ValueError, "one device", (q, k, v, table.cpu()), {}))
+    else:
+        cases.append((ValueError, "one device", (q, k, v, table.to("meta")), {}))
+    for exc, words, args, kw in cases:
+        with pytest.raises(exc, match=words):
+            t5_attention(*args, **kw)
+
+
+def test_cpu_without_interpreter_uses_reference(monkeypatch):
+    import importlib
+
+    mod = importlib.import_module("march.kernels.t5_attention")  # the module, not the function
+
+    monkeypatch.setattr(mod, "use_triton", lambda *t: False)
+    q, k, v, table, kpm = _make(1, 2, 5, 6, 32, BF16, "cpu", pad="right")
+    assert torch.equal(t5_attention(q, k, v, table, key_padding_mask=kpm),
+                       reference.t5_attention(q, k, v, table, key_padding_mask=kpm))
+
+
+def test_opcheck(device):
+    q, k, v, table, kpm = _make(1, 2, 33, 40, 32, FP16, device, pad="left")
+    for t in (q, k, v, table):
+        t.requires_grad_(True)
+    torch.library.opcheck(t5_attention_fwd_op, (q, k, v, table, kpm, True, 32, 128, False, 0, 1.0, 0.0))
+    torch.library.opcheck(t5_attention_fwd_op, (q, k, v, None, None, False, 32, 128, True, 7, 0.5, 0.0))
+
+
+def test_compile_fullgraph(device):
+    backend = "inductor" if HAS_GPU else "aot_eager"
+    q, k, v, table, kpm = _make(2, 2, 33, 33, 64, BF16, device, pad="right")
+
+    def fn(q, k, v, table):
+        return t5_attention(q, k, v, table, key_padding_mask=kpm, causal=True, bidirectional=False).float().sum()
+
+    compiled = torch.compile(fn, fullgraph=True, backend=backend)
+    grad_inputs = [[t.detach().clone().requires_grad_(True) for t in (q, k, v, table)] for _ in range(2)]
+    fn(*grad_inputs[0]).backward()
+    compiled(*grad_inputs[1]).backward()
+    for a, b in zip(grad_inputs[0], grad_inputs[1]):
+        torch.testing.assert_close(a.grad, b.grad, atol=1e-2, rtol=1e-2)
+
+
+# ---------------------------------------------------------------------------------------------
+# GPU-only: full sizes
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("case", [
+    (2, 12, 512, 512, 64, BF16, False, 0, True, "right", (32, 128)),
+    (2, 4, 1025, 1025, 128, BF16, False, 0, True, "right", (32, 128)),
+    (1, 4, 1025, 1025, 80, FP16, True, 0, False, "left", (32, 128)),
+    (1, 8, 2048, 2048, 64, BF16, False, 0, True, None, (32, 128)),
+    (2, 4, 114, 512, 96, BF16, False, 0, True, "right", (32, 128)),
+    (4, 12, 128, 256, 64, BF16, True, 128, False, None, (32, 128)),
+], ids=str)
+def test_matches_oracle_gpu(case, device):
+    test_matches_oracle(case, device)
+
+
+@pytest.mark.gpu
+def test_dropout_gpu(device):
+    bsz, heads, lq, lk, d, p = 2, 4, 300, 513, 128, 0.1
+    q, k, v, table, kpm = _make(bsz, heads, lq, lk, d, BF16, device, pad="right")
+    torch.manual_seed(5)
+    seed = int(torch.randint(0, 2**62, (1,), dtype=torch.int64)[0])
+    keep = kernel_dropout_keep_mask(seed, bsz, heads, lq, lk, p, device)
+    grad = torch.randn(bsz, heads, lq, d, dtype=torch.float64)
+    torch.manual_seed(5)
+    out, grads = _run(t5_attention, [q, k, v, table], grad.to(device), key_padding_mask=kpm, dropout_p=p)
+    kw = dict(key_padding_mask=kpm, dropout_p=p, keep=keep)
+    out_e, grads_e = _run(reference.t5_attention, [q, k, v, table], grad.to(device), **kw)
+    out_o, grads_o = _run(reference.t5_attention, [t.double() for t in (q, k, v, table)], grad.to(device), **kw)
+    assert_close_to_oracle("out", out, out_e, out_o)
+    for name, g, ge, go in zip(("dq", "dk", "dv", "dtable"), grads, grads_e, grads_o):
+        assert_close_to_oracle(name, g, ge, go)
