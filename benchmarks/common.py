@@ -61,7 +61,11 @@ def time_ms(fns, warmup: int = 25, rep: int = 100) -> float:
 def graph_ms(fns, calls_per_set: int = 5, replays: int = 15) -> float | None:
     """Median GPU milliseconds of one call with host overhead removed: the calls are captured in a
     CUDA graph and replayed. ``fns``: one callable per input set, rotated so that together they
-    exceed the L2 cache (pass enough sets: >= 3x 60 MB on an H200). None on CPU or if capture fails."""
+    exceed the L2 cache (pass enough sets: >= 3x 60 MB on an H200). None on CPU or if capture fails.
+
+    Never pass a callable that runs the backward of a graph built outside it: autograd runs those
+    kernels on the stream of their forward, outside the capture, and the capture fails (and leaves
+    the CUDA RNG unusable for the rest of the process). Time fwd+bwd and fwd, and subtract."""
     if not ON_GPU:
         return None
     fns = list(fns) if isinstance(fns, (list, tuple)) else [fns]
@@ -94,6 +98,12 @@ def graph_ms(fns, calls_per_set: int = 5, replays: int = 15) -> float | None:
         print(f"graph capture failed: {type(e).__name__}: {str(e)[:200]}")
         torch.cuda.synchronize()
         return None
+
+
+def minus(both: dict, fwd: dict) -> dict:
+    """Backward-only timings as (fwd+bwd) − fwd, from two ``gpu_ms`` results."""
+    return {"ms": both["ms"] - fwd["ms"], "ms_launch": both["ms_launch"] - fwd["ms_launch"],
+            "timing": both["timing"] + " (fwd+bwd − fwd)"}
 
 
 def gpu_ms(fns) -> dict:
