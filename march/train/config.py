@@ -1,0 +1,148 @@
+"""``TrainConfig``: every knob of a training run, with device-dependent defaults resolved once.
+
+Fields left ``None`` are filled by :meth:`TrainConfig.resolved`: on a GPU the research's setup
+(Baseline preset, 512 → 114 tokens, ~1M tokens per step, 1000 steps), on a CPU a ~2-minute run of
+the ``Tiny`` preset. The resolved config is written to ``<run dir>/config.json``; ``--resume``
+reads it back and refuses changes that would break an exact continuation.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import types
+import typing
+from dataclasses import dataclass, fields
+from typing import Any
+
+SCHEDULES = ("constant", "linear", "cosine")
+PRECISIONS = ("bf16", "fp32")
+# may differ on --resume without breaking the continuation
+RESUMABLE_CHANGES = {"steps", "eval_every", "checkpoint_every", "keep_checkpoints", "log_every", "resume",
+                     "overwrite", "progress", "local_rank", "output_dir", "fake_oom_above", "report_path"}
+
+
+@dataclass
+class TrainConfig:
+    # what
+    experiment: str | None = None  # a preset name (march.models.presets); GPU: Baseline, CPU: Tiny
+    run_name: str | None = None  # the run's folder under output_dir (default: the experiment)
+    output_dir: str = "runs"
+    kernels: str = "auto"  # auto | triton | eager
+    dropout: float | None = None  # overrides the preset's dropout
+    # data
+    data: str = "sample"  # sample | wikipedia | c4 | local files (comma-separated paths/globs)
+    data_files: list[str] | None = None  # local files in a Hub dataset's format (replaces the download)
+    val_data_files: list[str] | None = None
+    text_column: str = "text"
+    val_fraction: float | None = None  # held-out documents when the source has no validation split
+    input_length: int | None = None  # GPU 512 (-> 114 targets), CPU 128 (-> 29)
+    noise_density: float = 0.15
+    mean_noise_span_length: float = 3.0
+    num_workers: int | None = None  # DataLoader workers per rank: GPU 4, CPU 1
+    # batch
+    steps: int | None = None  # GPU 1000, CPU 150
+    tokens_per_step: int | None = None  # input + target tokens per optimizer step, all ranks
+    micro_batch_size: int | None = None  # upper bound per rank; halved on out-of-memory
+    # optimization
+    lr: float = 1e-4
+    schedule: str = "constant"  # constant | linear (warmup, linear decay) | cosine (warmup, cosine decay)
+    warmup_steps: int = 0
+    min_lr_ratio: float = 0.0  # the decay schedules end at lr · min_lr_ratio
+    weight_decay: float = 0.1
+    beta1: float = 0.9
+    beta2: float = 0.95
+    adam_eps: float = 1e-8
+    grad_clip: float = 1.0
+    zero_stage: int = 1
+    precision: str = "bf16"
+    seed: int = 0
+    # bookkeeping
+    eval_every: int | None = None  # GPU 100, CPU 25
+    eval_samples: int | None = None  # GPU 1024, CPU 64
+    checkpoint_every: int | None = None  # GPU 100, CPU 50
+    keep_checkpoints: int = 2
+    report_path: str | None = None  # also write the budget report here (e.g. benchmarks/results/...)
+    log_every: int = 1
+    progress: bool = True
+    overwrite: bool = False
+    resume: bool = False
+    local_rank: int | None = None  # set by the deepspeed launcher (--local_rank=N)
+    fake_oom_above: int | None = None  # tests: raise OutOfMemoryError for micro-batches above this
+
+    def __post_init__(self) -> None:
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
+        if self.zero_stage not in (0, 1, 2, 3):
+            raise ValueError(f"zero_stage must be 0, 1, 2 or 3, got {self.zero_stage}")
+        if self.kernels not in ("auto", "triton", "eager"):
+            raise ValueError(f"kernels must be auto, triton or eager, got {self.kernels!r}")
+        for name in ("steps", "tokens_per_step", "micro_batch_size", "input_length", "eval_every",
+                     "eval_samples", "checkpoint_every"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, int) or value < 1):
+                raise ValueError(f"{name} must be a positive int, got {value!r}")
+        if self.num_workers is not None and self.num_workers < 0:
+            raise ValueError(f"num_workers must be >= 0, got {self.num_workers}")
+        if self.lr <= 0 or self.grad_clip < 0 or self.weight_decay < 0:
+            raise ValueError("lr must be > 0, grad_clip and weight_decay >= 0")
+
+    def resolved(self, cuda: bool) -> "TrainConfig":
+        """A copy with every ``None`` default filled for a GPU (``cuda``) or a CPU run."""
+        gpu = dict(experiment="Baseline", input_length=512, num_workers=4, steps=1000, tokens_per_step=1048576,
+                   micro_batch_size=64, eval_every=100, eval_samples=1024, checkpoint_every=100)
+        cpu = dict(experiment="Tiny", input_length=128, num_workers=1, steps=150, tokens_per_step=2512,
+                   micro_batch_size=16, eval_every=25, eval_samples=64, checkpoint_every=50)
+        defaults = gpu if cuda else cpu
+        changes = {k: v for k, v in defaults.items() if getattr(self, k) is None}
+        out = dataclasses.replace(self, **changes)
+        if out.run_name is None:
+            out.run_name = out.experiment
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "TrainConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"unknown TrainConfig keys {unknown}")
+        return cls(**values)
+
+    def save(self, path) -> None:
+        with open(path, "w") as f:
+            json.dump(self.to_dict(), f, indent=2)
+
+
+def _base_type(tp) -> type:
+    """int | None -> int; list[str] | None -> list."""
+    if isinstance(tp, (types.UnionType,)) or typing.get_origin(tp) is typing.Union:
+        tp = next(a for a in typing.get_args(tp) if a is not type(None))
+    return typing.get_origin(tp) or tp
+
+
+def parse_args(argv: list[str] | None = None) -> tuple[TrainConfig, set[str]]:
+    """CLI -> (config, names of the options given explicitly). ``--some-field`` for every field;
+    booleans are flags (``--overwrite``, ``--no-progress``); lists take several values."""
+    parser = argparse.ArgumentParser(description="Train a march T5 preset with DeepSpeed.",
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    hints = typing.get_type_hints(TrainConfig)
+    for f in fields(TrainConfig):
+        flags = ["--" + f.name.replace("_", "-")]
+        if f.name == "local_rank":
+            flags.append("--local_rank")  # the deepspeed launcher's spelling
+        tp = _base_type(hints[f.name])
+        if tp is bool:
+            parser.add_argument(*flags, dest=f.name, action=argparse.BooleanOptionalAction, default=None)
+        elif tp is list:
+            parser.add_argument(*flags, dest=f.name, nargs="+", default=None)
+        else:
+            parser.add_argument(*flags, dest=f.name, type=tp, default=None)
+    ns = parser.parse_args(argv)
+    given = {k: v for k, v in vars(ns).items() if v is not None}
+    return TrainConfig(**given), set(given)

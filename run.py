@@ -1,0 +1,33 @@
+#!/usr/bin/env python
+"""Train a march T5 preset with DeepSpeed.
+
+    python run.py                                   # no GPU: Tiny on the bundled sample, ~2 min
+    deepspeed --num_gpus 2 run.py --experiment GELUGatedLinearUnit --steps 1000 --tokens-per-step 1048576
+    python run.py --experiment Baseline --resume    # continue runs/Baseline from its last checkpoint
+
+Every option: ``python run.py --help`` (march/train/config.py documents the defaults).
+"""
+
+import json
+import sys
+
+from march.train.config import parse_args
+from march.train.loop import format_report, init_distributed, shutdown_distributed, train
+
+
+def main(argv=None) -> int:
+    cfg, given = parse_args(argv)
+    rank, _, _ = init_distributed()
+    try:
+        report = train(cfg, given)
+        if rank == 0:
+            print(format_report(report), flush=True)
+            print("report:", json.dumps({k: report[k] for k in ("run_dir", "tokens_per_s", "mfu", "final_loss")}),
+                  flush=True)
+    finally:
+        shutdown_distributed()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,253 @@
+"""The training loop: batch plan, schedules, FLOPs, run folders, and real CPU runs of run.py
+(logs, report, exact resume after SIGKILL, out-of-memory back-off, 2-process DeepSpeed)."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from march.train.config import TrainConfig, parse_args
+from march.train.loop import BatchPlan, batch_plan, halve, lr_factor, prepare_run_dir
+from march.train.metrics import peak_tflops, t5_training_flops
+
+REPO = Path(__file__).resolve().parents[1]
+# 4 samples of 64 + 14 tokens per step, one data worker, eager kernels: ~1 s per step on 2 cores
+SMALL = ["--kernels", "eager", "--no-progress", "--input-length", "64", "--micro-batch-size", "4",
+         "--tokens-per-step", "312", "--num-workers", "1", "--eval-every", "4", "--checkpoint-every", "4",
+         "--eval-samples", "8", "--steps", "12"]
+
+
+# --- arithmetic -----------------------------------------------------------------------------------
+
+def test_batch_plan_from_token_budget():
+    # the research: ~1M tokens per step of 512 + 114 tokens = 1675 samples
+    p = batch_plan(1048576, 626, world=8, max_micro=64)
+    assert (p.micro, p.accum) == (53, 4) and p.samples == 1696  # 1.06M tokens
+    p = batch_plan(1048576, 626, world=1, max_micro=64)
+    assert p.micro <= 64 and abs(p.samples * 626 - 1048576) / 1048576 < 0.03
+    assert batch_plan(312, 78, world=1, max_micro=4) == BatchPlan(4, 1, 1)
+    assert batch_plan(312, 78, world=2, max_micro=4) == BatchPlan(2, 1, 2)
+    assert batch_plan(10, 626, world=2, max_micro=8).samples == 2  # at least one sample per rank
+
+
+def test_out_of_memory_halves_micro_and_doubles_accumulation():
+    p = BatchPlan(64, 2, 8)
+    h = halve(p, 1048576, 626)
+    assert (h.micro, h.accum, h.samples) == (32, 4, p.samples)  # tokens per step unchanged
+    odd = halve(BatchPlan(53, 4, 8), 1048576, 626)
+    assert odd.micro <= 26 and abs(odd.samples - 1696) / 1696 < 0.05
+    with pytest.raises(RuntimeError, match="micro-batch of 1"):
+        halve(BatchPlan(1, 8, 1), 1048576, 626)
+
+
+def test_schedules():
+    cfg = TrainConfig(steps=100, warmup_steps=10, schedule="constant")
+    assert lr_factor(0, cfg) == pytest.approx(0.1) and lr_factor(9, cfg) == 1.0 and lr_factor(99, cfg) == 1.0
+    lin = TrainConfig(steps=100, warmup_steps=0, schedule="linear", min_lr_ratio=0.1)
+    assert lr_factor(0, lin) == 1.0 and lr_factor(50, lin) == pytest.approx(0.55) and lr_factor(100, lin) == pytest.approx(0.1)
+    cos = TrainConfig(steps=100, schedule="cosine")
+    assert lr_factor(50, cos) == pytest.approx(0.5) and lr_factor(100, cos) == pytest.approx(0.0)
+    with pytest.raises(ValueError, match="schedule"):
+        TrainConfig(schedule="step")
+
+
+def test_peak_lookup_by_gpu_name():
+    assert peak_tflops("NVIDIA H200") == peak_tflops("NVIDIA H100 80GB HBM3") == 989.4
+    assert peak_tflops("NVIDIA H100 PCIe") == 756.0
+    assert peak_tflops("NVIDIA A100-SXM4-80GB") == 312.0
+    assert peak_tflops("NVIDIA RTX A5000") == 111.1
+    assert peak_tflops("NVIDIA L4") == 121.0 and peak_tflops("NVIDIA L40S") == 362.1
+    assert peak_tflops("Some Future GPU") is None and peak_tflops("cpu") is None
+
+
+def test_flops_formula_matches_counted_matmuls():
+    """3 × the forward matmul FLOPs that torch's FlopCounterMode counts on the real model."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from march.models import T5Model, get_preset
+
+    config = get_preset("Tiny")
+    model = T5Model(config, kernels="eager").eval()
+    x, y = torch.randint(2, 32000, (2, 16)), torch.randint(2, 32000, (2, 8))
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        model(input_ids=x, labels=y)
+    assert 2 * t5_training_flops(config, 16, 8) == pytest.approx(3 * counter.get_total_flops(), rel=1e-6)
+
+
+def test_cli_parses_launcher_local_rank():
+    cfg, given = parse_args(["--local_rank=1", "--experiment", "GELUGatedLinearUnit", "--steps", "1000",
+                             "--tokens-per-step", "1048576", "--zero-stage", "2", "--no-progress"])
+    assert (cfg.local_rank, cfg.experiment, cfg.steps, cfg.zero_stage, cfg.progress) == (1, "GELUGatedLinearUnit", 1000, 2, False)
+    assert given == {"local_rank", "experiment", "steps", "tokens_per_step", "zero_stage", "progress"}
+    cpu = TrainConfig().resolved(cuda=False)
+    assert cpu.experiment == "Tiny" and cpu.data == "sample" and cpu.lr == 1e-4 and cpu.zero_stage == 1
+
+
+def test_run_folder_is_never_clobbered(tmp_path):
+    cfg = TrainConfig(output_dir=str(tmp_path), run_name="r").resolved(cuda=False)
+    cfg2, run_dir = prepare_run_dir(cfg, set(), rank=0)
+    (run_dir / "metrics.jsonl").write_text("{}\n")
+    with pytest.raises(FileExistsError, match="--resume .* --overwrite"):
+        prepare_run_dir(cfg, set(), rank=0)
+    resumed, _ = prepare_run_dir(TrainConfig(output_dir=str(tmp_path), run_name="r", steps=500, resume=True)
+                                 .resolved(cuda=False), {"steps", "resume"}, rank=0)
+    assert resumed.steps == 500 and resumed.resume
+    with pytest.raises(ValueError, match="lr"):
+        prepare_run_dir(TrainConfig(output_dir=str(tmp_path), run_name="r", lr=1e-3, resume=True)
+                        .resolved(cuda=False), {"lr", "resume"}, rank=0)
+    fresh, _ = prepare_run_dir(TrainConfig(output_dir=str(tmp_path), run_name="r", overwrite=True)
+                               .resolved(cuda=False), {"overwrite"}, rank=0)
+    assert not (run_dir / "metrics.jsonl").exists()
+
+
+# --- real runs ------------------------------------------------------------------------------------
+
+def _env(cpu=True):
+    """The CPU tests run on the CPU even on the GPU host (bitwise-reproducible there; CUDA is not)."""
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT", "TRITON_INTERPRET")}
+    env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
+    if cpu:
+        env["CUDA_VISIBLE_DEVICES"] = ""
+        env["DS_ACCELERATOR"] = "cpu"
+    return env
+
+
+def _run(args, timeout=240, launcher=None, cpu=True):
+    cmd = (launcher or [sys.executable]) + [str(REPO / "run.py")] + args
+    proc = subprocess.run(cmd, cwd=REPO, env=_env(cpu), capture_output=True, text=True, timeout=timeout)
+    if proc.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}")
+    return proc
+
+
+def _records(run_dir):
+    return [json.loads(line) for line in (Path(run_dir) / "metrics.jsonl").read_text().splitlines()]
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs")
+    proc = _run(SMALL + ["--output-dir", str(out), "--run-name", "ref"])
+    return out, out / "ref", proc
+
+
+def test_cpu_run_learns_and_reports(reference):
+    _, run_dir, proc = reference
+    recs = _records(run_dir)
+    assert [r["step"] for r in recs] == list(range(1, 13))
+    assert [r["step"] for r in recs if "eval_loss" in r] == [4, 8, 12]
+    losses = [r["loss"] for r in recs]
+    assert sum(losses[-3:]) / 3 < sum(losses[:3]) / 3 - 0.1, losses  # visibly falling
+    assert recs[-1]["tokens_seen"] == 12 * 312 and recs[-1]["grad_norm"] > 0 and recs[-1]["lr"] == 1e-4
+    report = json.loads((run_dir / "report.json").read_text())
+    for key in ("wall_clock_s", "tokens_seen", "tokens_per_s", "model_tflops_per_gpu", "mfu", "gpu_hours",
+                "projected_s_per_1b_tokens", "peak_memory_gib", "final_eval_loss"):
+        assert key in report
+    assert report["tokens_seen"] == 12 * 312 and report["tokens_per_s"] > 0 and report["mfu"] is None  # CPU
+    assert "compute budget" in proc.stdout
+    assert list((run_dir / "tb").glob("events.out.tfevents.*"))
+    kept = sorted(p.name for p in (run_dir / "checkpoints").glob("step*"))
+    assert kept == ["step00000008", "step00000012"]  # keep_checkpoints = 2
+
+
+def test_exact_resume_after_sigkill(reference, tmp_path):
+    """Kill -9 after the step-4 checkpoint; --resume reproduces the uninterrupted run's losses."""
+    _, ref_dir, _ = reference
+    args = SMALL + ["--output-dir", str(tmp_path), "--run-name", "killed"]
+    proc = subprocess.Popen([sys.executable, str(REPO / "run.py")] + args, cwd=REPO, env=_env(),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    metrics = tmp_path / "killed" / "metrics.jsonl"
+    deadline = time.time() + 180
+    while time.time() < deadline and proc.poll() is None:
+        if metrics.exists() and any(json.loads(x)["step"] >= 6 for x in metrics.read_text().splitlines() if x.strip()):
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None, "the run ended before it could be killed"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    latest = json.loads((tmp_path / "killed" / "checkpoints" / "latest.json").read_text())
+    assert 4 <= latest["step"] < 12
+    with pytest.raises(AssertionError, match="already holds a run"):  # no silent restart over it
+        _run(args)
+    _run(args + ["--resume"])
+    ref, resumed = _records(ref_dir), _records(tmp_path / "killed")
+    assert [r["step"] for r in resumed] == list(range(1, 13))
+    for a, b in zip(ref, resumed):
+        assert (a["loss"], a.get("eval_loss"), a["grad_norm"]) == (b["loss"], b.get("eval_loss"), b["grad_norm"]), \
+            f"step {a['step']}: {a['loss']} vs {b['loss']}"
+
+
+def test_out_of_memory_backoff(reference, tmp_path):
+    """A (simulated) OOM above 2 samples: 4 x 1 becomes 2 x 2, same tokens per step, and says so."""
+    _, ref_dir, _ = reference
+    proc = _run(SMALL[:-2] + ["--steps", "4", "--fake-oom-above", "2", "--output-dir", str(tmp_path),
+                              "--run-name", "oom"])
+    assert "out of memory at step 0 with micro-batch 4 x 1 accumulation: retrying with 2 x 2" in proc.stderr
+    report = json.loads((tmp_path / "oom" / "report.json").read_text())
+    assert (report["micro_batch"], report["grad_accum"], report["tokens_per_step"]) == (2, 2, 312)
+    assert report["oom_events"][0]["micro_from"] == 4 and report["tokens_seen"] == 4 * 312
+    recs = _records(tmp_path / "oom")
+    assert [r["accum"] for r in recs] == [2] * 4
+    # the same samples per step: only dropout masks and summation order differ from the reference
+    for a, b in zip(_records(ref_dir), recs):
+        assert abs(a["loss"] - b["loss"]) < 0.15
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("zero_stage", [1, 2])
+def test_two_process_deepspeed_matches_single_process(tmp_path, zero_stage):
+    """deepspeed --num_gpus 2 (gloo on CPU), 1 worker each == 1 process with 2 workers and 2x accumulation."""
+    common = SMALL[:-2] + ["--steps", "4", "--tokens-per-step", "624", "--dropout", "0",
+                           "--zero-stage", str(zero_stage), "--output-dir", str(tmp_path)]
+    _run(common + ["--run-name", "one", "--num-workers", "2"])
+    port = 29500 + os.getpid() % 1000 + zero_stage
+    launcher = [sys.executable, "-m", "deepspeed.launcher.runner", "--num_gpus", "2", "--master_port", str(port)]
+    _run(common + ["--run-name", "two"], launcher=launcher)
+    one, two = _records(tmp_path / "one"), _records(tmp_path / "two")
+    report = json.loads((tmp_path / "two" / "report.json").read_text())
+    assert report["world_size"] == 2 and (report["micro_batch"], report["grad_accum"]) == (4, 1)
+    for a, b in zip(one, two):
+        assert b["loss"] == pytest.approx(a["loss"], rel=1e-2)  # bf16
+        if "eval_loss" in a:
+            assert b["eval_loss"] == pytest.approx(a["eval_loss"], rel=1e-2)
+
+
+# --- GPU (run on the GPU host) --------------------------------------------------------------------
+
+GPU_ARGS = ["--experiment", "Baseline", "--steps", "8", "--tokens-per-step", "262144", "--micro-batch-size", "64",
+            "--eval-every", "8", "--checkpoint-every", "8", "--eval-samples", "128", "--no-progress"]
+
+
+def _check_gpu_report(report, world):
+    import math
+
+    assert report["world_size"] == world and report["gpus"] == world and report["device"] != "cpu"
+    assert report["peak_tflops_per_gpu"] is not None and 0 < report["mfu"] < 1  # the H200 is in the table
+    assert report["peak_memory_gib"] > 0 and report["gpu_hours"] > 0
+    assert math.isfinite(report["final_loss"]) and math.isfinite(report["final_eval_loss"])
+
+
+@pytest.mark.gpu
+def test_gpu_run_fused_kernels(tmp_path):
+    _run(GPU_ARGS + ["--output-dir", str(tmp_path), "--run-name", "g1"], cpu=False, timeout=600)
+    report = json.loads((tmp_path / "g1" / "report.json").read_text())
+    _check_gpu_report(report, 1)
+    assert report["kernels"] == "auto" and report["tokens_per_step"] >= 250000
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs 2 GPUs")
+@pytest.mark.parametrize("zero_stage", [1, 2])
+def test_two_gpus_deepspeed(tmp_path, zero_stage):
+    launcher = [sys.executable, "-m", "deepspeed.launcher.runner", "--num_gpus", "2",
+                "--master_port", str(29600 + zero_stage)]
+    _run(GPU_ARGS + ["--zero-stage", str(zero_stage), "--output-dir", str(tmp_path), "--run-name", "g2"],
+         launcher=launcher, cpu=False, timeout=600)
+    _check_gpu_report(json.loads((tmp_path / "g2" / "report.json").read_text()), 2)
