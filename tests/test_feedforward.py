@@ -152,6 +152,24 @@ def test_bad_arguments():
         feedforward(torch.ones(2, 8, dtype=torch.long), torch.randn(16, 8), torch.randn(8, 16))
 
 
+@pytest.mark.parametrize("path", ["kernels", "reference"])
+def test_bad_seed_raises_on_every_path(path, monkeypatch):
+    """A machine without the interpreter sends CPU tensors to the reference: the seed (which the
+    reference ignores) is still checked first."""
+    import importlib
+
+    if path == "reference":
+        monkeypatch.setattr(importlib.import_module("march.kernels.feedforward"), "use_triton", lambda *t: False)
+    x, w0, w1, wo = torch.randn(2, 8), torch.randn(16, 8), torch.randn(16, 8), torch.randn(8, 16)
+    with pytest.raises(ValueError, match="seed"):
+        gated_feedforward(x, w0, w1, wo, "silu", 0.1, seed=-1)
+    with pytest.raises(ValueError, match="seed"):
+        feedforward(x, w0, wo, "relu", 0.1, seed=torch.tensor([0.5]))
+    if path == "reference":
+        torch.testing.assert_close(gated_feedforward(x, w0, w1, wo, "silu"),
+                                   reference.gated_feedforward(x, w0, w1, wo, "silu"))
+
+
 @pytest.mark.gpu
 @pytest.mark.parametrize("d,f", [(768, 2048), (1024, 2816)])
 def test_gated_feedforward_large_gpu(d, f):

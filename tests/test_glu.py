@@ -206,7 +206,12 @@ def test_any_shape_and_strides(device):
         (lambda g, u: glu_packed(g[:, :7], "relu"), ValueError, "even last dim"),
     ],
 )
-def test_bad_inputs_raise(call, exc, match):
+@pytest.mark.parametrize("path", ["kernels", "reference"])
+def test_bad_inputs_raise(call, exc, match, path, monkeypatch):
+    # "reference": a machine without the interpreter, where CPU tensors take the reference; every
+    # argument (the seed too, which the reference ignores) must be checked before that dispatch.
+    if path == "reference":
+        monkeypatch.setattr(importlib.import_module("march.kernels.glu"), "use_triton", lambda *t: False)
     with pytest.raises(exc, match=match):
         call(torch.randn(4, 8), torch.randn(4, 8))
 
@@ -217,6 +222,27 @@ def test_cpu_without_interpreter_runs_reference(monkeypatch):
     g, u = torch.randn(3, 16, dtype=torch.bfloat16), torch.randn(3, 16, dtype=torch.bfloat16)
     assert torch.equal(mod.glu(g, u, "silu"), reference.glu(g, u, "silu"))
     assert torch.equal(mod.act_dropout(g, "gelu"), reference.act_dropout(g, "gelu"))
+    assert torch.equal(mod.glu_packed(torch.cat([g, u], -1), "silu"), reference.glu(g, u, "silu"))
+    with pytest.raises(ValueError, match="seed"):  # validated although the reference ignores it
+        mod.act_dropout(g, "relu", 0.1, seed=-3)
+    with pytest.raises(ValueError, match="seed"):
+        mod.glu(g, u, "relu", 0.0, seed=1.5)
+
+
+def test_eager_path_skips_the_custom_op(monkeypatch, device):
+    """Eager calls go through autograd.Function (no custom-op dispatch); the results are the op's."""
+    mod = importlib.import_module("march.kernels.glu")
+    calls = []
+    for name in ("glu_fwd_op", "glu_bwd_op", "glu_packed_fwd_op", "glu_packed_bwd_op"):
+        op = getattr(mod, name)
+        monkeypatch.setattr(mod, name, lambda *a, _op=op, _n=name: calls.append(_n) or _op(*a))
+    g, u = (torch.randn(3, 40, device=device, requires_grad=True) for _ in range(2))
+    h = glu(g, u, "gelu", 0.2, seed=1)
+    hp = glu_packed(torch.cat([g, u], -1), "gelu", 0.2, seed=1)
+    (h.sum() + hp.sum()).backward()
+    assert calls == [], calls
+    seed = torch.tensor([1], device=device)
+    assert torch.equal(h, mod.glu_fwd_op(g, u, "gelu", 0.2, seed)) and torch.equal(hp, h)
 
 
 def test_opcheck(device):

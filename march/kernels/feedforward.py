@@ -24,7 +24,7 @@ import torch.nn.functional as F
 
 from march.kernels import reference
 from march.kernels._utils import check_float, check_same_device, use_triton
-from march.kernels.glu import act_dropout, check_dropout, glu_packed
+from march.kernels.glu import act_dropout, check_dropout, check_seed, glu_packed
 from march.kernels.reference import canonical_activation
 
 
@@ -62,6 +62,7 @@ def gated_feedforward(x: torch.Tensor, w_gate: torch.Tensor, w_up: torch.Tensor,
     """
     activation = canonical_activation(activation)
     dropout_p = check_dropout(dropout_p)
+    check_seed(seed)  # before the reference dispatch, which ignores it
     _check_weights(x, w_out, w_gate=w_gate, w_up=w_up)
     if not use_triton(x, w_gate, w_up, w_out):
         return reference.gated_feedforward(x, w_gate, w_up, w_out, activation, dropout_p)
@@ -74,6 +75,7 @@ def feedforward(x: torch.Tensor, w_in: torch.Tensor, w_out: torch.Tensor, activa
     """y = drop(act(x W_inᵀ)) W_outᵀ; x (..., d), w_in (F, d), w_out (d, F) -> (..., d)."""
     activation = canonical_activation(activation)
     dropout_p = check_dropout(dropout_p)
+    check_seed(seed)
     _check_weights(x, w_out, w_in=w_in)
     if not use_triton(x, w_in, w_out):
         return reference.feedforward(x, w_in, w_out, activation, dropout_p)

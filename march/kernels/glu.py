@@ -15,8 +15,10 @@ Inputs may be strided views (unit stride along F): the feedforward passes the tw
 GEMM computes both dx and dW_cat. Nothing is written into saved tensors; double backward runs the
 same math in differentiable eager PyTorch (correct, not fast).
 
-Layers: Triton kernels -> host launchers (2-D) -> ``torch.library`` custom ops (fake + autograd)
--> public functions ``glu`` / ``act_dropout`` (any shape, input checks). The feedforward
+Layers: Triton kernels -> host launchers (2-D) -> ``torch.library`` custom ops (fake + autograd),
+used under ``torch.compile``; in eager mode a ``torch.autograd.Function`` calls the same launchers
+(the custom-op dispatcher costs tens of µs a call, as much as the kernels at T5 sizes) -> public
+functions ``glu`` / ``act_dropout`` (any shape; every argument checked before any dispatch). The feedforward
 functionals built from them live in ``march.kernels.feedforward``.
 """
 
@@ -58,14 +60,16 @@ def _act_and_grad(g, ACT: tl.constexpr, NEED_GRAD: tl.constexpr):
         s = 1.0 / (1.0 + e)
         a = g * s
         if NEED_GRAD:
-            # 1 − s as sigmoid(−2z) = 1 / (1 + 1/e): no cancellation where s ≈ 1
-            da = s + g * s * (1.0 / (1.0 + 1.0 / e)) * 1.5957691216057308 * (1.0 + 0.134145 * g * g)
+            # 1 − s = sigmoid(−2z) = e·s: no cancellation where s ≈ 1, and no second division
+            # (fp32 "/" is the IEEE div.rn sequence). s = 0 only where e overflowed: 1 − s = 1.
+            oms = tl.where(s > 0.0, e * s, 1.0)
+            da = s + g * s * oms * 1.5957691216057308 * (1.0 + 0.134145 * g * g)
     else:  # silu: g·sigmoid(g)
         e = tl.exp(-g)
         s = 1.0 / (1.0 + e)
         a = g * s
         if NEED_GRAD:
-            da = s * (1.0 + g * (1.0 / (1.0 + 1.0 / e)))  # 1 − s = sigmoid(−g), computed directly
+            da = s * (1.0 + g * tl.where(s > 0.0, e * s, 1.0))  # 1 − s = sigmoid(−g) = e·s, as above
     return a, da
 
 
@@ -201,15 +205,44 @@ def _halves(gu: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 # ----------------------------------------------------------------------------------------------
 
 
-@torch.library.custom_op("march::glu_fwd", mutates_args=())
-def glu_fwd_op(
-    gate: torch.Tensor, up: torch.Tensor | None, activation: str, dropout_p: float, seed: torch.Tensor | None
-) -> torch.Tensor:
+def _glu_fwd(gate, up, activation, dropout_p, seed):
     """(M, F) -> drop(act(gate) · up) (M, F); up=None: the plain drop(act(gate))."""
     gate = _row_major(gate)
     up = None if up is None else _row_major(up)
     h = torch.empty(gate.shape, dtype=gate.dtype, device=gate.device)
     return _launch_fwd(gate, up, h, activation, dropout_p, seed)
+
+
+def _glu_bwd(dh, gate, up, activation, dropout_p, seed):
+    """Returns (d_gate (M, F), d_up (M, F) or an empty (0,) tensor when up is None)."""
+    dh, gate = _row_major(dh), _row_major(gate)
+    up = None if up is None else _row_major(up)
+    dg = torch.empty(gate.shape, dtype=gate.dtype, device=gate.device)
+    du = gate.new_empty(0) if up is None else torch.empty(up.shape, dtype=up.dtype, device=up.device)
+    _launch_bwd(dh, gate, up, dg, du if up is not None else None, activation, dropout_p, seed)
+    return dg, du
+
+
+def _packed_fwd(gu, activation, dropout_p, seed):
+    """gu (M, 2F) = [gate | up] (one GEMM's output) -> drop(act(gate) · up) (M, F)."""
+    gate, up = _halves(_row_major(gu))
+    h = torch.empty(gate.shape, dtype=gu.dtype, device=gu.device)
+    return _launch_fwd(gate, up, h, activation, dropout_p, seed)
+
+
+def _packed_bwd(dh, gu, activation, dropout_p, seed):
+    """Returns d[gate | up] (M, 2F) in one buffer: the next GEMMs read it whole."""
+    gu = _row_major(gu)
+    dgu = torch.empty(gu.shape, dtype=gu.dtype, device=gu.device)
+    _launch_bwd(_row_major(dh), *_halves(gu), *_halves(dgu), activation, dropout_p, seed)
+    return dgu
+
+
+@torch.library.custom_op("march::glu_fwd", mutates_args=())
+def glu_fwd_op(
+    gate: torch.Tensor, up: torch.Tensor | None, activation: str, dropout_p: float, seed: torch.Tensor | None
+) -> torch.Tensor:
+    return _glu_fwd(gate, up, activation, dropout_p, seed)
 
 
 @glu_fwd_op.register_fake
@@ -222,13 +255,7 @@ def glu_bwd_op(
     dh: torch.Tensor, gate: torch.Tensor, up: torch.Tensor | None, activation: str, dropout_p: float,
     seed: torch.Tensor | None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Returns (d_gate (M, F), d_up (M, F) or an empty (0,) tensor when up is None)."""
-    dh, gate = _row_major(dh), _row_major(gate)
-    up = None if up is None else _row_major(up)
-    dg = torch.empty(gate.shape, dtype=gate.dtype, device=gate.device)
-    du = gate.new_empty(0) if up is None else torch.empty(up.shape, dtype=up.dtype, device=up.device)
-    _launch_bwd(dh, gate, up, dg, du if up is not None else None, activation, dropout_p, seed)
-    return dg, du
+    return _glu_bwd(dh, gate, up, activation, dropout_p, seed)
 
 
 @glu_bwd_op.register_fake
@@ -240,10 +267,7 @@ def _(dh, gate, up, activation, dropout_p, seed):
 def glu_packed_fwd_op(
     gu: torch.Tensor, activation: str, dropout_p: float, seed: torch.Tensor | None
 ) -> torch.Tensor:
-    """gu (M, 2F) = [gate | up] (one GEMM's output) -> drop(act(gate) · up) (M, F)."""
-    gate, up = _halves(_row_major(gu))
-    h = torch.empty(gate.shape, dtype=gu.dtype, device=gu.device)
-    return _launch_fwd(gate, up, h, activation, dropout_p, seed)
+    return _packed_fwd(gu, activation, dropout_p, seed)
 
 
 @glu_packed_fwd_op.register_fake
@@ -255,11 +279,7 @@ def _(gu, activation, dropout_p, seed):
 def glu_packed_bwd_op(
     dh: torch.Tensor, gu: torch.Tensor, activation: str, dropout_p: float, seed: torch.Tensor | None
 ) -> torch.Tensor:
-    """Returns d[gate | up] (M, 2F) in one buffer: the next GEMMs read it whole."""
-    gu = _row_major(gu)
-    dgu = torch.empty(gu.shape, dtype=gu.dtype, device=gu.device)
-    _launch_bwd(_row_major(dh), *_halves(gu), *_halves(dgu), activation, dropout_p, seed)
-    return dgu
+    return _packed_bwd(dh, gu, activation, dropout_p, seed)
 
 
 @glu_packed_bwd_op.register_fake
@@ -285,7 +305,8 @@ def _act_grad_eager(g: torch.Tensor, activation: str) -> tuple[torch.Tensor, tor
 
 def _keep_scale(shape, dropout_p, seed, device) -> torch.Tensor:
     """keep / (1 − p) as fp32, regenerated by the forward kernel itself (relu of ones, dropped)."""
-    return glu_fwd_op(torch.ones(shape, device=device), None, "relu", dropout_p, seed)
+    fwd = glu_fwd_op if torch.compiler.is_compiling() else _glu_fwd
+    return fwd(torch.ones(shape, device=device), None, "relu", dropout_p, seed)
 
 
 def _glu_grads_eager(dh, gate, up, activation, dropout_p, seed):
@@ -304,12 +325,12 @@ def _glu_setup_context(ctx, inputs, output):
     ctx.save_for_backward(gate, up, seed)
 
 
-def _glu_backward(ctx, dh):
+def _glu_backward(ctx, dh, bwd=glu_bwd_op):
     gate, up, seed = ctx.saved_tensors
     if torch.is_grad_enabled():  # create_graph=True: the differentiable (eager) path
         dg, du = _glu_grads_eager(dh, gate, up, ctx.activation, ctx.dropout_p, seed)
     else:
-        dg, du = glu_bwd_op(dh, gate, up, ctx.activation, ctx.dropout_p, seed)
+        dg, du = bwd(dh, gate, up, ctx.activation, ctx.dropout_p, seed)
     return dg, (du if up is not None else None), None, None, None
 
 
@@ -318,16 +339,57 @@ def _packed_setup_context(ctx, inputs, output):
     ctx.save_for_backward(gu, seed)
 
 
-def _packed_backward(ctx, dh):
+def _packed_backward(ctx, dh, bwd=glu_packed_bwd_op):
     gu, seed = ctx.saved_tensors
     if torch.is_grad_enabled():
         gate, up = gu.chunk(2, dim=-1)
         return torch.cat(_glu_grads_eager(dh, gate, up, ctx.activation, ctx.dropout_p, seed), -1), None, None, None
-    return glu_packed_bwd_op(dh, gu, ctx.activation, ctx.dropout_p, seed), None, None, None
+    return bwd(dh, gu, ctx.activation, ctx.dropout_p, seed), None, None, None
 
 
 glu_fwd_op.register_autograd(_glu_backward, setup_context=_glu_setup_context)
 glu_packed_fwd_op.register_autograd(_packed_backward, setup_context=_packed_setup_context)
+
+
+class _GLUFunction(torch.autograd.Function):
+    """The same forward/backward as ``glu_fwd_op``, without the custom-op dispatch cost (tens of µs
+    a call, as long as the kernels themselves at T5 sizes). Eager mode; torch.compile sees the op."""
+
+    @staticmethod
+    def forward(gate, up, activation, dropout_p, seed):
+        return _glu_fwd(gate, up, activation, dropout_p, seed)
+
+    setup_context = staticmethod(_glu_setup_context)
+
+    @staticmethod
+    def backward(ctx, dh):
+        return _glu_backward(ctx, dh, bwd=_glu_bwd)
+
+
+class _GLUPackedFunction(torch.autograd.Function):
+    """``glu_packed_fwd_op`` for eager mode (see ``_GLUFunction``)."""
+
+    @staticmethod
+    def forward(gu, activation, dropout_p, seed):
+        return _packed_fwd(gu, activation, dropout_p, seed)
+
+    setup_context = staticmethod(_packed_setup_context)
+
+    @staticmethod
+    def backward(ctx, dh):
+        return _packed_backward(ctx, dh, bwd=_packed_bwd)
+
+
+def _glu_apply(gate, up, activation, dropout_p, seed):
+    if torch.compiler.is_compiling():
+        return glu_fwd_op(gate, up, activation, dropout_p, seed)
+    return _GLUFunction.apply(gate, up, activation, dropout_p, seed)
+
+
+def _packed_apply(gu, activation, dropout_p, seed):
+    if torch.compiler.is_compiling():
+        return glu_packed_fwd_op(gu, activation, dropout_p, seed)
+    return _GLUPackedFunction.apply(gu, activation, dropout_p, seed)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -341,20 +403,31 @@ def check_dropout(dropout_p) -> float:
     return float(dropout_p)
 
 
-def make_seed(seed, device: torch.device) -> torch.Tensor:
-    """The dropout seed as a (1,) int64 tensor on ``device``.
-
-    None: drawn from torch's RNG for that device (``torch.manual_seed`` reproduces it; no host sync).
-    int: that seed. Tensor: a 1-element integer tensor, moved to ``device``.
-    """
+def check_seed(seed) -> None:
+    """A dropout seed is None, a non-negative int (< 2⁶³) or a 1-element integer tensor. Checked
+    before any dispatch, so the reference path (which ignores it) rejects what the kernels would."""
     if seed is None:
-        return torch.randint(0, 2**31 - 1, (1,), device=device, dtype=torch.int64)
+        return
     if isinstance(seed, torch.Tensor):
         if seed.numel() != 1 or seed.dtype.is_floating_point or seed.dtype.is_complex or seed.dtype == torch.bool:
             raise ValueError(f"seed must be a 1-element integer tensor, got {seed.dtype} of shape {tuple(seed.shape)}")
-        return seed.reshape(1).to(device=device, dtype=torch.int64)
+        return
     if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**63:
         raise ValueError(f"seed must be None, a non-negative int or a 1-element integer tensor, got {seed!r}")
+
+
+def make_seed(seed, device: torch.device) -> torch.Tensor:
+    """The dropout seed as a (1,) int64 tensor on ``device``.
+
+    None: drawn from torch's RNG for that device (``torch.manual_seed`` reproduces it; no host sync,
+    so it is CUDA-graph safe). int: that seed (a host-to-device copy: not capturable). Tensor: a
+    1-element integer tensor, moved to ``device``.
+    """
+    check_seed(seed)
+    if seed is None:
+        return torch.randint(0, 2**31 - 1, (1,), device=device, dtype=torch.int64)
+    if isinstance(seed, torch.Tensor):
+        return seed.reshape(1).to(device=device, dtype=torch.int64)
     return torch.tensor([seed], dtype=torch.int64, device=device)
 
 
@@ -367,10 +440,11 @@ def dropout_keep_mask(shape, dropout_p: float, seed, device="cpu") -> torch.Tens
     """The boolean keep mask the kernels apply for ``shape`` (..., F), ``dropout_p`` and ``seed``
     (for tests and for mirroring a run in eager PyTorch). Needs CUDA or the interpreter."""
     dropout_p = check_dropout(dropout_p)
+    check_seed(seed)
     ones = torch.ones(shape, device=device)
     if dropout_p == 0:
         return ones.bool()
-    return glu_fwd_op(_flat(ones), None, "relu", dropout_p, make_seed(seed, ones.device)).reshape(ones.shape) != 0
+    return _glu_fwd(_flat(ones), None, "relu", dropout_p, make_seed(seed, ones.device)).reshape(ones.shape) != 0
 
 
 def glu(gate: torch.Tensor, up: torch.Tensor, activation: str, dropout_p: float = 0.0, seed=None) -> torch.Tensor:
@@ -384,6 +458,7 @@ def glu(gate: torch.Tensor, up: torch.Tensor, activation: str, dropout_p: float 
     """
     activation = canonical_activation(activation)
     dropout_p = check_dropout(dropout_p)
+    check_seed(seed)  # every argument is checked before the reference dispatch
     check_float("gate", gate)
     check_float("up", up)
     if gate.shape != up.shape or gate.dtype != up.dtype:
@@ -395,18 +470,19 @@ def glu(gate: torch.Tensor, up: torch.Tensor, activation: str, dropout_p: float 
     if not use_triton(gate, up) or gate.numel() == 0:
         return reference.glu(gate, up, activation, dropout_p)
     seed = make_seed(seed, gate.device) if dropout_p > 0 else None
-    return glu_fwd_op(_flat(gate), _flat(up), activation, dropout_p, seed).reshape(gate.shape)
+    return _glu_apply(_flat(gate), _flat(up), activation, dropout_p, seed).reshape(gate.shape)
 
 
 def act_dropout(x: torch.Tensor, activation: str, dropout_p: float = 0.0, seed=None) -> torch.Tensor:
     """y = dropout(act(x)), fused: the plain feedforward's activation. Same conventions as ``glu``."""
     activation = canonical_activation(activation)
     dropout_p = check_dropout(dropout_p)
+    check_seed(seed)
     check_float("x", x)
     if not use_triton(x) or x.numel() == 0:
         return reference.act_dropout(x, activation, dropout_p)
     seed = make_seed(seed, x.device) if dropout_p > 0 else None
-    return glu_fwd_op(_flat(x), None, activation, dropout_p, seed).reshape(x.shape)
+    return _glu_apply(_flat(x), None, activation, dropout_p, seed).reshape(x.shape)
 
 
 def glu_packed(gu: torch.Tensor, activation: str, dropout_p: float = 0.0, seed=None) -> torch.Tensor:
@@ -414,6 +490,7 @@ def glu_packed(gu: torch.Tensor, activation: str, dropout_p: float = 0.0, seed=N
     The backward writes d[gate | up] into one (..., 2F) buffer."""
     activation = canonical_activation(activation)
     dropout_p = check_dropout(dropout_p)
+    check_seed(seed)
     check_float("gu", gu)
     if gu.dim() == 0 or gu.shape[-1] % 2:
         raise ValueError(f"gu must be (..., 2F) with an even last dim, got shape {tuple(gu.shape)}")
@@ -421,10 +498,10 @@ def glu_packed(gu: torch.Tensor, activation: str, dropout_p: float = 0.0, seed=N
         gate, up = gu.chunk(2, dim=-1)
         return reference.glu(gate, up, activation, dropout_p)
     seed = make_seed(seed, gu.device) if dropout_p > 0 else None
-    h = glu_packed_fwd_op(gu.reshape(-1, gu.shape[-1]), activation, dropout_p, seed)
+    h = _packed_apply(gu.reshape(-1, gu.shape[-1]), activation, dropout_p, seed)
     return h.reshape(*gu.shape[:-1], gu.shape[-1] // 2)
 
 
 activation = act_dropout  # the name in the agreed interface
 
-__all__ = ["glu", "act_dropout", "activation", "glu_packed", "dropout_keep_mask", "make_seed"]
+__all__ = ["glu", "act_dropout", "activation", "glu_packed", "dropout_keep_mask", "make_seed", "check_seed"]
