@@ -24,6 +24,10 @@ def main(argv=None) -> int:
             print(format_report(report), flush=True)
             print("report:", json.dumps({k: report[k] for k in ("run_dir", "tokens_per_s", "mfu", "final_loss")}),
                   flush=True)
+    except (FileExistsError, FileNotFoundError, ValueError, ConnectionError) as e:
+        # a usage problem (run folder exists, no network for a Hub dataset, bad option): no traceback
+        print(f"run.py: error: {e}", file=sys.stderr, flush=True)
+        return 2
     finally:
         shutdown_distributed()
     return 0

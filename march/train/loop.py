@@ -124,8 +124,9 @@ def lr_factor(step: int, cfg: TrainConfig) -> float:
 
 # --- run folder and logs ----------------------------------------------------------------------
 
-def prepare_run_dir(cfg: TrainConfig, given: set[str], rank: int) -> tuple[TrainConfig, Path]:
-    """Refuse to clobber an existing run unless --overwrite; --resume reads its config back."""
+def prepare_run_dir(cfg: TrainConfig, given: set[str], rank: int, create: bool = True) -> tuple[TrainConfig, Path]:
+    """Refuse to clobber an existing run unless --overwrite; --resume reads its config back.
+    With ``create=False`` only checks (no side effects); see ``create_run_dir``."""
     run_dir = Path(cfg.output_dir) / cfg.run_name
     saved = run_dir / "config.json"
     if cfg.resume and cfg.overwrite:
@@ -141,6 +142,14 @@ def prepare_run_dir(cfg: TrainConfig, given: set[str], rank: int) -> tuple[Train
     elif run_dir.exists() and any(run_dir.iterdir()) and not cfg.overwrite and not cfg.resume:
         raise FileExistsError(f"{run_dir} already holds a run; pass --resume to continue it or "
                               "--overwrite to replace it (or choose another --run-name)")
+    if create:
+        create_run_dir(cfg, run_dir, rank)
+    return cfg, run_dir
+
+
+def create_run_dir(cfg: TrainConfig, run_dir: Path, rank: int) -> None:
+    """Rank 0 (re)creates the folder and writes config.json, once every rank has checked it."""
+    saved = run_dir / "config.json"
     checkpoint._barrier()  # everyone has looked before rank 0 touches anything
     if rank == 0:
         if cfg.overwrite and run_dir.exists():
@@ -148,7 +157,6 @@ def prepare_run_dir(cfg: TrainConfig, given: set[str], rank: int) -> tuple[Train
         run_dir.mkdir(parents=True, exist_ok=True)
         cfg.save(saved)
     checkpoint._barrier()
-    return cfg, run_dir
 
 
 class MetricsLog:
@@ -168,7 +176,7 @@ class MetricsLog:
         try:
             from torch.utils.tensorboard import SummaryWriter
 
-            self.tb = SummaryWriter(str(run_dir / "tb"), purge_step=start_step + 1 if start_step else None)
+            self.tb = SummaryWriter(str(run_dir / "tb"), purge_step=start_step + 1)
         except ImportError:  # tensorboard is an optional dependency
             self.tb = None
 
@@ -209,7 +217,10 @@ def train(cfg: TrainConfig, given: set[str] = frozenset(), model_factory=default
     rank, local_rank, world = dist.get_rank(), int(os.environ.get("LOCAL_RANK", 0)), dist.get_world_size()
     cuda = torch.cuda.is_available()
     cfg = cfg.resolved(cuda)
-    cfg, run_dir = prepare_run_dir(cfg, given, rank)
+    cfg, run_dir = prepare_run_dir(cfg, given, rank, create=False)
+    # the data before anything is written: a Hub dataset without network fails here, at once
+    source = load_source(cfg.data, cfg.data_files, cfg.val_data_files, cfg.text_column, cfg.val_fraction, cfg.seed)
+    create_run_dir(cfg, run_dir, rank)
     device = torch.device("cuda", local_rank) if cuda else torch.device("cpu")
     target_length = compute_input_and_target_lengths(cfg.input_length, cfg.noise_density, cfg.mean_noise_span_length)[1]
     tokens_per_sample = cfg.input_length + target_length
@@ -221,7 +232,7 @@ def train(cfg: TrainConfig, given: set[str] = frozenset(), model_factory=default
     wall_start = time.time()
     while True:
         try:
-            return _train(cfg, run_dir, device, plan, tokens_per_sample, target_length, model_factory,
+            return _train(cfg, run_dir, source, device, plan, tokens_per_sample, target_length, model_factory,
                           oom_events, wall_start, resume=cfg.resume or bool(oom_events))
         except _OutOfMemory as e:
             failed_step, error = e.args
@@ -245,13 +256,11 @@ def _to(batch: dict, device) -> dict:
     return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
 
 
-def _train(cfg, run_dir, device, plan, tokens_per_sample, target_length, model_factory, oom_events,
+def _train(cfg, run_dir, source, device, plan, tokens_per_sample, target_length, model_factory, oom_events,
            wall_start, resume) -> dict:
     import deepspeed
 
     rank, world = dist.get_rank(), dist.get_world_size()
-    # the data first: a Hub dataset without network fails here, before any model is built
-    source = load_source(cfg.data, cfg.data_files, cfg.val_data_files, cfg.text_column, cfg.val_fraction, cfg.seed)
     corruption = dict(noise_density=cfg.noise_density, mean_noise_span_length=cfg.mean_noise_span_length)
     torch.manual_seed(cfg.seed)  # the same initialisation on every rank and after an OOM restart
     model = model_factory(cfg)
@@ -288,6 +297,9 @@ def _train(cfg, run_dir, device, plan, tokens_per_sample, target_length, model_f
     val_inputs = torch.cat([b["input_ids"] for b in val])
     val_labels = torch.cat([b["labels"] for b in val])
     per_rank = len(val_inputs) // world  # equal shares: ZeRO-3 needs every rank in every forward
+    if per_rank == 0:
+        raise ValueError(f"{len(val_inputs)} validation samples cannot be shared by {world} ranks; "
+                         "raise --eval-samples or use a source with a larger validation split")
     val_inputs = val_inputs[rank * per_rank:(rank + 1) * per_rank]
     val_labels = val_labels[rank * per_rank:(rank + 1) * per_rank]
 

@@ -1,17 +1,9 @@
-"""Throughput accounting: model FLOPs of a T5 training step, GPU peaks, MFU, memory.
+"""Throughput accounting: model FLOPs of a training step, GPU peaks, MFU, memory.
 
-Model FLOPs (the convention of Kaplan et al. / PaLM: matmuls only, backward = 2 × forward, so a
-training step is 3 × the forward). Per sample of Lin input and Lout target tokens, with
-inner = num_heads · d_kv and k = 3 for a gated feed-forward (wi_0, wi_1, wo), else 2:
-
-    encoder layer  2·Lin·(4·d·inner + k·d·d_ff) + 4·Lin²·inner                (QKᵀ and AV)
-    decoder layer  2·Lout·(4·d·inner + 2·d·inner + k·d·d_ff) + 2·Lin·2·d·inner (cross K, V)
-                   + 4·Lout²·inner + 4·Lout·Lin·inner
-    LM head        2·Lout·d·vocab
-
-Attention is counted in full (not halved for the causal decoder), norms, softmax and the
-embedding lookup are left out. MFU = achieved model FLOP/s / (peak of the GPU × GPUs), with the
-peak looked up by the device name (dense bf16 tensor-core numbers of the vendors' data sheets).
+Model FLOPs come from ``march.models.flops`` (matmuls only, attention in full, training =
+3 × forward; its docstring has the formula). MFU = achieved model FLOP/s per device / the device's
+peak, looked up by the device name in ``PEAK_BF16_TFLOPS`` (dense bf16 tensor-core numbers of the
+vendors' data sheets; unknown devices give None, ``MARCH_PEAK_TFLOPS`` overrides).
 """
 
 from __future__ import annotations
@@ -69,16 +61,10 @@ def device_name() -> str:
 
 
 def t5_training_flops(config, input_length: int, target_length: int) -> float:
-    """Model FLOPs of one training sample (forward + backward), see the module docstring."""
-    d, inner, d_ff = config.d_model, config.num_heads * config.d_kv, config.d_ff
-    k = 3 if config.gated else 2
-    lin, lout = input_length, target_length
-    enc = 2 * lin * (4 * d * inner + k * d * d_ff) + 4 * lin * lin * inner
-    dec = (2 * lout * (6 * d * inner + k * d * d_ff) + 2 * lin * 2 * d * inner
-           + 4 * lout * lout * inner + 4 * lout * lin * inner)
-    head = 2 * lout * d * config.vocab_size
-    forward = config.num_layers * enc + config.num_decoder_layers * dec + head
-    return 3.0 * forward
+    """Model FLOPs of one training sample (forward + backward); see ``march.models.flops``."""
+    from march.models.flops import training_flops
+
+    return training_flops(config, input_length, target_length)
 
 
 def mfu(model_flops_per_s_per_device: float, peak: float | None) -> float | None:
