@@ -4,6 +4,7 @@
     python run.py                                   # no GPU: Tiny on the bundled sample, ~2 min
     deepspeed --num_gpus 2 run.py --experiment GELUGatedLinearUnit --steps 1000 --tokens-per-step 1048576
     python run.py --experiment Baseline --resume    # continue runs/Baseline from its last checkpoint
+    python run.py --experiment Baseline --estimate  # predicted time, GPU-hours, memory (march/train/estimate.py)
 
 Every option: ``python run.py --help`` (march/train/config.py documents the defaults).
 """
@@ -16,6 +17,11 @@ from march.train.loop import format_report, init_distributed, shutdown_distribut
 
 
 def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if "--estimate" in argv:  # a short measured probe instead of the run; no process group, no run folder
+        from march.train.estimate import main as estimate_main
+
+        return estimate_main([a for a in argv if a != "--estimate"])
     cfg, given = parse_args(argv)
     rank, _, _ = init_distributed()
     try:
