@@ -50,6 +50,47 @@ def test_noise_mask_counts_and_shape():
         assert len(starts) == 28  # round(85 / 3) noise spans
 
 
+def _hf_random_spans_noise_mask(length, noise_density=0.15, mean_noise_span_length=3.0):
+    """Verbatim from HF transformers examples/flax/language-modeling/run_t5_mlm_flax.py (Apache-2.0),
+    as a method there; it draws from the global np.random."""
+    orig_length = length
+    num_noise_tokens = int(np.round(length * noise_density))
+    num_nonnoise_tokens = length - num_noise_tokens
+    num_noise_tokens = min(max(num_noise_tokens, 1), length - 1)
+    num_noise_spans = int(np.round(min(num_noise_tokens, num_nonnoise_tokens) / mean_noise_span_length))
+    num_noise_spans = max(num_noise_spans, 1)
+
+    def _random_segmentation(num_items, num_segments):
+        mask_indices = np.arange(num_items - 1) < (num_segments - 1)
+        np.random.shuffle(mask_indices)
+        first_in_segment = np.pad(mask_indices, [[1, 0]])
+        segment_id = np.cumsum(first_in_segment)
+        _, segment_length = np.unique(segment_id, return_counts=True)
+        return segment_length
+
+    noise_span_lengths = _random_segmentation(num_noise_tokens, num_noise_spans)
+    nonnoise_span_lengths = _random_segmentation(num_nonnoise_tokens, num_noise_spans)
+    interleaved_span_lengths = np.reshape(
+        np.stack([nonnoise_span_lengths, noise_span_lengths], axis=1), [num_noise_spans * 2]
+    )
+    span_starts = np.cumsum(interleaved_span_lengths)[:-1]
+    span_start_indicator = np.zeros((length,), dtype=np.int8)
+    span_start_indicator[span_starts] = True
+    span_num = np.cumsum(span_start_indicator)
+    is_noise = np.equal(span_num % 2, 1)
+    return is_noise[:orig_length]
+
+
+@pytest.mark.parametrize("length", [568, 284, 1137, 20])
+def test_noise_mask_is_the_hf_algorithm(length):
+    """Given the same random stream (the global RandomState), the mask is HF's, bit for bit."""
+    for seed in range(5):
+        np.random.seed(seed)
+        expected = _hf_random_spans_noise_mask(length)
+        np.random.seed(seed)
+        assert np.array_equal(random_spans_noise_mask(length, np.random.mtrand._rand), expected)
+
+
 def _reconstruct(inputs, targets):
     """Put every target segment back in place of its sentinel."""
     segments, current = {}, None

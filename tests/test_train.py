@@ -251,3 +251,15 @@ def test_two_gpus_deepspeed(tmp_path, zero_stage):
     _run(GPU_ARGS + ["--zero-stage", str(zero_stage), "--output-dir", str(tmp_path), "--run-name", "g2"],
          launcher=launcher, cpu=False, timeout=600)
     _check_gpu_report(json.loads((tmp_path / "g2" / "report.json").read_text()), 2)
+
+
+@pytest.mark.gpu
+def test_gpu_real_out_of_memory_backs_off(tmp_path):
+    """1024 × (512 + 114) tokens of Baseline in one micro-batch cannot fit in one GPU: the loop halves
+    the micro-batch until it fits, with the same samples per step, and records every halving."""
+    _run(["--experiment", "Baseline", "--steps", "2", "--tokens-per-step", str(1024 * 626),
+          "--micro-batch-size", "1024", "--eval-every", "2", "--checkpoint-every", "2", "--eval-samples", "64",
+          "--no-progress", "--output-dir", str(tmp_path), "--run-name", "oom"], cpu=False, timeout=600)
+    report = json.loads((tmp_path / "oom" / "report.json").read_text())
+    assert report["oom_events"] and report["micro_batch"] < 1024
+    assert report["micro_batch"] * report["grad_accum"] == 1024 and report["tokens_per_step"] == 1024 * 626

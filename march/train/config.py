@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import inspect
 import json
+import re
 import types
 import typing
 from dataclasses import dataclass, fields
@@ -129,20 +131,23 @@ def _base_type(tp) -> type:
 def parse_args(argv: list[str] | None = None) -> tuple[TrainConfig, set[str]]:
     """CLI -> (config, names of the options given explicitly). ``--some-field`` for every field;
     booleans are flags (``--overwrite``, ``--no-progress``); lists take several values."""
-    parser = argparse.ArgumentParser(description="Train a march T5 preset with DeepSpeed.",
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = argparse.ArgumentParser(description="Train a march T5 preset with DeepSpeed. Options left at "
+                                     "[None] get GPU or CPU defaults (march/train/config.py).")
     hints = typing.get_type_hints(TrainConfig)
+    # help text: the comment after each field in the class body
+    comments = dict(re.findall(r"^    (\w+): [^=]+= [^#\n]*#\s*(.+)$", inspect.getsource(TrainConfig), re.M))
     for f in fields(TrainConfig):
         flags = ["--" + f.name.replace("_", "-")]
         if f.name == "local_rank":
             flags.append("--local_rank")  # the deepspeed launcher's spelling
         tp = _base_type(hints[f.name])
+        kw = dict(dest=f.name, default=None, help=f"{comments.get(f.name, '')} [{f.default}]".replace("%", "%%"))
         if tp is bool:
-            parser.add_argument(*flags, dest=f.name, action=argparse.BooleanOptionalAction, default=None)
+            parser.add_argument(*flags, action=argparse.BooleanOptionalAction, **kw)
         elif tp is list:
-            parser.add_argument(*flags, dest=f.name, nargs="+", default=None)
+            parser.add_argument(*flags, nargs="+", **kw)
         else:
-            parser.add_argument(*flags, dest=f.name, type=tp, default=None)
+            parser.add_argument(*flags, type=tp, **kw)
     ns = parser.parse_args(argv)
     given = {k: v for k, v in vars(ns).items() if v is not None}
     return TrainConfig(**given), set(given)

@@ -218,6 +218,13 @@ def train(cfg: TrainConfig, given: set[str] = frozenset(), model_factory=default
     cuda = torch.cuda.is_available()
     cfg = cfg.resolved(cuda)
     cfg, run_dir = prepare_run_dir(cfg, given, rank, create=False)
+    if model_factory is default_model_factory:
+        from march.models import get_preset
+
+        try:
+            get_preset(cfg.experiment)
+        except KeyError as e:
+            raise ValueError(e.args[0]) from None
     # the data before anything is written: a Hub dataset without network fails here, at once
     source = load_source(cfg.data, cfg.data_files, cfg.val_data_files, cfg.text_column, cfg.val_fraction, cfg.seed)
     create_run_dir(cfg, run_dir, rank)
@@ -382,7 +389,9 @@ def _train(cfg, run_dir, source, device, plan, tokens_per_sample, target_length,
         loader.close()
 
     report = _report(cfg, run_dir, plan, model, tokens_per_sample, target_length, tokens_seen, step,
-                     first_step, timed_s, timed_tokens, prior_wall_s + time.time() - segment_start,
+                     first_step, timed_s, timed_tokens,
+                     prior_train_s + _segment_train_s(timed_s, step - first_step, warmup),
+                     prior_wall_s + time.time() - segment_start,
                      time.time() - wall_start, flops_per_step, peak, last_loss, last_eval, oom_events)
     del engine
     return report
@@ -416,7 +425,7 @@ def _model_flops(model, cfg, target_length) -> float:
 
 
 def _report(cfg, run_dir, plan, model, tokens_per_sample, target_length, tokens_seen, step, first_step,
-            timed_s, timed_tokens, wall_s, process_wall_s, flops_per_step, peak, loss, eval_loss, oom_events) -> dict:
+            timed_s, timed_tokens, train_s, wall_s, process_wall_s, flops_per_step, peak, loss, eval_loss, oom_events) -> dict:
     import deepspeed
 
     world = plan.world
@@ -432,7 +441,7 @@ def _report(cfg, run_dir, plan, model, tokens_per_sample, target_length, tokens_
         "tokens_per_sample": tokens_per_sample, "micro_batch": plan.micro, "grad_accum": plan.accum,
         "samples_per_step": plan.samples, "tokens_per_step": plan.samples * tokens_per_sample,
         "steps": step, "steps_this_process": step - first_step, "tokens_seen": tokens_seen,
-        "wall_clock_s": wall_s, "process_wall_clock_s": process_wall_s,
+        "wall_clock_s": wall_s, "train_s": train_s, "process_wall_clock_s": process_wall_s,
         "step_s": step_s, "tokens_per_s": tokens_per_s,
         "tokens_per_s_per_gpu": tokens_per_s / world if tokens_per_s else None,
         "model_flops_per_step": flops_per_step, "model_tflops_per_gpu": tflops,
@@ -444,8 +453,10 @@ def _report(cfg, run_dir, plan, model, tokens_per_sample, target_length, tokens_
         "oom_events": oom_events,
         "versions": {"torch": torch.__version__, "deepspeed": deepspeed.__version__, "python": sys.version.split()[0]},
         "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "note": "throughput excludes the first warm-up steps of each process, eval and checkpointing; "
-                "tokens = input + target tokens",
+        "note": "wall_clock_s: the training loop (steps, eval, checkpoints) summed over resumed segments; "
+                "train_s: optimizer steps only; process_wall_clock_s: this process incl. model/engine setup; "
+                "tokens/s, TFLOP/s and MFU exclude the first warm-up steps of each process, eval and "
+                "checkpointing; tokens = input + target tokens",
     }
     # peak memory is per rank: report the max over ranks
     mem = torch.tensor([report["peak_memory_gib"]], device="cuda" if is_gpu else "cpu")
