@@ -11,7 +11,7 @@ mod = importlib.import_module("march.kernels.rms_norm")
 
 
 def main():
-    default_cfg, default_ppsm = mod._fwd_config, mod.BWD_PROGRAMS_PER_SM
+    default_cfg, default_ppsm = mod._fwd_config, mod._bwd_programs_per_sm
     for n, d in [(32768, 768), (32768, 1024), (16384, 4096)]:
         sets = [(torch.randn(n, d, dtype=torch.bfloat16, device="cuda", requires_grad=True),
                  torch.randn(d, dtype=torch.bfloat16, device="cuda", requires_grad=True),
@@ -24,14 +24,14 @@ def main():
                 res = []
                 ms_f = common.graph_ms([lambda x=x, w=w: mod.rms_norm(x, w) for x, w, _ in sets])
                 for ppsm in (2, 4, 8):
-                    mod.BWD_PROGRAMS_PER_SM = ppsm
+                    mod._bwd_programs_per_sm = lambda _n, p=ppsm: p
                     fns = [lambda x=x, w=w, dy=dy: torch.autograd.grad(mod.rms_norm(x, w), (x, w), dy)
                            for x, w, dy in sets]
                     ms_b = common.graph_ms(fns) - ms_f
                     res.append(f"bwd[{ppsm}/SM] {3 * io / ms_b / 1e9:.2f}")
                 print(f"{n}x{d} BLOCK_M={block_m:2} warps={warps:2}: fwd {2 * io / ms_f / 1e9:.2f} TB/s  "
                       + "  ".join(res), flush=True)
-        mod._fwd_config, mod.BWD_PROGRAMS_PER_SM = default_cfg, default_ppsm
+        mod._fwd_config, mod._bwd_programs_per_sm = default_cfg, default_ppsm
 
 
 if __name__ == "__main__":

@@ -48,12 +48,14 @@ def _bucket(rel, THR, BIDIRECTIONAL: tl.constexpr, NB_EFF: tl.constexpr, MAX_EXA
 def _bias_log2(TABLE_H, THR, rel, rel_lo, rel_hi, sat_pos, sat,
                BIDIRECTIONAL: tl.constexpr, NB_EFF: tl.constexpr, MAX_EXACT: tl.constexpr):
     """Bias of a tile of relative positions ``rel`` (in [rel_lo, rel_hi]), times log2(e), fp32."""
+    # (Branch-local names differ on purpose: compiled Triton requires a variable assigned in both
+    # branches to have one type, and the bucket is a scalar in one and a tile in the other.)
     if (rel_lo >= sat_pos) | (rel_hi <= -sat):  # one bucket for the whole tile
-        bucket = _bucket(rel_lo, THR, BIDIRECTIONAL, NB_EFF, MAX_EXACT)
-        bias = tl.zeros(rel.shape, tl.float32) + tl.load(TABLE_H + bucket) * 1.4426950408889634
+        tile_bucket = _bucket(rel_lo, THR, BIDIRECTIONAL, NB_EFF, MAX_EXACT)
+        bias = tl.zeros(rel.shape, tl.float32) + tl.load(TABLE_H + tile_bucket) * 1.4426950408889634
     else:
-        bucket = _bucket(rel, THR, BIDIRECTIONAL, NB_EFF, MAX_EXACT)
-        bias = tl.load(TABLE_H + bucket) * 1.4426950408889634
+        buckets = _bucket(rel, THR, BIDIRECTIONAL, NB_EFF, MAX_EXACT)
+        bias = tl.load(TABLE_H + buckets) * 1.4426950408889634
     return bias
 
 
