@@ -13,7 +13,8 @@ import json
 import sys
 
 from march.train.config import parse_args
-from march.train.loop import format_report, init_distributed, shutdown_distributed, train
+from march.train.loop import init_distributed, shutdown_distributed, train
+from march.train.report import format_report
 
 
 def main(argv=None) -> int:
