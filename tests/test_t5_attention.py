@@ -215,6 +215,28 @@ def test_bias_table_gradient_is_deterministic(device):
         assert torch.equal(a, b)
 
 
+@pytest.mark.skipif(HAS_GPU, reason="interpreter config switch; the GPU autotunes over these configs")
+def test_bias_grad_partials_do_not_depend_on_block_n(monkeypatch):
+    """The bias-gradient partial slots are SLOT_N keys wide whatever BLOCK_N the autotuner picks:
+    a dkdv config with BLOCK_N = 2·SLOT_N (zero-filled second slots, the last one past Lk) gives the
+    same gradients as the default config."""
+    import importlib
+
+    mod = importlib.import_module("march.kernels.t5_attention")  # the module (the package exports the function)
+
+    q, k, v, table, kpm = _make(1, 2, 17, 130, 64, BF16, "cpu", pad="right")
+    grad = torch.randn(1, 2, 17, 64)
+    base = _run(lambda *a: t5_attention(*a, key_padding_mask=kpm), [q, k, v, table], grad)[1]
+    monkeypatch.setitem(mod._INTERP, "dkdv", (32, 2 * mod.SLOT_N))
+    mod._kernel.cache_clear()
+    try:
+        wide = _run(lambda *a: t5_attention(*a, key_padding_mask=kpm), [q, k, v, table], grad)[1]
+    finally:
+        mod._kernel.cache_clear()
+    for a, b in zip(base, wide):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+
+
 def test_bad_inputs(device):
     q, k, v, table, kpm = _make(2, 2, 8, 9, 64, BF16, device, pad="right")
     ok = dict(key_padding_mask=kpm)

@@ -22,6 +22,8 @@ reference fallback on CPU without the interpreter).
 from __future__ import annotations
 
 import functools
+import inspect
+import os
 
 import torch
 import triton
@@ -54,38 +56,99 @@ def _bucket_params(bidirectional: bool, num_buckets: int) -> tuple[int, int]:
 
 
 @functools.lru_cache(maxsize=None)
-def _thresholds(device: torch.device, bidirectional: bool, num_buckets: int, max_distance: int):
-    """(THR int32 tensor on device, sat): THR[t] = the first distance a whose HF bucket is ≥
-    MAX_EXACT + t + 1; sat = the distance from which the bucket no longer changes."""
-    nb_eff, max_exact = _bucket_params(bidirectional, num_buckets)
+def _bucket_row(device: torch.device, bidirectional: bool, num_buckets: int, max_distance: int):
+    """(BROW, BROW int32, R): BROW[rel + R] = HF's bucket of rel for rel in [−R, R] (int64 on device), where R is
+    the distance from which buckets saturate (every |rel| ≥ R on a side has the bucket of ±R).
+    Evaluated by the reference itself on the tensors' device, so the kernels' buckets equal HF's."""
     span = 2 * max_distance + 2 * num_buckets + 16
     a = torch.arange(span, device=device)
     f = reference.relative_position_bucket(-a, bidirectional, num_buckets, max_distance).cpu()
-    if f[-1] != nb_eff - 1 or (f[1:] < f[:-1]).any():
+    g = reference.relative_position_bucket(a, bidirectional, num_buckets, max_distance).cpu()
+    nb_eff, _ = _bucket_params(bidirectional, num_buckets)
+    if (f[1:] < f[:-1]).any() or (g[1:] < g[:-1]).any() or f[-1] != nb_eff - 1 or g[-1] != g[-2]:
         raise ValueError(f"relative-position buckets do not saturate monotonically for num_buckets="
                          f"{num_buckets}, max_distance={max_distance}")
-    thr = [int((f >= max_exact + t + 1).nonzero()[0]) for t in range(nb_eff - max_exact - 1)]
-    sat = thr[-1] if thr else max_exact
-    return torch.tensor(thr + [0], dtype=torch.int32, device=device), sat
+    # First distance from which both sides are constant.
+    r = max(int((f == f[-1]).nonzero()[0]), int((g == g[-1]).nonzero()[0]), 1)
+    rel = torch.arange(-r, r + 1, device=device)
+    brow = reference.relative_position_bucket(rel, bidirectional, num_buckets, max_distance).to(torch.long)
+    return brow, brow.to(torch.int32), r
 
 
 # ----------------------------------------------------------------------------------------------
-# Launch configurations (heuristics by head dim; one small config under the interpreter)
+# Launch configurations: autotuned on the GPU over small lists, one config under the interpreter
 # ----------------------------------------------------------------------------------------------
 
+# (BLOCK_M, BLOCK_N, num_warps, num_stages). dkdv tiles are (keys BLOCK_N × queries BLOCK_M) and
+# need BLOCK_M ≤ BLOCK_N (the diagonal reduction of the bias gradient). First entry = the previous
+# hand-picked default. d=128 lists stay within the 227 KB of shared memory per block of sm_90
+# (scripts/check_compile.py checks every config).
+_TUNE = {
+    ("fwd", 64): [(128, 64, 4, 3), (128, 128, 8, 3), (64, 64, 4, 3), (128, 32, 4, 4)],
+    ("fwd", 128): [(128, 64, 8, 2), (128, 64, 8, 3), (64, 64, 4, 3), (128, 128, 8, 2)],
+    ("dkdv", 64): [(64, 128, 8, 2), (32, 128, 8, 2), (64, 64, 4, 3), (32, 64, 4, 3)],
+    ("dkdv", 128): [(64, 64, 8, 2), (32, 64, 4, 2), (64, 128, 8, 2), (32, 128, 8, 2)],
+    ("dq", 64): [(128, 64, 8, 2), (64, 64, 4, 3), (128, 128, 8, 2), (128, 32, 4, 3)],
+    ("dq", 128): [(64, 64, 8, 2), (128, 64, 8, 2), (64, 32, 4, 3), (64, 128, 8, 2)],
+}
+# 4 configs each: every new key costs 12 compiles (~1-2 s each) + short timings, once per process.
+_INTERP = {"fwd": (64, 32), "dkdv": (32, 64), "dq": (64, 32)}
+_KERNELS = {"fwd": _t5_attn_fwd_kernel, "dkdv": _t5_attn_bwd_dkdv_kernel, "dq": _t5_attn_bwd_dq_kernel}
+# Autotune key: bucketed lengths (LQ_KEY, LK_KEY: next power of 2, so ragged batches do not re-tune)
+# and every constexpr that changes the work; tensor dtypes are added by Triton itself.
+_KEY = ["LQ_KEY", "LK_KEY", "HEAD_DIM", "HAS_BIAS", "HAS_KPM", "CAUSAL", "DROPOUT"]
+# Bias-gradient partials are written per SLOT_N keys whatever BLOCK_N is chosen (see the kernel).
+SLOT_N = min(min(c[1] for c in v) for (name, _), v in _TUNE.items() if name == "dkdv")
+SLOT_N = min(SLOT_N, _INTERP["dkdv"][1])
 
-def _configs(block_d: int) -> dict[str, dict]:
-    """Block sizes and warps. dkdv tiles are (keys BLOCK_N × queries BLOCK_M), BLOCK_M ≤ BLOCK_N."""
-    if interpreting():
-        return {"fwd": dict(BLOCK_M=64, BLOCK_N=32), "dkdv": dict(BLOCK_M=32, BLOCK_N=64),
-                "dq": dict(BLOCK_M=64, BLOCK_N=32)}
-    if block_d <= 64:
-        return {"fwd": dict(BLOCK_M=128, BLOCK_N=64, num_warps=4, num_stages=3),
-                "dkdv": dict(BLOCK_M=64, BLOCK_N=128, num_warps=8, num_stages=2),
-                "dq": dict(BLOCK_M=128, BLOCK_N=64, num_warps=8, num_stages=2)}
-    return {"fwd": dict(BLOCK_M=128, BLOCK_N=64, num_warps=8, num_stages=2),
-            "dkdv": dict(BLOCK_M=64, BLOCK_N=64, num_warps=8, num_stages=2),
-            "dq": dict(BLOCK_M=64, BLOCK_N=64, num_warps=8, num_stages=2)}
+
+def autotuning() -> bool:
+    """Autotuning is on for compiled Triton (not the interpreter) unless MARCH_ATTN_AUTOTUNE=0."""
+    return not interpreting() and os.environ.get("MARCH_ATTN_AUTOTUNE", "1") != "0"
+
+
+def _configs(name: str, block_d: int) -> list[triton.Config]:
+    if not autotuning():
+        if interpreting():
+            bm, bn = _INTERP[name]
+            return [triton.Config(dict(BLOCK_M=bm, BLOCK_N=bn))]
+        bm, bn, w, st = _TUNE[(name, 64 if block_d <= 64 else 128)][0]
+        return [triton.Config(dict(BLOCK_M=bm, BLOCK_N=bn), num_warps=w, num_stages=st)]
+    return [triton.Config(dict(BLOCK_M=bm, BLOCK_N=bn), num_warps=w, num_stages=st)
+            for bm, bn, w, st in _TUNE[(name, 64 if block_d <= 64 else 128)]]
+
+
+def _quick_bench(fn, quantiles=None):
+    # Short timing per candidate (default do_bench is 25 ms warm-up + 100 ms): tuning is per key.
+    from triton.testing import do_bench
+
+    return do_bench(fn, warmup=5, rep=25, quantiles=quantiles)
+
+
+class _Fixed:
+    """``kernel[grid](...)`` with one fixed config (the interpreter cannot autotune)."""
+
+    def __init__(self, kernel, config: triton.Config):
+        self.kernel, self.config = kernel, config
+
+    def __getitem__(self, grid):
+        return lambda *args, **kwargs: self.kernel[grid](*args, **kwargs, **self.config.all_kwargs())
+
+
+@functools.lru_cache(maxsize=None)
+def _kernel(name: str, block_d: int, tune: bool):
+    """The launchable kernel: an Autotuner over ``_configs`` on the GPU, else the one config."""
+    configs = _configs(name, block_d)
+    if not tune:
+        return _Fixed(_KERNELS[name], configs[0])
+    kw = {}
+    if "do_bench" in inspect.signature(triton.autotune).parameters:
+        kw["do_bench"] = _quick_bench
+    return triton.autotune(configs=configs, key=_KEY, **kw)(_KERNELS[name])
+
+
+def _len_key(n: int) -> int:
+    return triton.next_power_of_2(n)
 
 
 def _unit_last(t: torch.Tensor) -> torch.Tensor:
@@ -93,17 +156,15 @@ def _unit_last(t: torch.Tensor) -> torch.Tensor:
 
 
 def _bias_args(q, table, bidirectional, num_buckets, max_distance):
-    """(table (H, NB) fp32 contiguous, THR, sat_pos, sat, constexprs) for the kernels."""
-    nb_eff, max_exact = _bucket_params(bidirectional, num_buckets)
+    """(bias rows (H, 2R+1) fp32 = table[bucket(rel), h] · log2(e) for rel in [−R, R], bucket row
+    (2R+1,) int32, sat_pos, R) for the kernels; dummies without a table."""
     if table is None:
         dummy = torch.zeros(1, dtype=torch.int32, device=q.device)
-        return q, dummy, 0, 0, dict(BIDIRECTIONAL=bidirectional, NB_EFF=nb_eff, MAX_EXACT=max_exact,
-                                    NUM_BUCKETS=num_buckets)
-    thr, sat = _thresholds(q.device, bidirectional, num_buckets, max_distance)
-    table_t = table.detach().t().to(torch.float32).contiguous()
-    sat_pos = sat if bidirectional else 0  # one-sided: every rel ≥ 0 is bucket 0
-    return table_t, thr, sat_pos, sat, dict(BIDIRECTIONAL=bidirectional, NB_EFF=nb_eff,
-                                            MAX_EXACT=max_exact, NUM_BUCKETS=num_buckets)
+        return q, dummy, 0, 0
+    brow, brow32, r = _bucket_row(q.device, bidirectional, num_buckets, max_distance)
+    rows = (table.detach().to(torch.float32).t()[:, brow] * LOG2E).contiguous()  # (H, 2R+1)
+    sat_pos = r if bidirectional else 0  # one-sided: every rel ≥ 0 is bucket 0
+    return rows, brow32, sat_pos, r
 
 
 def _kpm_arg(q, kpm):
@@ -129,18 +190,18 @@ def _attn_fwd(q, k, v, table, kpm, bidirectional, num_buckets, max_distance, cau
     o = torch.empty((bsz, heads, lq, d), dtype=q.dtype, device=q.device)
     lse = torch.empty((bsz, heads, lq), dtype=torch.float32, device=q.device)
     seed = _draw_seed(dropout_p)
-    table_t, thr, sat_pos, sat, bias_cx = _bias_args(q, table, bidirectional, num_buckets, max_distance)
+    rows, _, sat_pos, r = _bias_args(q, table, bidirectional, num_buckets, max_distance)
     kpm_t, skpm = _kpm_arg(q, kpm)
     block_d = triton.next_power_of_2(d)
-    cfg = _configs(block_d)["fwd"]
-    grid = (triton.cdiv(lq, cfg["BLOCK_M"]), bsz * heads)
-    _t5_attn_fwd_kernel[grid](
-        q, k, v, table_t, thr, kpm_t, o, lse,
+    # O and LSE are fully overwritten by every launch, so autotuning's repeated launches are harmless.
+    _kernel("fwd", block_d, autotuning())[lambda meta: (triton.cdiv(lq, meta["BLOCK_M"]), bsz * heads)](
+        q, k, v, rows, kpm_t, o, lse,
         q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
         v.stride(0), v.stride(1), v.stride(2), o.stride(0), o.stride(1), o.stride(2), skpm,
-        heads, lq, lk, query_offset, scale * LOG2E, sat_pos, sat, dropout_p, int(seed[0]),
+        heads, lq, lk, query_offset, scale * LOG2E, sat_pos, r, dropout_p, int(seed[0]),
+        _len_key(lq), _len_key(lk),
         HEAD_DIM=d, BLOCK_D=block_d, HAS_BIAS=table is not None, HAS_KPM=kpm is not None,
-        CAUSAL=causal, DROPOUT=dropout_p > 0.0, **bias_cx, **cfg,
+        CAUSAL=causal, DROPOUT=dropout_p > 0.0,
     )
     return o, lse, seed
 
@@ -152,7 +213,6 @@ def _attn_bwd(do, q, k, v, o, lse, seed, table, kpm, bidirectional, num_buckets,
     bsz, heads, lq, d = q.shape
     lk = k.shape[2]
     block_d = triton.next_power_of_2(d)
-    cfgs = _configs(block_d)
     delta = torch.empty((bsz, heads, lq), dtype=torch.float32, device=q.device)
     _t5_attn_bwd_preprocess_kernel[(triton.cdiv(lq, 64), bsz * heads)](
         o, do, delta, o.stride(0), o.stride(1), o.stride(2), do.stride(0), do.stride(1), do.stride(2),
@@ -161,33 +221,35 @@ def _attn_bwd(do, q, k, v, o, lse, seed, table, kpm, bidirectional, num_buckets,
     dq = torch.empty((bsz, heads, lq, d), dtype=q.dtype, device=q.device)
     dk = torch.empty((bsz, heads, lk, d), dtype=k.dtype, device=q.device)
     dv = torch.empty((bsz, heads, lk, d), dtype=v.dtype, device=q.device)
-    table_t, thr, sat_pos, sat, bias_cx = _bias_args(q, table, bidirectional, num_buckets, max_distance)
+    rows, brow, sat_pos, r = _bias_args(q, table, bidirectional, num_buckets, max_distance)
     kpm_t, skpm = _kpm_arg(q, kpm)
     bias_grad = table is not None and table_grad
     nb_p2 = triton.next_power_of_2(num_buckets)
     common = dict(HEAD_DIM=d, BLOCK_D=block_d, HAS_BIAS=table is not None, HAS_KPM=kpm is not None,
-                  CAUSAL=causal, DROPOUT=dropout_p > 0.0, **bias_cx)
-    scalars = (heads, lq, lk, query_offset, scale, scale * LOG2E, sat_pos, sat, dropout_p, int(seed[0]))
+                  CAUSAL=causal, DROPOUT=dropout_p > 0.0)
+    scalars = (heads, lq, lk, query_offset, scale, scale * LOG2E, sat_pos, r, dropout_p, int(seed[0]))
+    keys = (_len_key(lq), _len_key(lk))
     qkv_do = (q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
               v.stride(0), v.stride(1), v.stride(2), do.stride(0), do.stride(1), do.stride(2))
 
-    cfg = cfgs["dkdv"]
-    n_kb = triton.cdiv(lk, cfg["BLOCK_N"])
-    dtab = torch.empty((bsz * heads, n_kb, nb_p2) if bias_grad else (1,), dtype=torch.float32, device=q.device)
-    _t5_attn_bwd_dkdv_kernel[(n_kb, bsz * heads)](
-        q, k, v, do, table_t, thr, kpm_t, lse, delta, dk, dv, dtab, *qkv_do,
+    # dk, dv and every dtab slot are fully overwritten by each launch (whatever config), so the
+    # autotuner's repeated launches need no reset; the slot layout does not depend on BLOCK_N.
+    n_slots = triton.cdiv(lk, SLOT_N)
+    dtab = torch.empty((bsz * heads, n_slots, nb_p2) if bias_grad else (1,), dtype=torch.float32,
+                       device=q.device)
+    _kernel("dkdv", block_d, autotuning())[lambda meta: (triton.cdiv(lk, meta["BLOCK_N"]), bsz * heads)](
+        q, k, v, do, rows, brow, kpm_t, lse, delta, dk, dv, dtab, *qkv_do,
         dk.stride(0), dk.stride(1), dk.stride(2), dv.stride(0), dv.stride(1), dv.stride(2), skpm, *scalars,
-        BIAS_GRAD=bias_grad, NB_P2=nb_p2, **common, **cfg,
+        n_slots, *keys, BIAS_GRAD=bias_grad, NB_P2=nb_p2, SLOT_N=SLOT_N, **common,
     )
-    cfg = cfgs["dq"]
-    _t5_attn_bwd_dq_kernel[(triton.cdiv(lq, cfg["BLOCK_M"]), bsz * heads)](
-        q, k, v, do, table_t, thr, kpm_t, lse, delta, dq, *qkv_do,
-        dq.stride(0), dq.stride(1), dq.stride(2), skpm, *scalars, **common, **cfg,
+    _kernel("dq", block_d, autotuning())[lambda meta: (triton.cdiv(lq, meta["BLOCK_M"]), bsz * heads)](
+        q, k, v, do, rows, kpm_t, lse, delta, dq, *qkv_do,
+        dq.stride(0), dq.stride(1), dq.stride(2), skpm, *scalars, *keys, **common,
     )
     if not bias_grad:
         return dq, dk, dv, q.new_zeros(0)
-    # Fixed-order reduction of the per-program partials: (B, H, n_kb, NB_P2) -> (NB, H).
-    dtab = dtab.view(bsz, heads, n_kb, nb_p2).sum(dim=(0, 2))[:, :num_buckets]
+    # Fixed-order reduction of the per-slot partials: (B, H, n_slots, NB_P2) -> (NB, H).
+    dtab = dtab.view(bsz, heads, n_slots, nb_p2).sum(dim=(0, 2))[:, :num_buckets]
     return dq, dk, dv, dtab.t().to(table.dtype).contiguous()
 
 
@@ -333,12 +395,10 @@ def t5_attention(q, k, v, bias_table=None, *, bidirectional=True, num_buckets=32
 
 def kernel_relative_position_bucket(rel: torch.Tensor, bidirectional=True, num_buckets=32, max_distance=128):
     """Buckets of int relative positions computed by the attention kernels' own bucket function."""
-    thr, _ = _thresholds(rel.device, bidirectional, num_buckets, max_distance)
-    nb_eff, max_exact = _bucket_params(bidirectional, num_buckets)
+    _, brow32, r = _bucket_row(rel.device, bidirectional, num_buckets, max_distance)
     rel32 = rel.to(torch.int32).contiguous().view(-1)
     out = torch.empty_like(rel32)
-    _bucket_probe_kernel[(triton.cdiv(rel32.numel(), 1024),)](
-        rel32, out, thr, rel32.numel(), BIDIRECTIONAL=bidirectional, NB_EFF=nb_eff, MAX_EXACT=max_exact, BLOCK=1024)
+    _bucket_probe_kernel[(triton.cdiv(rel32.numel(), 1024),)](rel32, out, brow32, r, rel32.numel(), BLOCK=1024)
     return out.view(rel.shape).to(torch.long)
 
 

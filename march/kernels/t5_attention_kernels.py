@@ -2,20 +2,47 @@
 
 Scores are kept in log2 units: s2 = (scale · q·kᵀ + bias) · log2(e), so softmax uses exp2.
 
-Bias. The bucket of (query i, key j) is computed here from rel = j − (i + query_offset), exactly
-as HF ``T5Attention._relative_position_bucket``: with a = |rel| (bidirectional, +NB_EFF when
-rel > 0) or a = max(−rel, 0) (one-sided), bucket = a for a < MAX_EXACT, else MAX_EXACT + the
-number of thresholds THR[t] ≤ a. THR holds the first a at which HF's fp32 log formula reaches
-each larger bucket, evaluated once per (device, config) by the reference itself, so the kernel's
-buckets equal HF's bit for bit (no fp32 log in the kernel whose rounding could differ at bucket
-edges). The bias is then a gather from the head's table row (NUM_BUCKETS fp32, one cache line).
-A tile whose relative positions all lie beyond saturation (|rel| ≥ sat on one side, or rel ≥ 0
-one-sided) has one bucket: it adds a scalar and skips the per-element work.
+Bias. Buckets depend only on rel = j − (i + query_offset) and saturate beyond a distance R (HF:
+log-spaced up to max_distance, then the last bucket). The host evaluates HF's own bucket function
+(``reference.relative_position_bucket``) once per (device, config) for rel ∈ [−R, R] into BROW
+(2R+1 int32), and per call gathers BIAS[h, rel + R] = table[BROW[rel + R], h] · log2(e) (H × (2R+1)
+fp32, ~1-4 KB per head, L1/L2 resident). In the kernel the bias of an element is then one clamp and
+one gather, bit-identical to HF's buckets by construction (no fp32 log in the kernel).
+A tile whose relative positions all lie beyond saturation (rel ≥ R, or ≤ −R; one-sided: rel ≥ 0)
+has one bucket: it adds a scalar and skips the per-element gather.
 
 Bias gradient. d table[b, h] = Σ_{i,j: bucket(i,j)=b} dS_ij. The dk/dv kernel owns a key block and
 walks the query blocks; per tile it sums dS along its diagonals (rel is constant along a diagonal)
 with one ``tl.gather`` that rotates each column, then adds the ≤ 2·BLOCK_N diagonal sums to their
-buckets. Each program writes its (NB_P2,) fp32 partial; the host sums partials in a fixed order.
+buckets. Partials are kept per SLOT_N-key slot (SLOT_N = the smallest dkdv BLOCK_N of any config):
+a program writes its (NB_P2,) fp32 sum into its first slot and zeros into the others, so the buffer
+(B·H, cdiv(Lk, SLOT_N), NB_P2) has one shape for every autotuned config and is fully overwritten
+by each launch; the host sums it in a fixed order (bit-identical across runs with one config).
+
+Performance notes (predictions, not yet measured on the H200; the previous numbers were cross-
+attention without bias: 130 TFLOP/s fwd, 111 fwd+bwd, vs SDPA flash 247 / 165):
+- Bias as one gather (was: 15 int compares + adds against loaded thresholds, then a gather, per
+  element). Per 128×64 tile the old bucket cost ~30 integer ops per element, about 2× the tensor-core
+  time of the tile's two d=64 matmuls; now ~4 ops + 1 load. Biased tiles that are not saturated
+  (|rel| < R ≈ 91 for T5's 32/128 config, i.e. the ~3 tile-diagonals around the main one at
+  L=512) should get ~1.5-2× faster in all three kernels; saturated tiles were already scalar. The
+  bias-gradient bucket lookups (2·BLOCK_N per tile) also become gathers.
+- Autotuning (``t5_attention.py``: 4 configs per kernel and head-dim class, keyed on
+  next-pow2 Lq/Lk, head dim, bias/mask/causal/dropout, dtypes). The fixed configs were picked
+  without measurement; FA2-Triton on Hopper typically gains 10-30% from the right block shape
+  (e.g. 128×128 / 8 warps for long d=64 sequences, 64-wide dq blocks for Lq=114). Expect the
+  cross-attention no-bias case to move from 130 towards ~170-200 fwd TFLOP/s and fwd+bwd from 111
+  to ~130-150; the bwd remains the gap to SDPA (its dkdv does the 3 matmuls + bias-gradient
+  reduction per tile at BLOCK_M ≤ BLOCK_N). Tuning costs 12 compiles + short timings per key
+  once per process (MARCH_ATTN_AUTOTUNE=0 switches it off).
+- Row masks dropped where they are redundant (fwd: rows ≥ Lq are never stored; dq: lse = +inf
+  there gives p = 0): one fewer (BM, BN) and per element. Masks on the key bound and padding stay on
+  every tile (a per-tile byte load + a select, small next to exp2 and the bias); a split into
+  mask-free interior tiles and masked boundary tiles is the next step if profiles show it.
+- Honest expectation: the 250 (L=512 d=64, bias + padding) and 400 (L=2048 d=128) fwd+bwd
+  targets are likely still missed after this round (SDPA's own flash bwd is at 165-291 there); the
+  remaining gap is structural (no warp specialisation / TMA pipelining in Triton 3.6 FA2 style, and
+  the extra per-tile bias work), to be located with the H200 numbers this run produces.
 
 Dropout (on probabilities): keep = philox(seed, offset) ≥ p with offset = (b·H + h) << 32 | (i·Lk + j),
 the same in the forward and both backward kernels.
@@ -30,32 +57,24 @@ LOG2E = 1.4426950408889634
 
 
 @triton.jit
-def _bucket(rel, THR, BIDIRECTIONAL: tl.constexpr, NB_EFF: tl.constexpr, MAX_EXACT: tl.constexpr):
-    """HF relative-position bucket of int32 ``rel`` (a tensor or a scalar)."""
-    if BIDIRECTIONAL:
-        base = tl.where(rel > 0, NB_EFF, 0)
-        a = tl.abs(rel)
-    else:
-        base = rel * 0
-        a = tl.maximum(-rel, 0)
-    large = a * 0 + MAX_EXACT
-    for t in tl.static_range(NB_EFF - MAX_EXACT - 1):
-        large += (a >= tl.load(THR + t)).to(tl.int32)
-    return base + tl.where(a < MAX_EXACT, a, large)
+def _bucket(rel, BROW, R):
+    """HF relative-position bucket of int32 ``rel`` (a tensor or a scalar): one gather from the
+    host-built row BROW[rel + R] (2R + 1 int32), rel clamped to [−R, R] where buckets saturate."""
+    return tl.load(BROW + (tl.minimum(tl.maximum(rel, -R), R) + R))
 
 
 @triton.jit
-def _bias_log2(TABLE_H, THR, rel, rel_lo, rel_hi, sat_pos, sat,
-               BIDIRECTIONAL: tl.constexpr, NB_EFF: tl.constexpr, MAX_EXACT: tl.constexpr):
-    """Bias of a tile of relative positions ``rel`` (in [rel_lo, rel_hi]), times log2(e), fp32."""
+def _bias_log2(BIAS_H, rel, rel_lo, rel_hi, sat_pos, R):
+    """Bias · log2(e) (fp32) of a tile of relative positions ``rel`` (in [rel_lo, rel_hi]): a gather
+    from the head's precomputed row BIAS_H[rel + R] = table[bucket(rel), h] · log2(e)."""
     # (Branch-local names differ on purpose: compiled Triton requires a variable assigned in both
-    # branches to have one type, and the bucket is a scalar in one and a tile in the other.)
-    if (rel_lo >= sat_pos) | (rel_hi <= -sat):  # one bucket for the whole tile
-        tile_bucket = _bucket(rel_lo, THR, BIDIRECTIONAL, NB_EFF, MAX_EXACT)
-        bias = tl.zeros(rel.shape, tl.float32) + tl.load(TABLE_H + tile_bucket) * 1.4426950408889634
+    # branches to have one type, and the index is a scalar in one and a tile in the other.)
+    if (rel_lo >= sat_pos) | (rel_hi <= -R):  # one bucket for the whole tile: a scalar
+        tile_idx = tl.minimum(tl.maximum(rel_lo, -R), R) + R
+        bias = tl.zeros(rel.shape, tl.float32) + tl.load(BIAS_H + tile_idx)
     else:
-        buckets = _bucket(rel, THR, BIDIRECTIONAL, NB_EFF, MAX_EXACT)
-        bias = tl.load(TABLE_H + buckets) * 1.4426950408889634
+        idx = tl.minimum(tl.maximum(rel, -R), R) + R
+        bias = tl.load(BIAS_H + idx)
     return bias
 
 
@@ -66,14 +85,14 @@ def _keep(seed, bh, offs_i, offs_j, Lk, dropout_p):
     return tl.rand(seed, off) >= dropout_p
 
 
-@triton.jit(do_not_specialize=["seed", "query_offset"])
+@triton.jit(do_not_specialize=["seed", "query_offset", "LQ_KEY", "LK_KEY"])
 def _t5_attn_fwd_kernel(
-    Q, K, V, TABLE, THR, KPM, O, LSE,  # TABLE: (H, NUM_BUCKETS) fp32 ; KPM: (B, Lk) uint8 ; LSE: (B·H, Lq) fp32
+    Q, K, V, BIAS, KPM, O, LSE,  # BIAS: (H, 2R+1) fp32 rows ; KPM: (B, Lk) uint8 ; LSE: (B·H, Lq) fp32
     sqb, sqh, sqm, skb, skh, skn, svb, svh, svn, sob, soh, som, skpm,
-    H, Lq, Lk, query_offset, scale_log2, sat_pos, sat, dropout_p, seed,
+    H, Lq, Lk, query_offset, scale_log2, sat_pos, R, dropout_p, seed,
+    LQ_KEY, LK_KEY,  # bucketed Lq, Lk: autotune keys only, unused here
     HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
     HAS_BIAS: tl.constexpr, HAS_KPM: tl.constexpr, CAUSAL: tl.constexpr, DROPOUT: tl.constexpr,
-    BIDIRECTIONAL: tl.constexpr, NB_EFF: tl.constexpr, MAX_EXACT: tl.constexpr, NUM_BUCKETS: tl.constexpr,
 ):
     """One program = BLOCK_M query rows of one (b, h); online softmax over key blocks (FA2)."""
     pid_m = tl.program_id(0)
@@ -89,7 +108,7 @@ def _t5_attn_fwd_kernel(
                 mask=m_mask[:, None] & d_mask[None, :], other=0.0)  # (BM, BD)
     K += b * skb + h.to(tl.int64) * skh
     V += b * svb + h.to(tl.int64) * svh
-    TABLE_H = TABLE + h * NUM_BUCKETS
+    BIAS_H = BIAS + h * (2 * R + 1)
 
     m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
     l_i = tl.zeros([BLOCK_M], tl.float32)
@@ -107,8 +126,9 @@ def _t5_attn_fwd_kernel(
         if HAS_BIAS:
             rel_lo = n0 - (m0 + BLOCK_M - 1 + query_offset)
             rel_hi = n0 + BLOCK_N - 1 - (m0 + query_offset)
-            s += _bias_log2(TABLE_H, THR, rel, rel_lo, rel_hi, sat_pos, sat, BIDIRECTIONAL, NB_EFF, MAX_EXACT)
-        valid = n_mask[None, :] & m_mask[:, None]
+            s += _bias_log2(BIAS_H, rel, rel_lo, rel_hi, sat_pos, R)
+        # Rows ≥ Lq need no mask: they are never stored (and q = 0 there keeps them finite).
+        valid = n_mask[None, :]
         if HAS_KPM:
             kp = tl.load(KPM + b * skpm + offs_n, mask=n_mask, other=0)
             valid &= (kp != 0)[None, :]
@@ -155,17 +175,16 @@ def _t5_attn_bwd_preprocess_kernel(O, DO, DELTA, sob, soh, som, sdob, sdoh, sdom
 
 
 @triton.jit
-def _bucket_sums(dsT, THR, rel_lo, rel_hi, shift, sat_pos, sat,
-                 BLOCK_N: tl.constexpr, BLOCK_M: tl.constexpr, NB_P2: tl.constexpr,
-                 BIDIRECTIONAL: tl.constexpr, NB_EFF: tl.constexpr, MAX_EXACT: tl.constexpr):
+def _bucket_sums(dsT, BROW, rel_lo, rel_hi, shift, sat_pos, R,
+                 BLOCK_N: tl.constexpr, BLOCK_M: tl.constexpr, NB_P2: tl.constexpr):
     """Σ of dsT (BLOCK_N keys × BLOCK_M queries; rel = jl − il + shift) per bucket -> (NB_P2,) fp32.
 
     Diagonal sums by rotating column il down by il (g[r, il] = dsT[(r + il) mod BN, il]): row r of
     g then holds the diagonal jl − il = r where r + il < BN, and jl − il = r − BN elsewhere
     (unambiguous as BLOCK_M ≤ BLOCK_N)."""
     nb = tl.arange(0, NB_P2)
-    if (rel_lo >= sat_pos) | (rel_hi <= -sat):
-        bucket = _bucket(rel_lo, THR, BIDIRECTIONAL, NB_EFF, MAX_EXACT)
+    if (rel_lo >= sat_pos) | (rel_hi <= -R):
+        bucket = _bucket(rel_lo, BROW, R)
         out = tl.where(nb == bucket, tl.sum(tl.sum(dsT, 1), 0), 0.0)
     else:
         r = tl.arange(0, BLOCK_N)
@@ -174,22 +193,22 @@ def _bucket_sums(dsT, THR, rel_lo, rel_hi, shift, sat_pos, sat,
         upper = rr < BLOCK_N
         d1 = tl.sum(tl.where(upper, g, 0.0), 1)  # (BN,) diagonal rel = r + shift
         d2 = tl.sum(tl.where(upper, 0.0, g), 1)  # (BN,) diagonal rel = r − BN + shift
-        b1 = _bucket(r + shift, THR, BIDIRECTIONAL, NB_EFF, MAX_EXACT)
-        b2 = _bucket(r - BLOCK_N + shift, THR, BIDIRECTIONAL, NB_EFF, MAX_EXACT)
+        b1 = _bucket(r + shift, BROW, R)
+        b2 = _bucket(r - BLOCK_N + shift, BROW, R)
         out = tl.sum(tl.where(b1[:, None] == nb[None, :], d1[:, None], 0.0), 0)
         out += tl.sum(tl.where(b2[:, None] == nb[None, :], d2[:, None], 0.0), 0)
     return out
 
 
-@triton.jit(do_not_specialize=["seed", "query_offset"])
+@triton.jit(do_not_specialize=["seed", "query_offset", "LQ_KEY", "LK_KEY"])
 def _t5_attn_bwd_dkdv_kernel(
-    Q, K, V, DO, TABLE, THR, KPM, LSE, DELTA, DK, DV, DTAB,  # DTAB: (B·H, n_kblocks, NB_P2) fp32 partials
+    Q, K, V, DO, BIAS, BROW, KPM, LSE, DELTA, DK, DV, DTAB,  # DTAB: (B·H, n_slots, NB_P2) fp32 partials
     sqb, sqh, sqm, skb, skh, skn, svb, svh, svn, sdob, sdoh, sdom, sdkb, sdkh, sdkn, sdvb, sdvh, sdvn, skpm,
-    H, Lq, Lk, query_offset, scale, scale_log2, sat_pos, sat, dropout_p, seed,
+    H, Lq, Lk, query_offset, scale, scale_log2, sat_pos, R, dropout_p, seed, n_slots,
+    LQ_KEY, LK_KEY,  # bucketed Lq, Lk: autotune keys only, unused here
     HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
     HAS_BIAS: tl.constexpr, BIAS_GRAD: tl.constexpr, HAS_KPM: tl.constexpr, CAUSAL: tl.constexpr,
-    DROPOUT: tl.constexpr, BIDIRECTIONAL: tl.constexpr, NB_EFF: tl.constexpr, MAX_EXACT: tl.constexpr,
-    NUM_BUCKETS: tl.constexpr, NB_P2: tl.constexpr,
+    DROPOUT: tl.constexpr, NB_P2: tl.constexpr, SLOT_N: tl.constexpr,
 ):
     """One program = BLOCK_N keys of one (b, h); walks the query blocks. Tiles are (keys, queries)."""
     pid_n = tl.program_id(0)
@@ -211,7 +230,7 @@ def _t5_attn_bwd_dkdv_kernel(
         kvalid &= tl.load(KPM + b * skpm + offs_n, mask=n_mask, other=0) != 0
     Q += b * sqb + h64 * sqh
     DO += b * sdob + h64 * sdoh
-    TABLE_H = TABLE + h * NUM_BUCKETS
+    BIAS_H = BIAS + h * (2 * R + 1)
     inv_keep = 1.0 / (1.0 - dropout_p)
 
     dk = tl.zeros([BLOCK_N, BLOCK_D], tl.float32)
@@ -234,7 +253,7 @@ def _t5_attn_bwd_dkdv_kernel(
         rel_lo = n0 - (m0 + BLOCK_M - 1 + query_offset)
         rel_hi = n0 + BLOCK_N - 1 - (m0 + query_offset)
         if HAS_BIAS:
-            sT += _bias_log2(TABLE_H, THR, rel, rel_lo, rel_hi, sat_pos, sat, BIDIRECTIONAL, NB_EFF, MAX_EXACT)
+            sT += _bias_log2(BIAS_H, rel, rel_lo, rel_hi, sat_pos, R)
         valid = kvalid[:, None] & m_mask[None, :]
         if CAUSAL:
             valid &= rel <= 0
@@ -249,25 +268,33 @@ def _t5_attn_bwd_dkdv_kernel(
         dsT = pT * (dpT - delta[None, :])  # dL/d(score), fp32
         dk += tl.dot(dsT.to(qT.dtype), tl.trans(qT))
         if BIAS_GRAD:
-            dtab += _bucket_sums(dsT, THR, rel_lo, rel_hi, n0 - m0 - query_offset, sat_pos, sat,
-                                 BLOCK_N, BLOCK_M, NB_P2, BIDIRECTIONAL, NB_EFF, MAX_EXACT)
+            dtab += _bucket_sums(dsT, BROW, rel_lo, rel_hi, n0 - m0 - query_offset, sat_pos, R,
+                                 BLOCK_N, BLOCK_M, NB_P2)
 
     tl.store(DK + b * sdkb + h64 * sdkh + rows_n * sdkn + offs_d[None, :], (dk * scale).to(DK.dtype.element_ty),
              mask=kv_mask)
     tl.store(DV + b * sdvb + h64 * sdvh + rows_n * sdvn + offs_d[None, :], dv.to(DV.dtype.element_ty),
              mask=kv_mask)
     if BIAS_GRAD:
-        tl.store(DTAB + (bh.to(tl.int64) * tl.num_programs(0) + pid_n) * NB_P2 + tl.arange(0, NB_P2), dtab)
+        # Partials live in fixed SLOT_N-key slots whatever BLOCK_N the autotuner picked: this program
+        # owns slots pid_n·SPP ... pid_n·SPP + SPP − 1; its sum goes to the first, zeros to the rest
+        # (so every slot of the buffer is written each launch and the host reads one fixed shape).
+        nb = tl.arange(0, NB_P2)
+        slot0 = pid_n * (BLOCK_N // SLOT_N)
+        part = DTAB + (bh.to(tl.int64) * n_slots + slot0) * NB_P2 + nb
+        tl.store(part, dtab)
+        for t in tl.static_range(1, BLOCK_N // SLOT_N):
+            tl.store(part + t * NB_P2, tl.zeros([NB_P2], tl.float32), mask=(nb < NB_P2) & (slot0 + t < n_slots))
 
 
-@triton.jit(do_not_specialize=["seed", "query_offset"])
+@triton.jit(do_not_specialize=["seed", "query_offset", "LQ_KEY", "LK_KEY"])
 def _t5_attn_bwd_dq_kernel(
-    Q, K, V, DO, TABLE, THR, KPM, LSE, DELTA, DQ,
+    Q, K, V, DO, BIAS, KPM, LSE, DELTA, DQ,
     sqb, sqh, sqm, skb, skh, skn, svb, svh, svn, sdob, sdoh, sdom, sdqb, sdqh, sdqm, skpm,
-    H, Lq, Lk, query_offset, scale, scale_log2, sat_pos, sat, dropout_p, seed,
+    H, Lq, Lk, query_offset, scale, scale_log2, sat_pos, R, dropout_p, seed,
+    LQ_KEY, LK_KEY,  # bucketed Lq, Lk: autotune keys only, unused here
     HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
     HAS_BIAS: tl.constexpr, HAS_KPM: tl.constexpr, CAUSAL: tl.constexpr, DROPOUT: tl.constexpr,
-    BIDIRECTIONAL: tl.constexpr, NB_EFF: tl.constexpr, MAX_EXACT: tl.constexpr, NUM_BUCKETS: tl.constexpr,
 ):
     """One program = BLOCK_M queries of one (b, h); walks the key blocks: dq = scale · Σ dS · k."""
     pid_m = tl.program_id(0)
@@ -288,7 +315,7 @@ def _t5_attn_bwd_dq_kernel(
     delta = tl.load(DELTA + bh.to(tl.int64) * Lq + offs_m, mask=m_mask, other=0.0)
     K += b * skb + h64 * skh
     V += b * svb + h64 * svh
-    TABLE_H = TABLE + h * NUM_BUCKETS
+    BIAS_H = BIAS + h * (2 * R + 1)
     inv_keep = 1.0 / (1.0 - dropout_p)
 
     dq = tl.zeros([BLOCK_M, BLOCK_D], tl.float32)
@@ -306,8 +333,8 @@ def _t5_attn_bwd_dq_kernel(
         if HAS_BIAS:
             rel_lo = n0 - (m0 + BLOCK_M - 1 + query_offset)
             rel_hi = n0 + BLOCK_N - 1 - (m0 + query_offset)
-            s += _bias_log2(TABLE_H, THR, rel, rel_lo, rel_hi, sat_pos, sat, BIDIRECTIONAL, NB_EFF, MAX_EXACT)
-        valid = n_mask[None, :] & m_mask[:, None]
+            s += _bias_log2(BIAS_H, rel, rel_lo, rel_hi, sat_pos, R)
+        valid = n_mask[None, :]  # rows ≥ Lq: lse = +inf there, so p = 0 without a mask
         if HAS_KPM:
             valid &= (tl.load(KPM + b * skpm + offs_n, mask=n_mask, other=0) != 0)[None, :]
         if CAUSAL:
@@ -324,12 +351,11 @@ def _t5_attn_bwd_dq_kernel(
 
 
 @triton.jit
-def _bucket_probe_kernel(REL, OUT, THR, n, BIDIRECTIONAL: tl.constexpr, NB_EFF: tl.constexpr,
-                         MAX_EXACT: tl.constexpr, BLOCK: tl.constexpr):
+def _bucket_probe_kernel(REL, OUT, BROW, R, n, BLOCK: tl.constexpr):
     """Test hook: the in-kernel bucket of each int32 relative position in REL."""
     offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
     rel = tl.load(REL + offs, mask=offs < n, other=0)
-    tl.store(OUT + offs, _bucket(rel, THR, BIDIRECTIONAL, NB_EFF, MAX_EXACT), mask=offs < n)
+    tl.store(OUT + offs, _bucket(rel, BROW, R), mask=offs < n)
 
 
 @triton.jit
