@@ -22,7 +22,8 @@ from march.kernels import reference, t5_attention
 SUITE = "attention"
 DTYPE = torch.bfloat16
 DEVICE = "cuda" if common.ON_GPU else "cpu"
-IMPLS = ["march", "eager", "sdpa_bias", "flex_bias", "sdpa_nobias"]
+IMPLS = ["march", "march_autotune", "eager", "sdpa_bias", "flex_bias", "sdpa_nobias"]
+AUTOTUNE_CASES = ("encoder L512 d64", "encoder L2048 d128", "cross Lq114 Lk512 d64")
 
 # name: (B, H, Lq, Lk, d, kind) ; kind: encoder (bidirectional bias, padding), decoder (causal,
 # one-sided bias), cross (no bias, padding)
@@ -110,6 +111,10 @@ def _impl(impl, q, k, v, table, kpm, kind):
     kw = _kw(kind)
     if impl == "march":
         return lambda q, k, v, t: t5_attention(q, k, v, t, key_padding_mask=kpm, **kw)
+    if impl == "march_autotune":  # the test sets MARCH_ATTN_AUTOTUNE=1 (fwd and bwd tune on first call)
+        if not common.ON_GPU:
+            return None
+        return lambda q, k, v, t: t5_attention(q, k, v, t, key_padding_mask=kpm, **kw)
     if impl == "eager":
         return lambda q, k, v, t: reference.t5_attention(q, k, v, t, key_padding_mask=kpm, **kw)
     if impl == "sdpa_bias":
@@ -133,7 +138,11 @@ def _impl(impl, q, k, v, table, kpm, kind):
 
 @pytest.mark.parametrize("impl", IMPLS)
 @pytest.mark.parametrize("case", list(CASES))
-def test_attention(benchmark, case, impl):
+def test_attention(benchmark, case, impl, monkeypatch):
+    if impl == "march_autotune":
+        if case not in AUTOTUNE_CASES:
+            pytest.skip("autotuned only at the target shapes (each key costs ~12 compiles)")
+        monkeypatch.setenv("MARCH_ATTN_AUTOTUNE", "1")
     bsz, heads, lq, lk, d, kind = CASES[case]
     q, k, v, table, kpm = _inputs(bsz, heads, lq, lk, d, kind)
     shape = (bsz, heads, lq, lk, d)

@@ -103,8 +103,10 @@ SLOT_N = min(SLOT_N, _INTERP["dkdv"][1])
 
 
 def autotuning() -> bool:
-    """Autotuning is on for compiled Triton (not the interpreter) unless MARCH_ATTN_AUTOTUNE=0."""
-    return not interpreting() and os.environ.get("MARCH_ATTN_AUTOTUNE", "1") != "0"
+    """Autotuning is opt-in (MARCH_ATTN_AUTOTUNE=1, compiled Triton only): each new key costs ~12
+    compiles, which incremental decoding (Lk growing through many power-of-2 buckets) would pay
+    again and again. By default the first config of each list, a heuristic, is used."""
+    return not interpreting() and os.environ.get("MARCH_ATTN_AUTOTUNE", "0") == "1"
 
 
 def _configs(name: str, block_d: int) -> list[triton.Config]:

@@ -34,7 +34,7 @@ attention without bias: 130 TFLOP/s fwd, 111 fwd+bwd, vs SDPA flash 247 / 165):
   cross-attention no-bias case to move from 130 towards ~170-200 fwd TFLOP/s and fwd+bwd from 111
   to ~130-150; the bwd remains the gap to SDPA (its dkdv does the 3 matmuls + bias-gradient
   reduction per tile at BLOCK_M ≤ BLOCK_N). Tuning costs 12 compiles + short timings per key
-  once per process (MARCH_ATTN_AUTOTUNE=0 switches it off).
+  once per process, when MARCH_ATTN_AUTOTUNE=1 (off by default).
 - Row masks dropped where they are redundant (fwd: rows ≥ Lq are never stored; dq: lse = +inf
   there gives p = 0): one fewer (BM, BN) and per element. Masks on the key bound and padding stay on
   every tile (a per-tile byte load + a select, small next to exp2 and the bias); a split into
