@@ -7,7 +7,7 @@
 # Usage (device tool, carry [".whl"]):  bash scripts/gpu_run.sh [TESTS] [BENCHMARKS]
 #   TESTS: pytest arguments (quoted), or "-" to skip; default: tests
 #   BENCHMARKS: benchmark files/folders in the order to run, or "-" to skip; default: benchmarks
-#   MARCH_BENCH_TIMEOUT: seconds allowed per benchmark file (default 600)
+#   MARCH_BENCH_TIMEOUT: seconds allowed per benchmark file (default 600); MARCH_TEST_TIMEOUT for the tests
 set -uo pipefail
 OUT=${OUT:-/tmp/march-out}
 TESTS=${1:-tests}
@@ -28,7 +28,8 @@ rc=0
 if [[ $TESTS != "-" ]]; then
   echo "=== pytest $TESTS" | tee -a "$OUT/run.log"
   # shellcheck disable=SC2086
-  python3 -m pytest $TESTS -q --timeout 900 -p no:cacheprovider 2>&1 | tee -a "$OUT/run.log" | tail -n 40
+  timeout "${MARCH_TEST_TIMEOUT:-1800}" python3 -m pytest $TESTS -q --timeout 900 -p no:cacheprovider 2>&1 \
+    | tee -a "$OUT/run.log" | tail -n 40
   rc=${PIPESTATUS[0]}
 fi
 if [[ $BENCHES != "-" ]]; then
