@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from march.train.plots import (Fit, TooFewPointsError, fit_kaplan, fit_power_law, load_run, main, predictions)
+from march.train.plots import (TooFewPointsError, fit_kaplan, fit_power_law, load_run, main, predictions)
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import statistics
 import sys
 import time
@@ -187,7 +186,7 @@ def format_estimate(e: dict) -> str:
         f"({e['tokens_total']:,} tokens)",
         f"  1B tokens would take  {_duration(e['s_per_1b_tokens'])}",
         f"  model TFLOP/s per GPU {e['model_tflops_per_gpu']:.2f}   MFU {f(e['mfu'], '.1%')}",
-        f"  memory per GPU        " + (f"{mem:.1f} GiB" if mem is not None else
+        "  memory per GPU        " + (f"{mem:.1f} GiB" if mem is not None else
                                        f"n/a on CPU (model state alone {state:.2f} GiB)"),
     ]
     for ev in e["oom_events"]:
