@@ -234,19 +234,22 @@ def _attn_bwd(do, q, k, v, o, lse, seed, table, kpm, bidirectional, num_buckets,
     qkv_do = (q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
               v.stride(0), v.stride(1), v.stride(2), do.stride(0), do.stride(1), do.stride(2))
 
-    # dk, dv and every dtab slot are fully overwritten by each launch (whatever config), so the
-    # autotuner's repeated launches need no reset; the slot layout does not depend on BLOCK_N.
+    # dq first: it also writes the exact row term delta + r (see the dq kernel) that dk/dv use.
+    # Every output (dq, delta_exact; dk, dv and each dtab slot) is fully overwritten by each launch
+    # whatever the config, so the autotuner's repeated launches need no reset; the slot layout does
+    # not depend on BLOCK_N.
+    delta_exact = torch.empty_like(delta)
+    _kernel("dq", block_d, autotuning())[lambda meta: (triton.cdiv(lq, meta["BLOCK_M"]), bsz * heads)](
+        q, k, v, do, rows, kpm_t, lse, delta, dq, delta_exact, *qkv_do,
+        dq.stride(0), dq.stride(1), dq.stride(2), skpm, *scalars, *keys, **common,
+    )
     n_slots = triton.cdiv(lk, SLOT_N)
     dtab = torch.empty((bsz * heads, n_slots, nb_p2) if bias_grad else (1,), dtype=torch.float32,
                        device=q.device)
     _kernel("dkdv", block_d, autotuning())[lambda meta: (triton.cdiv(lk, meta["BLOCK_N"]), bsz * heads)](
-        q, k, v, do, rows, brow, kpm_t, lse, delta, dk, dv, dtab, *qkv_do,
+        q, k, v, do, rows, brow, kpm_t, lse, delta_exact, dk, dv, dtab, *qkv_do,
         dk.stride(0), dk.stride(1), dk.stride(2), dv.stride(0), dv.stride(1), dv.stride(2), skpm, *scalars,
         n_slots, *keys, BIAS_GRAD=bias_grad, NB_P2=nb_p2, SLOT_N=SLOT_N, **common,
-    )
-    _kernel("dq", block_d, autotuning())[lambda meta: (triton.cdiv(lq, meta["BLOCK_M"]), bsz * heads)](
-        q, k, v, do, rows, kpm_t, lse, delta, dq, *qkv_do,
-        dq.stride(0), dq.stride(1), dq.stride(2), skpm, *scalars, *keys, **common,
     )
     if not bias_grad:
         return dq, dk, dv, q.new_zeros(0)

@@ -289,14 +289,21 @@ def _t5_attn_bwd_dkdv_kernel(
 
 @triton.jit(do_not_specialize=["seed", "query_offset", "LQ_KEY", "LK_KEY"])
 def _t5_attn_bwd_dq_kernel(
-    Q, K, V, DO, BIAS, KPM, LSE, DELTA, DQ,
+    Q, K, V, DO, BIAS, KPM, LSE, DELTA, DQ, DELTA_EXACT,  # DELTA_EXACT: (B·H, Lq) fp32, written here
     sqb, sqh, sqm, skb, skh, skn, svb, svh, svn, sdob, sdoh, sdom, sdqb, sdqh, sdqm, skpm,
     H, Lq, Lk, query_offset, scale, scale_log2, sat_pos, R, dropout_p, seed,
     LQ_KEY, LK_KEY,  # bucketed Lq, Lk: autotune keys only, unused here
     HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
     HAS_BIAS: tl.constexpr, HAS_KPM: tl.constexpr, CAUSAL: tl.constexpr, DROPOUT: tl.constexpr,
 ):
-    """One program = BLOCK_M queries of one (b, h); walks the key blocks: dq = scale · Σ dS · k."""
+    """One program = BLOCK_M queries of one (b, h); walks the key blocks: dq = scale · Σ dS · k.
+
+    delta from the bf16 output (dO · O) is off by r_i = Σ_j P_ij dP_ij − delta_i, and dS_ij =
+    P_ij (dP_ij − delta_i) then no longer sums to 0 over j; dq picks up r_i · Σ_j P_ij k_j, which is
+    large when the keys share a mean (cross-attention on encoder states). So r_i = Σ_j dS_ij is
+    accumulated here (exact up to fp32 for the P the kernels use), dq is corrected by −r_i · (P k)_i
+    (one more (BM, BN) × (BN, d) product per tile) and delta + r is written for the dk/dv kernel,
+    which runs after this one."""
     pid_m = tl.program_id(0)
     bh = tl.program_id(1)
     b = (bh // H).to(tl.int64)
@@ -319,6 +326,8 @@ def _t5_attn_bwd_dq_kernel(
     inv_keep = 1.0 / (1.0 - dropout_p)
 
     dq = tl.zeros([BLOCK_M, BLOCK_D], tl.float32)
+    pk = tl.zeros([BLOCK_M, BLOCK_D], tl.float32)  # Σ_j P_ij k_j
+    r = tl.zeros([BLOCK_M], tl.float32)  # Σ_j dS_ij
     hi = Lk
     if CAUSAL:
         hi = tl.minimum(Lk, m0 + BLOCK_M + query_offset)
@@ -346,8 +355,12 @@ def _t5_attn_bwd_dq_kernel(
             dp = tl.where(keep, dp * inv_keep, 0.0)
         ds = p * (dp - delta[:, None])
         dq += tl.dot(ds.to(kT.dtype), tl.trans(kT))
+        pk += tl.dot(p.to(kT.dtype), tl.trans(kT))
+        r += tl.sum(ds, 1)
+    dq -= r[:, None] * pk
     tl.store(DQ + b * sdqb + h64 * sdqh + rows_m * sdqm + offs_d[None, :], (dq * scale).to(DQ.dtype.element_ty),
              mask=q_mask)
+    tl.store(DELTA_EXACT + bh.to(tl.int64) * Lq + offs_m, delta + r, mask=m_mask)
 
 
 @triton.jit
