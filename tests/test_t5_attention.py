@@ -58,6 +58,12 @@ def _make(bsz, heads, lq, lk, d, dtype, device, table_dtype=torch.float32, pad=N
             kpm[-1] = False
         elif pad == "left":
             kpm[:, : lk // 3] = False
+        elif pad == "holes":  # padding at both ends and inside: key-range skipping + masks inside it
+            kpm = torch.rand(bsz, lk) > 0.3
+            kpm[:, : lk // 4] = False
+            kpm[:, lk - lk // 5:] = False
+            kpm[0] = False
+            kpm[0, lk // 2] = True  # one real key
         kpm = kpm.to(device)
     return q, k, v, table, kpm
 
@@ -107,6 +113,8 @@ CASES = [
     (2, 2, 128, 128, 32, BF16, True, 0, False, None, (8, 16)),
     (1, 1, 1, 128, 96, FP16, True, 3000, False, None, (32, 128)),  # one decoding step, far offset
     (1, 1, 64, 64, 128, BF16, False, 0, True, None, (32, 128)),
+    (3, 2, 70, 128, 64, BF16, False, 0, True, "holes", (32, 128)),
+    (2, 1, 97, 97, 64, FP16, True, 0, False, "holes", (32, 128)),
 ]
 
 

@@ -169,11 +169,19 @@ def _bias_args(q, table, bidirectional, num_buckets, max_distance):
     return rows, brow32, sat_pos, r
 
 
-def _kpm_arg(q, kpm):
+def _kpm_args(q, kpm):
+    """(mask bytes (B, Lk) uint8, its row stride, key range (B, 2) int32 = [first real key, last
+    real key + 1], [Lk, 0] for a fully padded row) — dummies without a mask. The range lets the
+    kernels skip padded key blocks at either end (no host sync: computed on the device)."""
     if kpm is None:
-        return q, 0
+        return q, 0, q
+    lk = kpm.shape[1]
+    pos = torch.arange(lk, device=kpm.device, dtype=torch.int32)
+    first = torch.where(kpm, pos, lk).amin(1)
+    end = torch.where(kpm, pos + 1, 0).amax(1)
+    klim = torch.stack((first, end), 1).to(torch.int32).contiguous()
     kpm = kpm.contiguous().view(torch.uint8)  # bool -> bytes, no copy
-    return kpm, kpm.stride(0)
+    return kpm, kpm.stride(0), klim
 
 
 def _draw_seed(dropout_p: float) -> torch.Tensor:
@@ -193,11 +201,11 @@ def _attn_fwd(q, k, v, table, kpm, bidirectional, num_buckets, max_distance, cau
     lse = torch.empty((bsz, heads, lq), dtype=torch.float32, device=q.device)
     seed = _draw_seed(dropout_p)
     rows, _, sat_pos, r = _bias_args(q, table, bidirectional, num_buckets, max_distance)
-    kpm_t, skpm = _kpm_arg(q, kpm)
+    kpm_t, skpm, klim = _kpm_args(q, kpm)
     block_d = triton.next_power_of_2(d)
     # O and LSE are fully overwritten by every launch, so autotuning's repeated launches are harmless.
     _kernel("fwd", block_d, autotuning())[lambda meta: (triton.cdiv(lq, meta["BLOCK_M"]), bsz * heads)](
-        q, k, v, rows, kpm_t, o, lse,
+        q, k, v, rows, kpm_t, klim, o, lse,
         q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
         v.stride(0), v.stride(1), v.stride(2), o.stride(0), o.stride(1), o.stride(2), skpm,
         heads, lq, lk, query_offset, scale * LOG2E, sat_pos, r, dropout_p, int(seed[0]),
@@ -224,7 +232,7 @@ def _attn_bwd(do, q, k, v, o, lse, seed, table, kpm, bidirectional, num_buckets,
     dk = torch.empty((bsz, heads, lk, d), dtype=k.dtype, device=q.device)
     dv = torch.empty((bsz, heads, lk, d), dtype=v.dtype, device=q.device)
     rows, brow, sat_pos, r = _bias_args(q, table, bidirectional, num_buckets, max_distance)
-    kpm_t, skpm = _kpm_arg(q, kpm)
+    kpm_t, skpm, klim = _kpm_args(q, kpm)
     bias_grad = table is not None and table_grad
     nb_p2 = triton.next_power_of_2(num_buckets)
     common = dict(HEAD_DIM=d, BLOCK_D=block_d, HAS_BIAS=table is not None, HAS_KPM=kpm is not None,
@@ -240,14 +248,14 @@ def _attn_bwd(do, q, k, v, o, lse, seed, table, kpm, bidirectional, num_buckets,
     # not depend on BLOCK_N.
     delta_exact = torch.empty_like(delta)
     _kernel("dq", block_d, autotuning())[lambda meta: (triton.cdiv(lq, meta["BLOCK_M"]), bsz * heads)](
-        q, k, v, do, rows, kpm_t, lse, delta, dq, delta_exact, *qkv_do,
+        q, k, v, do, rows, kpm_t, klim, lse, delta, dq, delta_exact, *qkv_do,
         dq.stride(0), dq.stride(1), dq.stride(2), skpm, *scalars, *keys, **common,
     )
     n_slots = triton.cdiv(lk, SLOT_N)
     dtab = torch.empty((bsz * heads, n_slots, nb_p2) if bias_grad else (1,), dtype=torch.float32,
                        device=q.device)
     _kernel("dkdv", block_d, autotuning())[lambda meta: (triton.cdiv(lk, meta["BLOCK_N"]), bsz * heads)](
-        q, k, v, do, rows, brow, kpm_t, lse, delta_exact, dk, dv, dtab, *qkv_do,
+        q, k, v, do, rows, brow, kpm_t, klim, lse, delta_exact, dk, dv, dtab, *qkv_do,
         dk.stride(0), dk.stride(1), dk.stride(2), dv.stride(0), dv.stride(1), dv.stride(2), skpm, *scalars,
         n_slots, *keys, BIAS_GRAD=bias_grad, NB_P2=nb_p2, SLOT_N=SLOT_N, **common,
     )

@@ -79,6 +79,19 @@ def _bias_log2(BIAS_H, rel, rel_lo, rel_hi, sat_pos, R):
 
 
 @triton.jit
+def _key_range(KLIM, b, Lk, HAS_KPM: tl.constexpr, BLOCK_N: tl.constexpr):
+    """[lo, hi): the key blocks that hold any real key of batch row b (KLIM (B, 2) int32 = first
+    real key, last real key + 1; lo = Lk, hi = 0 for a fully padded row), lo rounded down to a
+    block. Padded key blocks at either end are skipped (no work, exact zeros from them)."""
+    lo = 0
+    hi = Lk
+    if HAS_KPM:
+        lo = (tl.load(KLIM + 2 * b) // BLOCK_N) * BLOCK_N
+        hi = tl.load(KLIM + 2 * b + 1)
+    return lo, hi
+
+
+@triton.jit
 def _keep(seed, bh, offs_i, offs_j, Lk, dropout_p):
     """Dropout keep-mask of the tile (offs_i × offs_j, broadcast shapes), the same in fwd and bwd."""
     off = (bh.to(tl.int64) << 32) + (offs_i * Lk + offs_j).to(tl.int64)
@@ -87,7 +100,7 @@ def _keep(seed, bh, offs_i, offs_j, Lk, dropout_p):
 
 @triton.jit(do_not_specialize=["seed", "query_offset", "LQ_KEY", "LK_KEY"])
 def _t5_attn_fwd_kernel(
-    Q, K, V, BIAS, KPM, O, LSE,  # BIAS: (H, 2R+1) fp32 rows ; KPM: (B, Lk) uint8 ; LSE: (B·H, Lq) fp32
+    Q, K, V, BIAS, KPM, KLIM, O, LSE,  # BIAS: (H, 2R+1) fp32 rows ; KPM: (B, Lk) uint8 ; LSE: (B·H, Lq) fp32
     sqb, sqh, sqm, skb, skh, skn, svb, svh, svn, sob, soh, som, skpm,
     H, Lq, Lk, query_offset, scale_log2, sat_pos, R, dropout_p, seed,
     LQ_KEY, LK_KEY,  # bucketed Lq, Lk: autotune keys only, unused here
@@ -113,10 +126,10 @@ def _t5_attn_fwd_kernel(
     m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
     l_i = tl.zeros([BLOCK_M], tl.float32)
     acc = tl.zeros([BLOCK_M, BLOCK_D], tl.float32)
-    hi = Lk
+    lo, hi = _key_range(KLIM, b, Lk, HAS_KPM, BLOCK_N)
     if CAUSAL:  # keys j ≤ i + query_offset only
-        hi = tl.minimum(Lk, m0 + BLOCK_M + query_offset)
-    for n0 in range(0, hi, BLOCK_N):
+        hi = tl.minimum(hi, m0 + BLOCK_M + query_offset)
+    for n0 in range(lo, hi, BLOCK_N):
         offs_n = n0 + tl.arange(0, BLOCK_N)
         n_mask = offs_n < Lk
         kv_mask = n_mask[:, None] & d_mask[None, :]
@@ -202,7 +215,7 @@ def _bucket_sums(dsT, BROW, rel_lo, rel_hi, shift, sat_pos, R,
 
 @triton.jit(do_not_specialize=["seed", "query_offset", "LQ_KEY", "LK_KEY"])
 def _t5_attn_bwd_dkdv_kernel(
-    Q, K, V, DO, BIAS, BROW, KPM, LSE, DELTA, DK, DV, DTAB,  # DTAB: (B·H, n_slots, NB_P2) fp32 partials
+    Q, K, V, DO, BIAS, BROW, KPM, KLIM, LSE, DELTA, DK, DV, DTAB,  # DTAB: (B·H, n_slots, NB_P2) fp32 partials
     sqb, sqh, sqm, skb, skh, skn, svb, svh, svn, sdob, sdoh, sdom, sdkb, sdkh, sdkn, sdvb, sdvh, sdvn, skpm,
     H, Lq, Lk, query_offset, scale, scale_log2, sat_pos, R, dropout_p, seed, n_slots,
     LQ_KEY, LK_KEY,  # bucketed Lq, Lk: autotune keys only, unused here
@@ -239,7 +252,11 @@ def _t5_attn_bwd_dkdv_kernel(
     lo = 0
     if CAUSAL:  # queries i with i + query_offset ≥ n0 only
         lo = (tl.maximum(n0 - query_offset, 0) // BLOCK_M) * BLOCK_M
-    for m0 in range(lo, Lq, BLOCK_M):
+    hi = Lq
+    k_lo, k_hi = _key_range(KLIM, b, Lk, HAS_KPM, BLOCK_N)
+    if (n0 < k_lo) | (n0 >= k_hi):  # a block of padding only: dk = dv = 0, no bias-gradient part
+        hi = lo
+    for m0 in range(lo, hi, BLOCK_M):
         offs_m = m0 + tl.arange(0, BLOCK_M)
         m_mask = offs_m < Lq
         qT = tl.load(Q + offs_m[None, :].to(tl.int64) * sqm + offs_d[:, None],
@@ -289,7 +306,7 @@ def _t5_attn_bwd_dkdv_kernel(
 
 @triton.jit(do_not_specialize=["seed", "query_offset", "LQ_KEY", "LK_KEY"])
 def _t5_attn_bwd_dq_kernel(
-    Q, K, V, DO, BIAS, KPM, LSE, DELTA, DQ, DELTA_EXACT,  # DELTA_EXACT: (B·H, Lq) fp32, written here
+    Q, K, V, DO, BIAS, KPM, KLIM, LSE, DELTA, DQ, DELTA_EXACT,  # DELTA_EXACT: (B·H, Lq) fp32, written here
     sqb, sqh, sqm, skb, skh, skn, svb, svh, svn, sdob, sdoh, sdom, sdqb, sdqh, sdqm, skpm,
     H, Lq, Lk, query_offset, scale, scale_log2, sat_pos, R, dropout_p, seed,
     LQ_KEY, LK_KEY,  # bucketed Lq, Lk: autotune keys only, unused here
@@ -328,10 +345,10 @@ def _t5_attn_bwd_dq_kernel(
     dq = tl.zeros([BLOCK_M, BLOCK_D], tl.float32)
     pk = tl.zeros([BLOCK_M, BLOCK_D], tl.float32)  # Σ_j P_ij k_j
     r = tl.zeros([BLOCK_M], tl.float32)  # Σ_j dS_ij
-    hi = Lk
+    lo, hi = _key_range(KLIM, b, Lk, HAS_KPM, BLOCK_N)
     if CAUSAL:
-        hi = tl.minimum(Lk, m0 + BLOCK_M + query_offset)
-    for n0 in range(0, hi, BLOCK_N):
+        hi = tl.minimum(hi, m0 + BLOCK_M + query_offset)
+    for n0 in range(lo, hi, BLOCK_N):
         offs_n = n0 + tl.arange(0, BLOCK_N)
         n_mask = offs_n < Lk
         kvT_mask = d_mask[:, None] & n_mask[None, :]
