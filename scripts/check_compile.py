@@ -117,12 +117,12 @@ def _exercise() -> None:
             for dt in (torch.bfloat16, torch.float16):
                 for causal, bidir, bias, drop in ((False, True, True, 0.0), (True, False, True, 0.1),
                                                   (False, True, False, 0.0)):
-                    q, k, v = (torch.randn(2, 4, 130, d, dtype=dt, requires_grad=True) for _ in range(3))
-                    table = torch.randn(32, 4, requires_grad=True) if bias else None
-                    kpm = torch.ones(2, 130, dtype=torch.bool)
-                    out = t5_attention(q, k, v, table, bidirectional=bidir, causal=causal,
-                                       key_padding_mask=kpm, dropout_p=drop)
-                    torch.autograd.grad(out.float().sum(), [t for t in (q, k, v, table) if t is not None])
+                    for kpm in (torch.ones(2, 130, dtype=torch.bool), None):
+                        q, k, v = (torch.randn(2, 4, 130, d, dtype=dt, requires_grad=True) for _ in range(3))
+                        table = torch.randn(32, 4, requires_grad=True) if bias else None
+                        out = t5_attention(q, k, v, table, bidirectional=bidir, causal=causal,
+                                           key_padding_mask=kpm, dropout_p=drop)
+                        torch.autograd.grad(out.float().sum(), [t for t in (q, k, v, table) if t is not None])
     except ImportError:
         pass
 

@@ -1,0 +1,156 @@
+"""Where the T5 attention time goes, per kernel (python -m benchmarks.probe_attention [OUT.json]).
+
+For each benchmark case and each candidate launch config (the i-th entry of every kernel's list
+below, the first = march's default), one fwd+bwd is profiled (CUPTI kernel times, averaged over
+ITERS calls): forward, delta prepass, dq, dk/dv and the rest (key range, table gather/sum).
+At the L=512 d=64 encoder case the default config is also profiled with features switched off
+(no bias, no padding, no table gradient, neither) to price each one, next to SDPA's flash kernels
+without bias (the bound). Each row is written to the JSON as soon as it is measured, so a run cut
+short by its time limit (MARCH_PROBE_BUDGET_S, default 240 s) keeps what it finished.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import sys
+import time
+
+import torch
+from torch.profiler import ProfilerActivity, profile
+
+from benchmarks.test_bench_attention import CASES, _inputs, _kw
+
+attn = importlib.import_module("march.kernels.t5_attention")  # the module (the package exports the function)
+ITERS = 10
+# (BLOCK_M, BLOCK_N, num_warps, num_stages) per (kernel, head-dim class); dk/dv needs BLOCK_M ≤
+# BLOCK_N and BLOCK_N a multiple of attn.SLOT_N.
+CANDIDATES = {
+    ("fwd", 64): [(128, 64, 4, 3), (128, 128, 8, 3), (64, 64, 4, 3), (128, 64, 8, 3), (128, 128, 8, 2),
+                  (64, 128, 4, 3)],
+    ("dq", 64): [(128, 64, 8, 2), (64, 64, 4, 3), (128, 128, 8, 2), (128, 64, 4, 3), (64, 128, 4, 3),
+                 (128, 32, 4, 3)],
+    ("dkdv", 64): [(64, 128, 8, 2), (32, 128, 8, 2), (64, 64, 4, 3), (128, 128, 8, 2), (64, 128, 4, 3),
+                   (32, 64, 4, 3)],
+    ("fwd", 128): [(128, 64, 8, 2), (128, 64, 8, 3), (64, 64, 4, 3), (128, 128, 8, 2), (128, 32, 4, 3),
+                   (64, 128, 8, 2)],
+    ("dq", 128): [(64, 64, 8, 2), (128, 64, 8, 2), (64, 32, 4, 3), (64, 128, 8, 2), (128, 64, 8, 3),
+                  (64, 64, 4, 3)],
+    ("dkdv", 128): [(64, 64, 8, 2), (32, 64, 4, 2), (64, 128, 8, 2), (32, 128, 8, 2), (64, 64, 4, 3),
+                    (64, 128, 8, 3)],
+}
+KERNELS = {"_t5_attn_fwd_kernel": "fwd", "_t5_attn_bwd_preprocess_kernel": "delta",
+           "_t5_attn_bwd_dq_kernel": "dq", "_t5_attn_bwd_dkdv_kernel": "dkdv"}
+
+
+def _set_configs(block_d: int, i: int) -> dict:
+    cls = 64 if block_d <= 64 else 128
+    chosen = {}
+    for name in ("fwd", "dq", "dkdv"):
+        cands = CANDIDATES[(name, cls)]
+        chosen[name] = cands[i % len(cands)]
+        attn._TUNE[(name, cls)] = [chosen[name]]
+    attn._kernel.cache_clear()
+    return chosen
+
+
+def _kernel_ms(fn) -> dict:
+    fn()  # compile
+    if not torch.cuda.is_available():  # CPU smoke run (interpreter): wall time of one call
+        t = time.perf_counter()
+        fn()
+        return {"total": (time.perf_counter() - t) * 1e3}
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        for _ in range(ITERS):
+            fn()
+        torch.cuda.synchronize()
+    out: dict[str, float] = {}
+    for e in prof.key_averages():
+        t = getattr(e, "self_device_time_total", None)
+        if t is None:
+            t = e.self_cuda_time_total
+        if t <= 0:
+            continue
+        name = next((v for k, v in KERNELS.items() if k in e.key), "flash" if "flash" in e.key else "other")
+        out[name] = out.get(name, 0.0) + t / ITERS / 1e3
+    out["total"] = sum(out.values())
+    return out
+
+
+def _step(q, k, v, table, kpm, kind, dout):
+    kw = _kw(kind)
+
+    def fn():
+        for t in (q, k, v, table):
+            if t is not None:
+                t.grad = None
+        o = attn.t5_attention(q, k, v, table, key_padding_mask=kpm, **kw)
+        o.backward(dout)
+
+    return fn
+
+
+def main(path: str) -> None:
+    budget = float(os.environ.get("MARCH_PROBE_BUDGET_S", "240"))
+    t0 = time.time()
+    rows: list[dict] = []
+    default_tune = dict(attn._TUNE)
+
+    def emit(row):
+        rows.append(row)
+        with open(path, "w") as f:
+            json.dump({"gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu", "torch": torch.__version__, "iters": ITERS,
+                       "rows": rows}, f, indent=1)
+        ms = " ".join(f"{k}={v:.3f}" for k, v in row.get("ms", {}).items())
+        print(f"{row['case']:24} {row['variant']:16} {str(row.get('configs', '')):70} {ms} {row.get('error', '')}",
+              flush=True)
+
+    try:
+        for case, (bsz, heads, lq, lk, d, kind) in CASES.items():
+            if case == "decoder L114 d64":
+                continue
+            q, k, v, table, kpm = _inputs(bsz, heads, lq, lk, d, kind)
+            dout = torch.randn_like(q)
+            variants = {"full": (table, kpm)}
+            if case == "encoder L512 d64":
+                variants |= {"no_bias": (None, kpm), "no_padding": (table, None),
+                             "no_table_grad": (table.detach(), kpm), "plain": (None, None)}
+            for variant, (tab, mask) in variants.items():
+                n = len(CANDIDATES[("fwd", 64 if d <= 64 else 128)]) if variant == "full" else 1
+                for i in range(n):
+                    if time.time() - t0 > budget:
+                        raise TimeoutError
+                    configs = _set_configs(triton_block_d(d), i)
+                    row = {"case": case, "variant": variant, "configs": configs}
+                    try:
+                        row["ms"] = _kernel_ms(_step(q, k, v, tab, mask, kind, dout))
+                    except Exception as e:  # a config that does not compile or fit: recorded
+                        row["error"] = f"{type(e).__name__}: {str(e)[:200]}"
+                    emit(row)
+            if case == "encoder L512 d64":  # the bound: SDPA flash, no bias, no padding
+                qs, ks, vs = (t.detach().requires_grad_() for t in (q, k, v))
+
+                def sdpa():
+                    for t in (qs, ks, vs):
+                        t.grad = None
+                    torch.nn.functional.scaled_dot_product_attention(qs, ks, vs, scale=1.0).backward(dout)
+
+                emit({"case": case, "variant": "sdpa_nobias", "ms": _kernel_ms(sdpa)})
+            del q, k, v, table, kpm, dout
+            torch.cuda.empty_cache()
+    except TimeoutError:
+        print(f"probe budget of {budget:.0f} s reached; rows so far are in {path}", flush=True)
+    finally:
+        attn._TUNE.clear()
+        attn._TUNE.update(default_tune)
+        attn._kernel.cache_clear()
+
+
+def triton_block_d(d: int) -> int:
+    return 1 << (d - 1).bit_length()
+
+
+if __name__ == "__main__":
+    main(sys.argv[1] if len(sys.argv) > 1 else "attention_probe.json")
