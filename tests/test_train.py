@@ -2,6 +2,7 @@
 (logs, report, exact resume after SIGKILL, out-of-memory back-off, 2-process DeepSpeed)."""
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -87,6 +88,11 @@ def test_cli_parses_launcher_local_rank():
     assert given == {"local_rank", "experiment", "steps", "tokens_per_step", "zero_stage", "progress"}
     cpu = TrainConfig().resolved(cuda=False)
     assert cpu.experiment == "Tiny" and cpu.data == "sample" and cpu.lr == 1e-4 and cpu.zero_stage == 1
+    assert cpu.checkpoints and cpu.max_wall_s is None
+    cfg, _ = parse_args(["--no-checkpoints", "--max-wall-s", "2.5"])
+    assert (cfg.checkpoints, cfg.max_wall_s) == (False, 2.5)
+    with pytest.raises(ValueError, match="max_wall_s"):
+        TrainConfig(max_wall_s=0)
 
 
 def test_run_folder_is_never_clobbered(tmp_path):
@@ -151,6 +157,14 @@ def test_cpu_run_learns_and_reports(reference):
                 "projected_s_per_1b_tokens", "peak_memory_gib", "final_eval_loss"):
         assert key in report
     assert report["tokens_seen"] == 12 * 312 and report["tokens_per_s"] > 0 and report["mfu"] is None  # CPU
+    # where the time went: 2 warm-up steps (12 // 5) excluded from the timed ones
+    assert (report["warmup_steps_excluded"], report["timed_steps"], report["stopped_early"]) == (2, 10, None)
+    assert report["step_s_min"] <= report["step_s_median"] <= report["step_s_max"]
+    assert report["step_s"] == pytest.approx(sum(r["step_s"] for r in recs[2:]) / 10, rel=1e-6)
+    assert report["first_step_s"] == pytest.approx(recs[0]["step_s"], rel=1e-6)
+    assert report["setup_s"] > 0 and report["eval_s"] > 0 and report["checkpoint_s"] > 0
+    assert 0 <= report["data_wait_fraction"] < 1 and report["num_workers"] == 1
+    assert report["peak_memory_gib_per_rank"] == [report["peak_memory_gib"]]
     assert "compute budget" in proc.stdout
     assert list((run_dir / "tb").glob("events.out.tfevents.*"))
     kept = sorted(p.name for p in (run_dir / "checkpoints").glob("step*"))
@@ -200,6 +214,19 @@ def test_out_of_memory_backoff(reference, tmp_path):
         assert abs(a["loss"] - b["loss"]) < 0.15
 
 
+def test_max_wall_s_stops_early_and_no_checkpoints(tmp_path):
+    """--max-wall-s: the loop stops after the step that passes it, evaluates and still reports;
+    --no-checkpoints: nothing is saved, not even at the end."""
+    proc = _run(SMALL[:-2] + ["--steps", "50", "--max-wall-s", "0.001", "--no-checkpoints", "--output-dir",
+                              str(tmp_path), "--run-name", "short", "--report-path", str(tmp_path / "r" / "rep.json")])
+    assert "stopping early: --max-wall-s 0.001 reached after step 1 of 50" in proc.stderr
+    report = json.loads((tmp_path / "r" / "rep.json").read_text())
+    assert report["steps"] == 1 and report["stopped_early"].startswith("--max-wall-s")
+    assert report["checkpoint_s"] == 0 and math.isfinite(report["final_eval_loss"])
+    assert not (tmp_path / "short" / "checkpoints").exists()
+    assert [("eval_loss" in r) for r in _records(tmp_path / "short")] == [True]
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("zero_stage", [1, 2])
 def test_two_process_deepspeed_matches_single_process(tmp_path, zero_stage):
@@ -213,10 +240,39 @@ def test_two_process_deepspeed_matches_single_process(tmp_path, zero_stage):
     one, two = _records(tmp_path / "one"), _records(tmp_path / "two")
     report = json.loads((tmp_path / "two" / "report.json").read_text())
     assert report["world_size"] == 2 and (report["micro_batch"], report["grad_accum"]) == (4, 1)
+    assert len(report["peak_memory_gib_per_rank"]) == 2 and report["peak_memory_gib"] == max(report["peak_memory_gib_per_rank"])
     for a, b in zip(one, two):
         assert b["loss"] == pytest.approx(a["loss"], rel=1e-2)  # bf16
         if "eval_loss" in a:
             assert b["eval_loss"] == pytest.approx(a["eval_loss"], rel=1e-2)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the CPU check of the script (on a GPU host it trains Baseline)")
+def test_gpu_train_script_both_phases_on_cpu(tmp_path):
+    """scripts/gpu_train.sh (issue #6 evidence runs) with the Tiny preset: phase 1gpu writes one
+    report, phase 2gpu two (ZeRO 1, 2, through the deepspeed launcher), each copied into $OUT with a
+    summary and a logs archive."""
+    env = {**_env(), "OUT": str(tmp_path / "out"), "MARCH_TRAIN_EXPERIMENT": "Tiny", "MARCH_TRAIN_STEPS": "3",
+           "MARCH_TRAIN_TOKENS": "624", "MARCH_TRAIN_RESULTS": str(tmp_path / "results"),
+           "MARCH_TRAIN_RUNS": str(tmp_path / "runs"),
+           "MARCH_TRAIN_EXTRA": "--kernels eager --input-length 64 --micro-batch-size 4 --num-workers 1"}
+    for phase in ("1gpu", "2gpu"):
+        proc = subprocess.run(["bash", str(REPO / "scripts" / "gpu_train.sh"), phase], cwd=REPO, env=env,
+                              capture_output=True, text=True, timeout=400, check=False)
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    out = sorted(p.name for p in (tmp_path / "out").iterdir())
+    assert out == ["train_1gpu_logs.tar.gz", "train_1gpu_summary.txt", "train_2gpu_logs.tar.gz",
+                   "train_2gpu_summary.txt", "train_tiny_1gpu.json", "train_tiny_2gpu_zero1.json",
+                   "train_tiny_2gpu_zero2.json"]
+    for name, world, stage in (("1gpu", 1, 1), ("2gpu_zero1", 2, 1), ("2gpu_zero2", 2, 2)):
+        report = json.loads((tmp_path / "out" / f"train_tiny_{name}.json").read_text())
+        assert (report["world_size"], report["zero_stage"], report["steps"], report["tokens_per_step"]) == \
+            (world, stage, 3, 624)
+        assert (tmp_path / "results" / f"train_tiny_{name}.json").is_file()
+        assert not (tmp_path / "runs" / name / "checkpoints").exists()
+    summary = (tmp_path / "out" / "train_2gpu_summary.txt").read_text()
+    assert "2gpu_zero1: exit 0" in summary and "2gpu_zero2: exit 0" in summary and "compute budget" in summary
 
 
 # --- GPU (run on the GPU host) --------------------------------------------------------------------

@@ -22,7 +22,8 @@ SCHEDULES = ("constant", "linear", "cosine")
 PRECISIONS = ("bf16", "fp32")
 # may differ on --resume without breaking the continuation
 RESUMABLE_CHANGES = {"steps", "eval_every", "checkpoint_every", "keep_checkpoints", "log_every", "resume",
-                     "overwrite", "progress", "local_rank", "output_dir", "fake_oom_above", "report_path"}
+                     "overwrite", "progress", "local_rank", "output_dir", "fake_oom_above", "report_path",
+                     "max_wall_s", "checkpoints"}
 
 
 @dataclass
@@ -65,6 +66,8 @@ class TrainConfig:
     eval_samples: int | None = None  # GPU 1024, CPU 64
     checkpoint_every: int | None = None  # GPU 100, CPU 50
     keep_checkpoints: int = 2
+    checkpoints: bool = True  # --no-checkpoints: save none, not even at the end (throughput runs; no resume)
+    max_wall_s: float | None = None  # stop after the step that ends past this many seconds (then eval + report)
     report_path: str | None = None  # also write the budget report here (e.g. benchmarks/results/...)
     log_every: int = 1
     progress: bool = True
@@ -87,6 +90,8 @@ class TrainConfig:
             value = getattr(self, name)
             if value is not None and (not isinstance(value, int) or value < 1):
                 raise ValueError(f"{name} must be a positive int, got {value!r}")
+        if self.max_wall_s is not None and not self.max_wall_s > 0:
+            raise ValueError(f"max_wall_s must be > 0, got {self.max_wall_s!r}")
         if self.num_workers is not None and self.num_workers < 0:
             raise ValueError(f"num_workers must be >= 0, got {self.num_workers}")
         if self.lr <= 0 or self.grad_clip < 0 or self.weight_decay < 0:

@@ -323,6 +323,11 @@ def _train(cfg, run_dir, source, device, plan, tokens_per_sample, target_length,
     timed_s, timed_tokens, warmup = 0.0, 0, min(3, max(0, (cfg.steps - step) // 5))
     last_loss = last_eval = None
     first_step = step
+    # where the time goes (the report): timed steps' durations and data-loader waits, the first
+    # step (Triton compiles), eval and checkpoint time, and whether --max-wall-s ended the run early
+    timing = {"setup_s": segment_start - wall_start, "warmup_steps": warmup, "first_step_s": None,
+              "step_times": [], "data_wait_s": 0.0, "all_steps_s": 0.0, "all_steps_tokens": 0,
+              "eval_s": 0.0, "checkpoint_s": 0.0, "stopped_early": None}
 
     def evaluate() -> float:
         engine.eval()
@@ -342,9 +347,13 @@ def _train(cfg, run_dir, source, device, plan, tokens_per_sample, target_length,
             t0 = time.perf_counter()
             lr = optimizer.param_groups[0]["lr"]
             losses = []
+            data_wait = 0.0
             try:
                 for _ in range(plan.accum):
-                    batch = _to(next(loader), device)
+                    t_data = time.perf_counter()
+                    raw = next(loader)
+                    data_wait += time.perf_counter() - t_data
+                    batch = _to(raw, device)
                     loss = engine(**batch).loss
                     engine.backward(loss)
                     engine.step()
@@ -362,6 +371,20 @@ def _train(cfg, run_dir, source, device, plan, tokens_per_sample, target_length,
             tokens_seen += tokens_step
             if step - first_step > warmup:
                 timed_s, timed_tokens = timed_s + dt, timed_tokens + tokens_step
+                timing["step_times"].append(dt)
+                timing["data_wait_s"] += data_wait
+            if timing["first_step_s"] is None:
+                timing["first_step_s"] = dt
+            timing["all_steps_s"] += dt
+            timing["all_steps_tokens"] += tokens_step
+            stop = False
+            if cfg.max_wall_s is not None and step < cfg.steps:  # every rank must agree: rank 0's clock decides
+                over = torch.tensor([float(rank == 0 and time.time() - wall_start > cfg.max_wall_s)], device=device)
+                dist.all_reduce(over, op=dist.ReduceOp.MAX)
+                if over.item() > 0:
+                    stop = True
+                    timing["stopped_early"] = (f"--max-wall-s {cfg.max_wall_s:g} reached after step {step} "
+                                               f"of {cfg.steps}")
             grad_norm = engine.get_global_grad_norm()
             grad_norm = float(grad_norm) if grad_norm is not None else None
             tflops = flops_per_step / dt / world / 1e12
@@ -370,19 +393,28 @@ def _train(cfg, run_dir, source, device, plan, tokens_per_sample, target_length,
                       "wall_s": prior_wall_s + time.time() - segment_start, "tflops_per_gpu": tflops,
                       "mfu": mfu(tflops * 1e12, peak), "memory_gib": peak_memory_gib(),
                       "micro_batch": plan.micro, "accum": plan.accum}
-            if step % cfg.eval_every == 0 or step == cfg.steps:
+            last = step == cfg.steps or stop
+            if step % cfg.eval_every == 0 or last:
+                t_eval = time.perf_counter()
                 last_eval = record["eval_loss"] = evaluate()
-            if step % cfg.log_every == 0 or "eval_loss" in record or step == cfg.steps:
+                timing["eval_s"] += time.perf_counter() - t_eval
+            if step % cfg.log_every == 0 or "eval_loss" in record or last:
                 metrics.write(record)
             if bar is not None:
                 bar.update(1)
                 bar.set_postfix(loss=f"{last_loss:.3f}", tok_s=f"{tokens_step / dt:,.0f}")
-            if step % cfg.checkpoint_every == 0 or step == cfg.steps:
+            if cfg.checkpoints and (step % cfg.checkpoint_every == 0 or last):
+                t_ckpt = time.perf_counter()
                 checkpoint.save(engine, run_dir, step, {"data": loader.state_dict()},
                                 {"tokens_seen": tokens_seen, "micro": plan.micro, "accum": plan.accum,
                                  "train_s": prior_train_s + _segment_train_s(timed_s, step - first_step, warmup),
                                  "wall_s": prior_wall_s + time.time() - segment_start, "loss": last_loss},
                                 keep=cfg.keep_checkpoints)
+                timing["checkpoint_s"] += time.perf_counter() - t_ckpt
+            if stop:
+                if rank == 0:
+                    print(f"[march] stopping early: {timing['stopped_early']}", file=sys.stderr, flush=True)
+                break
     finally:
         if bar is not None:
             bar.close()
@@ -393,7 +425,8 @@ def _train(cfg, run_dir, source, device, plan, tokens_per_sample, target_length,
                      first_step, timed_s, timed_tokens,
                      prior_train_s + _segment_train_s(timed_s, step - first_step, warmup),
                      prior_wall_s + time.time() - segment_start,
-                     time.time() - wall_start, flops_per_step, peak, last_loss, last_eval, oom_events)
+                     time.time() - wall_start, flops_per_step, peak, last_loss, last_eval, oom_events,
+                     timing=timing)
     del engine
     return report
 
