@@ -13,6 +13,7 @@ from __future__ import annotations
 import datetime
 import itertools
 import json
+import os
 import platform
 import re
 import statistics
@@ -29,6 +30,8 @@ CEILINGS = {"NVIDIA H200": {"copy_tbps": 4.26, "bf16_tflops": 811.0}}
 
 _ROWS: list[dict] = []
 SLOW_CALL_MS = 10.0
+# Set by benchmarks/conftest.py: where ``flush`` writes (None: --write-results not given, no writes).
+WRITE_TO: dict = {"enabled": False, "dir": None}
 
 
 def size(gpu, cpu):
@@ -161,6 +164,14 @@ def run_once(benchmark, fn) -> None:
     benchmark.pedantic(fn, rounds=1, iterations=1, warmup_rounds=0)
 
 
+def supersede(old: dict, new: dict) -> dict:
+    """Put row ``new`` (already recorded) in the place of ``old``, which is dropped (both by identity)."""
+    idx = next(i for i, r in enumerate(_ROWS) if r is old)
+    _ROWS[:] = [r for r in _ROWS if r is not new]
+    _ROWS[idx] = new
+    return new
+
+
 def write_results(results_dir: str | None = None) -> list[Path]:
     folder = Path(results_dir) if results_dir else RESULTS_ROOT / re.sub(r"[^A-Za-z0-9_.-]+", "-", gpu_name())
     folder.mkdir(parents=True, exist_ok=True)
@@ -170,6 +181,15 @@ def write_results(results_dir: str | None = None) -> list[Path]:
         path = folder / f"{suite}.json"
         meta = {"gpu": gpu_name(), "torch": torch.__version__, "triton": triton.__version__,
                 "ceilings": CEILINGS.get(gpu_name()), "rows": rows}
-        path.write_text(json.dumps(meta, indent=1, default=str) + "\n")
+        # Written whole and renamed into place: a process killed mid-write leaves the previous file.
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(json.dumps(meta, indent=1, default=str) + "\n")
+        os.replace(tmp, path)
         paths.append(path)
     return paths
+
+
+def flush() -> list[Path]:
+    """Write the results so far (with --write-results): called after every test and by suites that
+    must survive a kill (the e2e suite, before each long row). No-op without --write-results."""
+    return write_results(WRITE_TO["dir"]) if WRITE_TO["enabled"] else []

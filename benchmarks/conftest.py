@@ -2,7 +2,8 @@
 
 On a GPU every case runs at its full size; without one, a tiny smoke version runs the same code
 through the Triton interpreter so the suite cannot rot. ``--write-results`` writes one JSON file per
-suite (``rmsnorm.json``, ...) under ``benchmarks/results/<gpu-name>/``.
+suite (``rmsnorm.json``, ...) under ``benchmarks/results/<gpu-name>/``, rewritten after every test, so a
+run killed by a timeout keeps every row that finished.
 """
 
 import os
@@ -27,6 +28,11 @@ def pytest_addoption(parser):
     parser.addoption("--results-dir", default=None, help="override the results folder")
 
 
+def pytest_configure(config):
+    common.WRITE_TO.update(enabled=bool(config.getoption("--benchmark") and config.getoption("--write-results")),
+                           dir=config.getoption("--results-dir"))
+
+
 def pytest_collection_modifyitems(config, items):
     if config.getoption("--benchmark"):
         return
@@ -35,8 +41,10 @@ def pytest_collection_modifyitems(config, items):
         item.add_marker(skip)
 
 
+def pytest_runtest_logfinish(nodeid, location):
+    common.flush()
+
+
 def pytest_sessionfinish(session, exitstatus):
-    config = session.config
-    if config.getoption("--benchmark") and config.getoption("--write-results"):
-        for path in common.write_results(config.getoption("--results-dir")):
-            print(f"\nwrote {path}")
+    for path in common.flush():
+        print(f"\nwrote {path}")

@@ -33,8 +33,26 @@ def _fmt(x, spec: str, none: str = "–") -> str:
     return none if x is None or (isinstance(x, float) and not math.isfinite(x)) else format(x, spec)
 
 
+def _cases(rows: list[dict]) -> list[str]:
+    """Presets in the order the benchmark ran them (its first preset is the headline)."""
+    return list(dict.fromkeys(r["case"] for r in rows))
+
+
+def _impl_rank(impl: str) -> int:
+    return IMPL_ORDER.index(impl) if impl in IMPL_ORDER else len(IMPL_ORDER)
+
+
+def _not_measured(r: dict) -> str:
+    """'not run: <why>' for a skipped row (time budget, run killed first), 'failed: <error>' otherwise."""
+    error = r.get("error") or "no time recorded"
+    if r.get("skipped"):
+        return "not run: " + error.removeprefix("skipped: ").removeprefix("not run: ")
+    return "failed: " + error
+
+
 def table(meta: dict) -> str:
-    rows = sorted(meta["rows"], key=lambda r: (r["case"], IMPL_ORDER.index(r["impl"]) if r["impl"] in IMPL_ORDER else 99))
+    order = _cases(meta["rows"])
+    rows = sorted(meta["rows"], key=lambda r: (order.index(r["case"]), _impl_rank(r["impl"])))
     ref = {r["case"]: r["tokens_per_s"] for r in rows if r["impl"] == "hf+compile" and _ok(r)}
     shape = rows[0]["shape"] if rows else ["?"] * 3
     lines = [f"One training step (forward, backward, fused AdamW), batch {shape[0]} × {shape[1]} → {shape[2]} tokens, "
@@ -46,7 +64,7 @@ def table(meta: dict) -> str:
              "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         if not _ok(r):
-            lines.append(f"| {r['case']} | {r['impl']} | failed: {r.get('error', '?')[:80].replace('|', '/')} | | | | | | |")
+            lines.append(f"| {r['case']} | {r['impl']} | {_not_measured(r)[:100].replace('|', '/')} | | | | | | |")
             continue
         speedup = r["tokens_per_s"] / ref[r["case"]] if r["case"] in ref else None
         lines.append(f"| {r['case']} | {r['impl']} | {r['ms']:.1f} | {r['tokens_per_s']:,.0f} | {_fmt(r.get('TFLOP/s'), '.1f')} | "
@@ -62,7 +80,7 @@ def chart(meta: dict, path: Path) -> Path:
     import matplotlib.pyplot as plt
 
     rows = [r for r in meta["rows"] if _ok(r)]
-    cases = sorted({r["case"] for r in meta["rows"]})
+    cases = _cases(meta["rows"])
     impls = [i for i in IMPL_ORDER if any(r["impl"] == i for r in meta["rows"])]
     impls += sorted({r["impl"] for r in meta["rows"]} - set(impls))
     width = 0.8 / max(len(impls), 1)
@@ -82,7 +100,8 @@ def chart(meta: dict, path: Path) -> Path:
     ax.set_title(f"T5 training step on {meta.get('gpu')} (× = failed or not run)")
     handles, labels = ax.get_legend_handles_labels()
     if handles:
-        ax.legend(fontsize=8, ncol=3)
+        ax.set_ylim(0, 1.25 * max(r["tokens_per_s"] for r in rows) / 1e3)  # headroom: the legend clears the bars
+        ax.legend(fontsize=8, ncol=min(len(handles), 6), loc="upper center")
     ax.grid(axis="y", alpha=0.3)
     fig.savefig(path, dpi=130, bbox_inches="tight")
     plt.close(fig)

@@ -12,7 +12,8 @@ def rows_of(folder: Path):
 
 def format_row(r: dict) -> str:
     if "error" in r:
-        value = "FAILED " + r["error"][:60]
+        why = r["error"].removeprefix("skipped: ").removeprefix("not run: ")
+        value = ("NOT RUN " if r.get("skipped") else "FAILED ") + why[:70]
     elif "TFLOP/s" in r:
         value = f"{r['TFLOP/s']:8.1f} TFLOP/s"
     elif "GB/s" in r:

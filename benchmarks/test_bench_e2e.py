@@ -1,31 +1,70 @@
 """End to end: one whole training step (forward, backward, fused AdamW update) of a T5 preset, march vs
-the alternatives, in one run. Replaces the model-zoo's ``test_bench_model.py``.
+the alternatives, in one run.
+
+GPU run (one device call of at most ~9 minutes; the rows that finished are in $OUT/results/e2e.json
+even if the call is killed):
+
+    MARCH_E2E_BUDGET_S=470 MARCH_BENCH_TIMEOUT=520 bash scripts/gpu_run.sh - benchmarks/test_bench_e2e.py
+
+(device tool: timeout_s=600, no carry needed). Rows end by ~470 s after the first one starts (~20 s
+into the call); a row that overruns its estimate is killed at 520 s after pytest starts.
 
 GPU: batch 64 × 512 inputs → 114 targets (the research's setting), for each preset in
-MARCH_E2E_PRESETS (default ``Baseline,GELUGatedLinearUnit,T5v1_1Base``):
+MARCH_E2E_PRESETS (default ``Baseline,GELUGatedLinearUnit,T5v1_1Base``; the first one is the headline):
     march           kernels="triton" (fused RMSNorm, GLU / activation+dropout, T5 attention)
     eager           kernels="eager" (the plain-PyTorch references)
     hf              transformers T5ForConditionalGeneration with the same config and weights (to_hf_t5)
-and, for the presets in MARCH_E2E_COMPILE_PRESETS (default ``Baseline``: each compile costs
-~1-1.5 min), ``march+compile``, ``hf+compile``, ``eager+compile`` (``torch.compile`` of the module,
-default mode). MARCH_E2E_IMPLS restricts the implementations. The suite stops starting compiles
-when MARCH_E2E_BUDGET_S (default 290 s) would be exceeded (recorded as failed: "time budget"), so it
-fits in ~5 minutes on one H200.
-CPU (smoke): Tiny, batch 2 × 16 → 8, march (Triton interpreter), eager, hf; no compiles.
+    <impl>+compile  ``torch.compile(model, dynamic=False)`` of the module (default mode), for the presets
+                    in MARCH_E2E_COMPILE_PRESETS (default: all of them on a GPU, none on CPU)
+MARCH_E2E_IMPLS restricts the implementations; MARCH_E2E_CASES (``Preset:impl,...``) replaces the
+whole list and its order.
+
+Order (most important first; see ``plan``), with P0 the first preset and P1.. the others:
+    P0 march, hf, hf+compile, march+compile, eager      the headline: march vs HF + compile
+    P1.. march, hf                                       cheap (~15 s each)
+    P0 eager+compile                                     march's reference code under inductor
+    P1.. hf+compile, march+compile                       ~60-110 s each
+    P1.. eager, then P1.. eager+compile
+Time budget: a row starts only if its estimated duration, added to the seconds since the first row
+started, stays within MARCH_E2E_BUDGET_S (default 290); MARCH_BENCH_TIMEOUT (scripts/gpu_run.sh, from
+the process start) must leave ~20 s more for pytest's start-up (imports, collection) plus a margin.
+Estimates (``estimate_s``): the slowest earlier row of the same implementation × 1.15 + 5 s, else the
+slowest of the same kind (compiled or not) × 1.25 + 5 s, else 110 s compiled / 30 s plain. A row
+over budget is recorded as skipped, with the reason, and pytest reports it skipped.
+Expected durations on one H200 (from the 2026-11-28 run and ../shared/ANCHORS.md; no compiled row
+has been timed there yet): march ~25 s (~17 s of it Triton JIT, less for later presets), hf ~10-15
+s, eager ~10 s, hf+compile ~90-100 s, march+compile / eager+compile ~60-100 s. With a budget of
+470 s: the six Baseline rows, march and hf of the other presets, and of their compiled rows as many
+as the measured compile times leave room for (one or two if compiles take ~90 s, all if ~50 s).
+
+Survives a kill: with --write-results the JSON is rewritten after every row. Before the first row
+every selected case is written as "not run" (a placeholder), and a row that starts is written as
+"did not finish" until it ends, so a run killed by MARCH_BENCH_TIMEOUT (or the device's limit) leaves
+a JSON that says which rows finished, which one was cut off and which never started.
+CPU (smoke): Tiny, batch 2 × 16 → 8, march (Triton interpreter), eager, hf; no compiles unless
+MARCH_E2E_COMPILE_PRESETS=Tiny (the three compile in ~2.5 min on 2 cores).
 
 Precision: the weights are bf16 (``model.to(bfloat16)``, as DeepSpeed's bf16 mode trains; no
 autocast) for every implementation; the loss is computed in fp32 (march upcasts the logits; HF
 does its cross-entropy on bf16 logits). Dropout as in the preset (0.1). Optimizer:
 ``torch.optim.AdamW(fused=True)`` on the bf16 parameters (DeepSpeed would keep fp32 master
-weights: its update costs a little more and is the same for all implementations).
+weights: its update costs a little more and is the same for all implementations). Models are built
+directly on the device (seeded; the values do not matter for timing).
 
 Timing: CUDA events around each whole step, median of MARCH_E2E_STEPS (default 10) steps after 3
-warm-up steps; ``warmup_s`` is the wall time of the first step (with torch.compile: the compile).
-Reported per row: ms per step, tokens/s (input + target tokens), model TFLOP/s (FLOPs from
-march/models/flops.py, fwd+bwd = 3 × forward), MFU against the measured bf16 matmul ceiling
-(common.CEILINGS: 811 TFLOP/s on the H200), ``peak_gib`` (peak allocated during the timed steps:
-weights, optimizer state, activations, gradients) and ``step_peak_gib`` (common.peak_memory_gib:
-the peak of one step beyond what was allocated before it). Out-of-memory and compile errors are
+warm-up steps. Reported per row: ms per step, tokens/s (input + target tokens), model TFLOP/s
+(FLOPs from march/models/flops.py, fwd+bwd = 3 × forward), MFU against the measured bf16 matmul
+ceiling (common.CEILINGS: 811 TFLOP/s on the H200); ``build_s`` (model + optimizer on the device),
+``warmup_s`` (wall time of the first step: allocations, Triton JIT, and with torch.compile the
+compile), ``compile_s`` (compiled rows: ``warmup_s`` minus one timed step), ``row_s`` (the whole row),
+``elapsed_s`` (when the row started, s after the first row); memory: ``peak_gib`` (peak allocated during the
+timed steps: weights, optimizer state, activations, gradients; the peak statistics are reset before
+them), ``warmup_peak_gib`` (peak over build + warm-up, reset at the row's start), ``step_peak_gib``
+(common.peak_memory_gib: one step beyond what was allocated before it), ``leftover_gib`` (allocated
+when the row started: what earlier rows failed to free; models are deleted, ``gc.collect()`` and
+``torch.cuda.empty_cache()`` run after each row, ``torch._dynamo.reset()`` after compiled ones);
+compiled rows also record dynamo's ``graphs`` and ``graph_breaks`` (1 and 0 when the whole model is
+one graph; more graphs without breaks would mean recompiles). Out-of-memory and compile errors are
 recorded as failed rows, never fatal.
 """
 
@@ -46,23 +85,59 @@ from march.models.flops import training_flops
 B, LIN, LOUT = common.size((64, 512, 114), (2, 16, 8))
 DTYPE = torch.bfloat16
 DEVICE = "cuda" if common.ON_GPU else "cpu"
-STEPS = int(os.environ.get("MARCH_E2E_STEPS", common.size(10, 2)))
+STEPS = int(os.environ.get("MARCH_E2E_STEPS", common.size("10", "2")))
 WARMUP = common.size(3, 1)
-BUDGET_S = float(os.environ.get("MARCH_E2E_BUDGET_S", 290))
-COMPILE_COST_S = 100.0  # what one compile + its steps takes (HF T5-base ~90 s, ../shared/ANCHORS.md)
+BUDGET_S = float(os.environ.get("MARCH_E2E_BUDGET_S", "290"))
+DEFAULT_COST_S = {False: 30.0, True: 110.0}  # plain / compiled row before any was measured
+ALL_IMPLS = ("march", "eager", "hf", "march+compile", "hf+compile", "eager+compile")
 
 
 def _names(var: str, default: str) -> list[str]:
     return [n.strip() for n in os.environ.get(var, default).split(",") if n.strip()]
 
 
-PRESETS = _names("MARCH_E2E_PRESETS", common.size("Baseline,GELUGatedLinearUnit,T5v1_1Base", "Tiny"))
-COMPILE_PRESETS = _names("MARCH_E2E_COMPILE_PRESETS", common.size("Baseline", ""))
-IMPLS = _names("MARCH_E2E_IMPLS", "march,eager,hf,march+compile,hf+compile,eager+compile")
-# Plain runs first (fast, the important comparisons), compiles last, most important compile first.
-CASES = ([(p, i) for p in PRESETS for i in ("march", "eager", "hf") if i in IMPLS]
-         + [(p, i) for p in COMPILE_PRESETS for i in ("march+compile", "hf+compile", "eager+compile") if i in IMPLS])
-_START: list[float] = []
+def plan(presets: list[str], compile_presets: list[str], impls: list[str]) -> list[tuple[str, str]]:
+    """The (preset, impl) cases, most important first (see the module docstring)."""
+    first, rest = presets[:1], presets[1:]
+    tiers = [
+        [(p, i) for p in first for i in ("march", "hf", "hf+compile", "march+compile", "eager")],
+        [(p, i) for p in rest for i in ("march", "hf")],
+        [(p, "eager+compile") for p in first],
+        [(p, i) for p in rest for i in ("hf+compile", "march+compile")],
+        [(p, "eager") for p in rest],
+        [(p, "eager+compile") for p in rest],
+    ]
+    return [(p, i) for tier in tiers for p, i in tier
+            if i in impls and (not i.endswith("+compile") or p in compile_presets)]
+
+
+def _cases() -> list[tuple[str, str]]:
+    explicit = _names("MARCH_E2E_CASES", "")
+    if explicit:
+        cases = [tuple(c.split(":", 1)) for c in explicit]
+        bad = [c for c in cases if len(c) != 2 or c[1] not in ALL_IMPLS]
+        if bad:
+            raise ValueError(f"MARCH_E2E_CASES: expected Preset:impl with impl in {ALL_IMPLS}, got {bad}")
+        return cases
+    presets = _names("MARCH_E2E_PRESETS", common.size("Baseline,GELUGatedLinearUnit,T5v1_1Base", "Tiny"))
+    compile_presets = _names("MARCH_E2E_COMPILE_PRESETS", common.size(",".join(presets), ""))
+    return plan(presets, compile_presets, _names("MARCH_E2E_IMPLS", ",".join(ALL_IMPLS)))
+
+
+CASES = _cases()
+# case -> its row in common._ROWS (a placeholder until measured); impl -> [wall s of its finished rows];
+# start: time.monotonic() when the first row started (the budget's zero).
+_STATE: dict = {"rows": {}, "took": {}, "start": None}
+NOT_RUN = "not run: the session ended before this row started (killed by a timeout?)"
+
+
+def estimate_s(impl: str, took: dict[str, list[float]]) -> float:
+    """Expected wall time of a row of ``impl``, from the rows this run already finished."""
+    if took.get(impl):
+        return 1.15 * max(took[impl]) + 5.0
+    compiled = impl.endswith("+compile")
+    same_kind = [s for i, times in took.items() if i.endswith("+compile") == compiled for s in times]
+    return 1.25 * max(same_kind) + 5.0 if same_kind else DEFAULT_COST_S[compiled]
 
 
 def _sync():
@@ -80,15 +155,16 @@ def _batch(vocab: int):
 def _build(impl: str, config):
     base, compiled = impl.split("+")[0], impl.endswith("+compile")
     torch.manual_seed(0)
-    model = T5Model(config, kernels="triton" if base == "march" else "eager")
-    if base == "hf":
-        from march.models import to_hf_t5  # imports transformers: raises if it is not installed
+    with torch.device(DEVICE):  # initialise on the device: building 222M parameters on the host takes seconds
+        model = T5Model(config, kernels="triton" if base == "march" else "eager")
+        if base == "hf":
+            from march.models import to_hf_t5  # imports transformers: raises if it is not installed
 
-        model = to_hf_t5(model)
+            model = to_hf_t5(model)
     model = model.to(DEVICE, DTYPE).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, betas=(0.9, 0.95), weight_decay=0.1,
                                   fused=common.ON_GPU)
-    forward = torch.compile(model) if compiled else model
+    forward = torch.compile(model, dynamic=False) if compiled else model
     return model, optimizer, forward
 
 
@@ -109,20 +185,68 @@ def _time_steps(step, n: int) -> list[float]:
     return [s.elapsed_time(e) for s, e in events]
 
 
-@pytest.mark.parametrize("preset,impl", CASES, ids=[f"{p}-{i}" for p, i in CASES])
-def test_e2e_step(benchmark, preset, impl):
-    if not _START:
-        _START.append(time.perf_counter())
-    config = get_preset(preset)
-    shape = (B, LIN, LOUT)
-    info = dict(suite="e2e", case=preset, impl=impl, shape=shape, dtype=DTYPE)
-    elapsed = time.perf_counter() - _START[0]
-    if impl.endswith("+compile") and elapsed + COMPILE_COST_S > BUDGET_S:
-        common.failed(benchmark, **info, error=RuntimeError(
-            f"time budget: skipped after {elapsed:.0f} s (MARCH_E2E_BUDGET_S={BUDGET_S:.0f})"))
-        return
-    model = optimizer = forward = None
+def _info(preset: str, impl: str) -> dict:
+    return dict(suite="e2e", case=preset, impl=impl, shape=(B, LIN, LOUT), dtype=DTYPE)
+
+
+def _unmeasured(preset: str, impl: str, error: str, **extra) -> dict:
+    return common.record(None, **_info(preset, impl), ms=float("nan"), error=error, **extra)
+
+
+def _placeholders(session) -> None:
+    """Write every selected case as "not run" before the first row starts (see the docstring)."""
+    for item in session.items:
+        if getattr(item, "function", None) is test_e2e_step:
+            key = (item.callspec.params["preset"], item.callspec.params["impl"])
+            _STATE["rows"].setdefault(key, _unmeasured(*key, NOT_RUN, skipped=True))
+    common.flush()
+
+
+def _settle(key, row: dict) -> dict:
+    old = _STATE["rows"].get(key)
+    if old is not None and old is not row:
+        common.supersede(old, row)
+    _STATE["rows"][key] = row
+    return row
+
+
+def _dynamo_counts(clear: bool = False) -> dict:
+    """dynamo's graph and graph-break counts since the last clear (private API: informational only)."""
     try:
+        from torch._dynamo.utils import counters
+
+        if clear:
+            counters.clear()
+        return {"graphs": counters["stats"]["unique_graphs"], "graph_breaks": sum(counters["graph_break"].values())}
+    except Exception:  # noqa: BLE001
+        return {}
+
+
+@pytest.mark.parametrize("preset,impl", CASES, ids=[f"{p}-{i}" for p, i in CASES])
+def test_e2e_step(benchmark, request, preset, impl):
+    if _STATE["start"] is None:
+        _STATE["start"] = time.monotonic()
+        _placeholders(request.session)
+    key = (preset, impl)
+    compiled = impl.endswith("+compile")
+    elapsed, est = time.monotonic() - _STATE["start"], estimate_s(impl, _STATE["took"])
+    if elapsed + est > BUDGET_S:
+        reason = (f"skipped: time budget: {elapsed:.0f} s + this row's ~{est:.0f} s > "
+                  f"MARCH_E2E_BUDGET_S={BUDGET_S:.0f}")
+        _settle(key, _unmeasured(preset, impl, reason, skipped=True, elapsed_s=elapsed))
+        pytest.skip(reason)
+    _settle(key, _unmeasured(preset, impl, f"did not finish: the process ended during this row, started at "
+                                           f"{elapsed:.0f} s (killed by a timeout?)", elapsed_s=elapsed))
+    common.flush()
+    config = get_preset(preset)
+    model = optimizer = forward = None
+    t_row = time.perf_counter()
+    try:
+        leftover = torch.cuda.memory_allocated() / 2**30 if common.ON_GPU else None
+        if common.ON_GPU:
+            torch.cuda.reset_peak_memory_stats()
+        if compiled:
+            _dynamo_counts(clear=True)
         model, optimizer, forward = _build(impl, config)
         input_ids, attention_mask, labels = _batch(config.vocab_size)
 
@@ -133,6 +257,7 @@ def test_e2e_step(benchmark, preset, impl):
             optimizer.zero_grad(set_to_none=True)
 
         _sync()
+        build_s = time.perf_counter() - t_row
         t0 = time.perf_counter()
         step()  # the first step: allocations, autotuning, Triton JIT, and with torch.compile the compile
         _sync()
@@ -140,6 +265,7 @@ def test_e2e_step(benchmark, preset, impl):
         for _ in range(WARMUP - 1):
             step()
         _sync()
+        warmup_peak = torch.cuda.max_memory_allocated() / 2**30 if common.ON_GPU else None
         if common.ON_GPU:
             torch.cuda.reset_peak_memory_stats()
         times = _time_steps(step, STEPS)
@@ -148,20 +274,29 @@ def test_e2e_step(benchmark, preset, impl):
         ms = statistics.median(times)
         ceiling = (common.CEILINGS.get(common.gpu_name()) or {}).get("bf16_tflops")
         flops = training_flops(config, LIN, LOUT, batch=B)
-        row = common.record(benchmark, **info, ms=ms, flops=flops, tokens_per_s=B * (LIN + LOUT) / ms * 1e3,
+        common.run_once(benchmark, step)
+        row = common.record(benchmark, **_info(preset, impl), ms=ms, flops=flops,
+                            tokens_per_s=B * (LIN + LOUT) / ms * 1e3,
                             mfu=flops / ms / 1e9 / ceiling if ceiling else None, ceiling_tflops=ceiling,
-                            peak_gib=peak, step_peak_gib=step_peak, warmup_s=warmup_s, steps_timed=STEPS,
-                            ms_min=min(times), ms_max=max(times), params=config.num_parameters(),
+                            peak_gib=peak, warmup_peak_gib=warmup_peak, step_peak_gib=step_peak,
+                            leftover_gib=leftover, build_s=build_s, warmup_s=warmup_s,
+                            compile_s=warmup_s - ms / 1e3 if compiled else None,
+                            row_s=time.perf_counter() - t_row, elapsed_s=elapsed,
+                            **(_dynamo_counts() if compiled else {}),
+                            steps_timed=STEPS, ms_min=min(times), ms_max=max(times), params=config.num_parameters(),
                             precision="bf16 weights, no autocast; fused AdamW on bf16 params",
                             timing=f"CUDA events around each step, median of {STEPS} after {WARMUP} warm-up")
-        common.run_once(benchmark, step)
+        _settle(key, row)
         assert row["ms"] > 0
     except Exception as e:  # noqa: BLE001 — OOM, transformers missing, a compile failure: record, keep going
-        common.failed(benchmark, **info, error=e)
+        _settle(key, common.failed(benchmark, **_info(preset, impl), error=e))
+        _STATE["rows"][key].update(row_s=time.perf_counter() - t_row, elapsed_s=elapsed)
     finally:
-        del model, optimizer, forward
+        _STATE["took"].setdefault(impl, []).append(time.perf_counter() - t_row)
+        del model
+        optimizer = forward = None  # cells of the closure `step`: emptied so the row's memory is freed
         gc.collect()
-        if impl.endswith("+compile"):
+        if compiled:
             torch._dynamo.reset()
         if common.ON_GPU:
             torch.cuda.empty_cache()

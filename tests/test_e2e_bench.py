@@ -1,0 +1,141 @@
+"""The end-to-end benchmark's machinery (benchmarks/test_bench_e2e.py): the order of its rows, the
+time-budget estimates, a JSON that survives a kill, the report of skipped rows; and the march model
+under torch.compile (one graph, the fused kernels' custom ops traced through)."""
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from benchmarks import report
+from benchmarks.test_bench_e2e import ALL_IMPLS, DEFAULT_COST_S, estimate_s, plan
+from march.models import T5Model, get_preset
+
+REPO = Path(__file__).resolve().parents[1]
+PRESETS = ["Baseline", "GELUGatedLinearUnit", "T5v1_1Base"]
+
+
+def test_plan_puts_the_headline_first_and_cheap_rows_before_long_compiles():
+    cases = plan(PRESETS, PRESETS, list(ALL_IMPLS))
+    assert len(cases) == len(set(cases)) == 18
+    b, g, t = PRESETS
+    assert cases == [
+        (b, "march"), (b, "hf"), (b, "hf+compile"), (b, "march+compile"), (b, "eager"),
+        (g, "march"), (g, "hf"), (t, "march"), (t, "hf"),
+        (b, "eager+compile"),
+        (g, "hf+compile"), (g, "march+compile"), (t, "hf+compile"), (t, "march+compile"),
+        (g, "eager"), (t, "eager"), (g, "eager+compile"), (t, "eager+compile"),
+    ]
+    # compile rows only for the compile presets; MARCH_E2E_IMPLS filters
+    assert plan(PRESETS, ["Baseline"], list(ALL_IMPLS)) == [c for c in cases if "+compile" not in c[1] or c[0] == b]
+    assert plan(["Tiny"], [], ["march", "hf", "hf+compile"]) == [("Tiny", "march"), ("Tiny", "hf")]
+
+
+def test_estimates_learn_from_finished_rows():
+    assert estimate_s("march", {}) == DEFAULT_COST_S[False]
+    assert estimate_s("hf+compile", {}) == DEFAULT_COST_S[True]
+    took = {"march": [26.0], "hf+compile": [90.0, 70.0]}
+    assert estimate_s("march", took) == pytest.approx(1.15 * 26 + 5)
+    assert estimate_s("hf+compile", took) == pytest.approx(1.15 * 90 + 5)  # the slowest of its rows
+    assert estimate_s("march+compile", took) == pytest.approx(1.25 * 90 + 5)  # another compiled row
+    assert estimate_s("eager", took) == pytest.approx(1.25 * 26 + 5)
+
+
+def _json_rows(path: Path) -> dict:
+    try:
+        return {r["impl"]: r for r in json.loads(path.read_text())["rows"]}
+    except (OSError, ValueError):  # not written yet
+        return {}
+
+
+def test_e2e_json_says_what_ran_when_the_run_is_killed(tmp_path):
+    """A measured row, a row skipped by the budget, the row cut off by SIGKILL and a row never
+    started are all in the JSON (rewritten as the run goes), each saying what happened."""
+    env = {**os.environ, "MARCH_E2E_CASES": "Tiny:eager,Tiny:hf+compile,Tiny:march,Tiny:hf",
+           "MARCH_E2E_BUDGET_S": "60", "MARCH_E2E_STEPS": "1"}
+    out = tmp_path / "results"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pytest", "benchmarks/test_bench_e2e.py", "--benchmark", "--write-results",
+         "--results-dir", str(out), "-q", "-p", "no:cacheprovider"],
+        cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    path = out / "e2e.json"
+    try:
+        deadline = time.monotonic() + 240
+        # Tiny march in the interpreter takes seconds: kill it while it runs.
+        while "did not finish" not in (_json_rows(path).get("march") or {}).get("error", ""):
+            assert proc.poll() is None, "the benchmark ended before its march row started"
+            assert time.monotonic() < deadline, _json_rows(path)
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.kill()
+        proc.wait()
+    rows = _json_rows(path)
+    assert list(rows) == ["eager", "hf+compile", "march", "hf"]  # the order they were planned in
+    assert math.isfinite(rows["eager"]["ms"]) and "error" not in rows["eager"] and rows["eager"]["row_s"] > 0
+    assert rows["hf+compile"]["skipped"] and rows["hf+compile"]["error"].startswith("skipped: time budget")
+    assert rows["march"]["error"].startswith("did not finish") and not rows["march"].get("skipped")
+    assert rows["hf"]["skipped"] and rows["hf"]["error"].startswith("not run")
+
+    table = report.table({"gpu": "cpu", "rows": list(rows.values())})
+    assert "| Tiny | hf+compile | not run: time budget" in table
+    assert "| Tiny | march | failed: did not finish" in table
+    assert "| Tiny | hf | not run: the session ended" in table
+
+
+def test_report_orders_presets_as_run_and_marks_unmeasured_rows(tmp_path):
+    rows = []
+    for preset, impl in plan(PRESETS, PRESETS, list(ALL_IMPLS)):
+        r = {"suite": "e2e", "case": preset, "impl": impl, "shape": [64, 512, 114], "dtype": "bfloat16"}
+        if preset == "T5v1_1Base" and impl.endswith("+compile"):
+            r.update(ms=float("nan"), skipped=True, error="skipped: time budget: 452 s + this row's ~114 s > X")
+        else:
+            tps = 3.4e5 if impl == "hf+compile" else 1.7e5
+            r.update(ms=64 * 626 / tps * 1e3, tokens_per_s=tps, mfu=0.2, warmup_s=1.0)
+        rows.append(r)
+    rows.insert(0, rows.pop(5))  # a GELUGatedLinearUnit row first: the JSON's first preset leads
+    src = tmp_path / "e2e.json"
+    src.write_text(json.dumps({"gpu": "NVIDIA H200", "rows": rows}))
+    md, png = report.generate(src, tmp_path / "docs")
+    lines = [line for line in md.read_text().splitlines() if line.startswith("| ") and "---" not in line][1:]
+    assert len(lines) == 18
+    assert [line.split(" | ")[0][2:] for line in lines] == ["GELUGatedLinearUnit"] * 6 + ["Baseline"] * 6 + ["T5v1_1Base"] * 6
+    assert [line.split(" | ")[1] for line in lines[:6]] == list(report.IMPL_ORDER)
+    assert sum("not run: time budget" in line for line in lines) == 3
+    assert "| Baseline | march | 235.7 | 170,000 |" in md.read_text() and "0.50×" in md.read_text()
+    assert png.stat().st_size > 10_000
+
+
+def test_march_model_compiles_to_one_graph_with_the_fused_kernels():
+    """torch.compile of the whole model (fused kernels: custom ops with fake impls) traces without a
+    graph break and gives eager's loss and gradients. The e2e bench compiles the same way on the GPU."""
+    config = get_preset("Tiny").replace(dropout=0.0)
+    torch.manual_seed(0)
+    model = T5Model(config, kernels="triton").to(torch.bfloat16)
+    g = torch.Generator().manual_seed(0)
+    ids = torch.randint(2, config.vocab_size, (2, 16), generator=g)
+    labels = torch.randint(2, config.vocab_size, (2, 8), generator=g)
+    mask = torch.ones_like(ids)
+    mask[1, -3:] = 0
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    model, ids, labels, mask = model.to(device), ids.to(device), labels.to(device), mask.to(device)
+
+    def run(fwd):
+        model.zero_grad(set_to_none=True)
+        loss = fwd(input_ids=ids, attention_mask=mask, labels=labels).loss
+        loss.backward()
+        return loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters()}
+
+    loss, grads = run(model)
+    compiled = torch.compile(model, backend="aot_eager", fullgraph=True, dynamic=False)
+    loss_c, grads_c = run(compiled)
+    torch.testing.assert_close(loss_c, loss, rtol=0, atol=0)
+    for name in grads:
+        torch.testing.assert_close(grads_c[name], grads[name], rtol=0, atol=0, msg=name)
