@@ -34,6 +34,7 @@ from march.kernels.t5_attention_kernels import (
     LOG2E,
     _bucket_probe_kernel,
     _keep_probe_kernel,
+    _key_range_kernel,
     _t5_attn_bwd_dkdv_kernel,
     _t5_attn_bwd_dq_kernel,
     _t5_attn_bwd_preprocess_kernel,
@@ -80,16 +81,19 @@ def _bucket_row(device: torch.device, bidirectional: bool, num_buckets: int, max
 # ----------------------------------------------------------------------------------------------
 
 # (BLOCK_M, BLOCK_N, num_warps, num_stages). dkdv tiles are (keys BLOCK_N × queries BLOCK_M) and
-# need BLOCK_M ≤ BLOCK_N (the diagonal reduction of the bias gradient). First entry = the previous
-# hand-picked default. d=128 lists stay within the 227 KB of shared memory per block of sm_90
-# (scripts/check_compile.py checks every config).
+# need BLOCK_M ≤ BLOCK_N (the diagonal reduction of the bias gradient). First entry = the default:
+# the fastest per kernel in benchmarks/probe_attention.py on the H200 (results/NVIDIA-H200/
+# attention_probe.json: encoder B=32 H=12 L=512 d=64 and B=8 H=8 L=2048 d=128, bias + padding).
+# At d=64 the dk/dv kernel was 0.505 ms at (64, 128, 8, 2) and 0.307 at (64, 64, 4, 3); at d=128,
+# 1.42 ms at (64, 64, 8, 2) and 0.90 at (64, 128, 8, 2). d=128 lists stay within the 227 KB of
+# shared memory per block of sm_90 (scripts/check_compile.py checks every config).
 _TUNE = {
-    ("fwd", 64): [(128, 64, 4, 3), (128, 128, 8, 3), (64, 64, 4, 3), (128, 32, 4, 4)],
-    ("fwd", 128): [(128, 64, 8, 2), (128, 64, 8, 3), (64, 64, 4, 3), (128, 128, 8, 2)],
-    ("dkdv", 64): [(64, 128, 8, 2), (32, 128, 8, 2), (64, 64, 4, 3), (32, 64, 4, 3)],
-    ("dkdv", 128): [(64, 64, 8, 2), (32, 64, 4, 2), (64, 128, 8, 2), (32, 128, 8, 2)],
-    ("dq", 64): [(128, 64, 8, 2), (64, 64, 4, 3), (128, 128, 8, 2), (128, 32, 4, 3)],
-    ("dq", 128): [(64, 64, 8, 2), (128, 64, 8, 2), (64, 32, 4, 3), (64, 128, 8, 2)],
+    ("fwd", 64): [(64, 64, 4, 3), (128, 64, 4, 3), (128, 128, 8, 3), (128, 32, 4, 4)],
+    ("fwd", 128): [(128, 64, 8, 3), (128, 32, 4, 3), (128, 64, 8, 2), (64, 64, 4, 3)],
+    ("dkdv", 64): [(64, 64, 4, 3), (32, 64, 4, 3), (64, 128, 8, 2), (32, 128, 8, 2)],
+    ("dkdv", 128): [(64, 128, 8, 2), (64, 128, 8, 3), (32, 64, 4, 2), (64, 64, 8, 2)],
+    ("dq", 64): [(64, 64, 4, 3), (128, 32, 4, 3), (128, 64, 8, 2), (128, 128, 8, 2)],
+    ("dq", 128): [(128, 64, 8, 3), (128, 64, 8, 2), (64, 32, 4, 3), (64, 64, 8, 2)],
 }
 # 4 configs each: every new key costs 12 compiles (~1-2 s each) + short timings, once per process.
 _INTERP = {"fwd": (64, 32), "dkdv": (32, 64), "dq": (64, 32)}
@@ -175,12 +179,10 @@ def _kpm_args(q, kpm):
     kernels skip padded key blocks at either end (no host sync: computed on the device)."""
     if kpm is None:
         return q, 0, q
-    lk = kpm.shape[1]
-    pos = torch.arange(lk, device=kpm.device, dtype=torch.int32)
-    first = torch.where(kpm, pos, lk).amin(1)
-    end = torch.where(kpm, pos + 1, 0).amax(1)
-    klim = torch.stack((first, end), 1).to(torch.int32).contiguous()
+    bsz, lk = kpm.shape
     kpm = kpm.contiguous().view(torch.uint8)  # bool -> bytes, no copy
+    klim = torch.empty((bsz, 2), dtype=torch.int32, device=kpm.device)
+    _key_range_kernel[(bsz,)](kpm, klim, lk, kpm.stride(0), BLOCK=min(1024, triton.next_power_of_2(lk)))
     return kpm, kpm.stride(0), klim
 
 
@@ -371,6 +373,10 @@ def _check(q, k, v, bias_table, num_buckets, max_distance, key_padding_mask, que
         raise ValueError(f"dropout_p must be in [0, 1), got {dropout_p!r}")
     if dropout_p > 0 and lq * k.shape[2] >= 2**31:
         raise ValueError(f"dropout needs Lq·Lk < 2**31, got Lq={lq}, Lk={k.shape[2]}")
+    for name, t in (("q", q), ("k", k), ("v", v)):  # in-kernel offsets within one (b, h) are int32
+        if (t.shape[2] - 1) * t.stride(2) + t.shape[3] >= 2**31:
+            raise ValueError(f"{name} {_shape(t)} with row stride {t.stride(2)}: offsets within one (b, h) "
+                             f"slice exceed int32; make it contiguous or split the sequence")
     if not isinstance(scale, (int, float)):
         raise TypeError(f"scale must be a number, got {type(scale).__name__}")
     check_same_device(q=q, k=k, v=v, bias_table=bias_table, key_padding_mask=key_padding_mask)

@@ -44,6 +44,10 @@ attention without bias: 130 TFLOP/s fwd, 111 fwd+bwd, vs SDPA flash 247 / 165):
   remaining gap is structural (no warp specialisation / TMA pipelining in Triton 3.6 FA2 style, and
   the extra per-tile bias work), to be located with the H200 numbers this run produces.
 
+Indexing: the (b, h) base offsets are int64; offsets inside one (b, h) slice are int32 (64-bit
+per-element offsets cost two registers each, and these kernels are register-bound: ptxas reported
+255 registers with spills for every config). The host checks that a slice's offsets fit in int32.
+
 Dropout (on probabilities): keep = philox(seed, offset) ≥ p with offset = (b·H + h) << 32 | (i·Lk + j),
 the same in the forward and both backward kernels.
 """
@@ -92,6 +96,21 @@ def _key_range(KLIM, b, Lk, HAS_KPM: tl.constexpr, BLOCK_N: tl.constexpr):
 
 
 @triton.jit
+def _key_range_kernel(KPM, KLIM, Lk, skpm, BLOCK: tl.constexpr):
+    """KLIM[b] = (first real key, last real key + 1) of mask row b; (Lk, 0) if it has none."""
+    b = tl.program_id(0)
+    first = Lk
+    end = Lk * 0
+    for n0 in range(0, Lk, BLOCK):
+        offs = n0 + tl.arange(0, BLOCK)
+        real = tl.load(KPM + b.to(tl.int64) * skpm + offs, mask=offs < Lk, other=0) != 0
+        first = tl.minimum(first, tl.min(tl.where(real, offs, Lk), 0))
+        end = tl.maximum(end, tl.max(tl.where(real, offs + 1, 0), 0))
+    tl.store(KLIM + 2 * b, first)
+    tl.store(KLIM + 2 * b + 1, end)
+
+
+@triton.jit
 def _keep(seed, bh, offs_i, offs_j, Lk, dropout_p):
     """Dropout keep-mask of the tile (offs_i × offs_j, broadcast shapes), the same in fwd and bwd."""
     off = (bh.to(tl.int64) << 32) + (offs_i * Lk + offs_j).to(tl.int64)
@@ -133,7 +152,7 @@ def _t5_attn_fwd_kernel(
         offs_n = n0 + tl.arange(0, BLOCK_N)
         n_mask = offs_n < Lk
         kv_mask = n_mask[:, None] & d_mask[None, :]
-        k = tl.load(K + offs_n[:, None].to(tl.int64) * skn + offs_d[None, :], mask=kv_mask, other=0.0)
+        k = tl.load(K + (offs_n[:, None] * skn + offs_d[None, :]), mask=kv_mask, other=0.0)
         s = tl.dot(q, tl.trans(k)) * scale_log2  # (BM, BN) fp32
         rel = offs_n[None, :] - (offs_m[:, None] + query_offset)  # j − (i + offset)
         if HAS_BIAS:
@@ -155,7 +174,7 @@ def _t5_attn_fwd_kernel(
         l_i = l_i * alpha + tl.sum(p, 1)
         if DROPOUT:
             p = tl.where(_keep(seed, bh, offs_m[:, None], offs_n[None, :], Lk, dropout_p), p, 0.0)
-        v = tl.load(V + offs_n[:, None].to(tl.int64) * svn + offs_d[None, :], mask=kv_mask, other=0.0)
+        v = tl.load(V + (offs_n[:, None] * svn + offs_d[None, :]), mask=kv_mask, other=0.0)
         acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
         m_i = m_new
 
@@ -259,9 +278,9 @@ def _t5_attn_bwd_dkdv_kernel(
     for m0 in range(lo, hi, BLOCK_M):
         offs_m = m0 + tl.arange(0, BLOCK_M)
         m_mask = offs_m < Lq
-        qT = tl.load(Q + offs_m[None, :].to(tl.int64) * sqm + offs_d[:, None],
+        qT = tl.load(Q + (offs_m[None, :] * sqm + offs_d[:, None]),
                      mask=m_mask[None, :] & d_mask[:, None], other=0.0)  # (BD, BM)
-        do = tl.load(DO + offs_m[:, None].to(tl.int64) * sdom + offs_d[None, :],
+        do = tl.load(DO + (offs_m[:, None] * sdom + offs_d[None, :]),
                      mask=m_mask[:, None] & d_mask[None, :], other=0.0)  # (BM, BD)
         lse = tl.load(LSE + bh.to(tl.int64) * Lq + offs_m, mask=m_mask, other=float("inf"))
         delta = tl.load(DELTA + bh.to(tl.int64) * Lq + offs_m, mask=m_mask, other=0.0)
@@ -352,8 +371,8 @@ def _t5_attn_bwd_dq_kernel(
         offs_n = n0 + tl.arange(0, BLOCK_N)
         n_mask = offs_n < Lk
         kvT_mask = d_mask[:, None] & n_mask[None, :]
-        kT = tl.load(K + offs_n[None, :].to(tl.int64) * skn + offs_d[:, None], mask=kvT_mask, other=0.0)
-        vT = tl.load(V + offs_n[None, :].to(tl.int64) * svn + offs_d[:, None], mask=kvT_mask, other=0.0)
+        kT = tl.load(K + (offs_n[None, :] * skn + offs_d[:, None]), mask=kvT_mask, other=0.0)
+        vT = tl.load(V + (offs_n[None, :] * svn + offs_d[:, None]), mask=kvT_mask, other=0.0)
         s = tl.dot(q, kT) * scale_log2  # (BM, BN)
         rel = offs_n[None, :] - (offs_m[:, None] + query_offset)
         if HAS_BIAS:
