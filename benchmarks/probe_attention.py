@@ -1,7 +1,7 @@
 """Where the T5 attention time goes, per kernel (python -m benchmarks.probe_attention [OUT.json]).
 
 For each benchmark case and each candidate launch config (the i-th entry of every kernel's list
-below, the first = march's default), one fwd+bwd is profiled (CUPTI kernel times, averaged over
+of candidates), one fwd+bwd is profiled (CUPTI kernel times, averaged over
 ITERS calls): forward, delta prepass, dq, dk/dv and the rest (key range, table gather/sum).
 At the L=512 d=64 encoder case the default config is also profiled with features switched off
 (no bias, no padding, no table gradient, neither) to price each one, next to SDPA's flash kernels
@@ -24,9 +24,10 @@ from benchmarks.test_bench_attention import CASES, _inputs, _kw
 
 attn = importlib.import_module("march.kernels.t5_attention")  # the module (the package exports the function)
 ITERS = 10
-# (BLOCK_M, BLOCK_N, num_warps, num_stages) per (kernel, head-dim class); dk/dv needs BLOCK_M ≤
-# BLOCK_N and BLOCK_N a multiple of attn.SLOT_N.
-CANDIDATES = {
+# Candidates: the first MARCH_PROBE_CONFIGS (default 2) entries of march's own lists (attn._TUNE,
+# the first = the default), or the wider sweep below with MARCH_PROBE_SWEEP=1 (the sweep that picked
+# the defaults; dk/dv needs BLOCK_M ≤ BLOCK_N and BLOCK_N a multiple of attn.SLOT_N).
+SWEEP = {
     ("fwd", 64): [(128, 64, 4, 3), (128, 128, 8, 3), (64, 64, 4, 3), (128, 64, 8, 3), (128, 128, 8, 2),
                   (64, 128, 4, 3)],
     ("dq", 64): [(128, 64, 8, 2), (64, 64, 4, 3), (128, 128, 8, 2), (128, 64, 4, 3), (64, 128, 4, 3),
@@ -40,6 +41,10 @@ CANDIDATES = {
     ("dkdv", 128): [(64, 64, 8, 2), (32, 64, 4, 2), (64, 128, 8, 2), (32, 128, 8, 2), (64, 64, 4, 3),
                     (64, 128, 8, 3)],
 }
+if os.environ.get("MARCH_PROBE_SWEEP") == "1":
+    CANDIDATES = SWEEP
+else:
+    CANDIDATES = {key: list(v[: int(os.environ.get("MARCH_PROBE_CONFIGS", "2"))]) for key, v in attn._TUNE.items()}
 KERNELS = {"_t5_attn_fwd_kernel": "fwd", "_t5_attn_bwd_preprocess_kernel": "delta",
            "_t5_attn_bwd_dq_kernel": "dq", "_t5_attn_bwd_dkdv_kernel": "dkdv"}
 
@@ -97,6 +102,7 @@ def main(path: str) -> None:
     t0 = time.time()
     rows: list[dict] = []
     default_tune = dict(attn._TUNE)
+    only = [c for c in os.environ.get("MARCH_PROBE_CASES", "").split(",") if c]
 
     def emit(row):
         rows.append(row)
@@ -109,12 +115,12 @@ def main(path: str) -> None:
 
     try:
         for case, (bsz, heads, lq, lk, d, kind) in CASES.items():
-            if case == "decoder L114 d64":
+            if case == "decoder L114 d64" or (only and case not in only):
                 continue
             q, k, v, table, kpm = _inputs(bsz, heads, lq, lk, d, kind)
             dout = torch.randn_like(q)
             variants = {"full": (table, kpm)}
-            if case == "encoder L512 d64":
+            if case == "encoder L512 d64" and os.environ.get("MARCH_PROBE_VARIANTS", "1") == "1":
                 variants |= {"no_bias": (None, kpm), "no_padding": (table, None),
                              "no_table_grad": (table.detach(), kpm), "plain": (None, None)}
             for variant, (tab, mask) in variants.items():

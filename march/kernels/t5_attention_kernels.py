@@ -48,6 +48,13 @@ Indexing: the (b, h) base offsets are int64; offsets inside one (b, h) slice are
 per-element offsets cost two registers each, and these kernels are register-bound: ptxas reported
 255 registers with spills for every config). The host checks that a slice's offsets fit in int32.
 
+Measured and rejected (H200, benchmarks/probe_attention.py, results/NVIDIA-H200/
+attention_probe_split_loops.json): splitting each key/query loop into three runs (saturated tiles
+before the band with a scalar bias, the band with the gather, saturated after) so that saturated
+tiles carry no gather code. It removed the forward's register spills per ptxas, yet at L=512 d=64
+the forward went from 0.137 to 0.285 ms, dq 0.179 -> 0.304, dk/dv 0.307 -> 0.436: three short
+software-pipelined loops (2-5 iterations each) pay three pipeline prologues and epilogues.
+
 Dropout (on probabilities): keep = philox(seed, offset) ≥ p with offset = (b·H + h) << 32 | (i·Lk + j),
 the same in the forward and both backward kernels.
 """
