@@ -5,7 +5,8 @@ mismatches between if/else branches, unsupported ops, shared-memory overflows). 
 public ops on CPU tensors with kernel launches replaced by ``triton.compile(..., target=sm_90)``
 (down to a cubin through the ptxas that ships with Triton), so those errors show on a CPU machine.
 
-    python scripts/check_compile.py            # exit status 1 if any kernel fails to compile
+    python scripts/check_compile.py              # exit status 1 if any kernel fails to compile
+    python scripts/check_compile.py --resources  # also ptxas's registers / spills per variant
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from triton.runtime.jit import JITFunction  # noqa: E402
 TARGET = GPUTarget("cuda", 90, 32)
 SMEM_LIMIT = 232448  # bytes of shared memory one block may use on sm_90 (227 KB)
 SEEN: dict[tuple, str] = {}
+RESOURCES = "--resources" in sys.argv
 FAILURES: list[str] = []
 
 
@@ -57,11 +59,32 @@ def _compile_instead_of_launch(self, *args, grid, warmup, **kwargs):
             shared = getattr(ck.metadata, "shared", 0)
             if shared > SMEM_LIMIT:  # would raise OutOfResources at launch on an H100/H200
                 raise RuntimeError(f"needs {shared} B of shared memory > {SMEM_LIMIT} B (sm_90 per block)")
-            SEEN[key] = "ok"
+            SEEN[key] = "ok" + (f"  [{_resources(ck)}]" if RESOURCES else "")
         except Exception as e:  # noqa: BLE001 — collect every failure, report at the end
             SEEN[key] = "FAILED"
             FAILURES.append(f"{self.fn.__name__} {options} {constexprs}:\n{''.join(traceback.format_exception_only(e))[-1500:]}")
     return None
+
+
+def _resources(ck) -> str:
+    """ptxas -v on the kernel's PTX: registers per thread, spill stores/loads (bytes)."""
+    import re
+    import subprocess
+    import tempfile
+
+    from triton.backends.nvidia.compiler import get_ptxas
+
+    ptxas = get_ptxas(90)
+    ptxas = getattr(ptxas, "path", None) or ptxas[0]
+    with tempfile.NamedTemporaryFile("w", suffix=".ptx") as f:
+        f.write(ck.asm["ptx"])
+        f.flush()
+        err = subprocess.run([ptxas, "-v", "--gpu-name", "sm_90a", f.name, "-o", os.devnull],
+                             capture_output=True, text=True).stderr
+    regs = re.search(r"Used (\d+) registers", err)
+    spills = re.search(r"(\d+) bytes spill stores, (\d+) bytes spill loads", err)
+    return (f"{regs.group(1) if regs else '?'} registers, spills "
+            f"{spills.group(1) + '/' + spills.group(2) if spills else '?'} B")
 
 
 def _compile_every_config(self, *args, **kwargs):
@@ -134,7 +157,8 @@ def main() -> int:
     except Exception:  # noqa: BLE001 — host code after a skipped launch may trip on NaN/garbage
         traceback.print_exc()
     for key, status in SEEN.items():
-        print(f"{status:6} {key[0]} {dict(key[3])}")
+        consts = {k: v for k, v in dict(key[2]).items() if isinstance(v, (int, bool))} if RESOURCES else ""
+        print(f"{status:6} {key[0]} {dict(key[3])} {consts}")
     for f in FAILURES:
         print("\n" + f)
     print(f"\n{len(SEEN)} kernel variants compiled for sm_90, {len(FAILURES)} failed")

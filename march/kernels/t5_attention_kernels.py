@@ -19,30 +19,20 @@ a program writes its (NB_P2,) fp32 sum into its first slot and zeros into the ot
 (B·H, cdiv(Lk, SLOT_N), NB_P2) has one shape for every autotuned config and is fully overwritten
 by each launch; the host sums it in a fixed order (bit-identical across runs with one config).
 
-Performance notes (predictions, not yet measured on the H200; the previous numbers were cross-
-attention without bias: 130 TFLOP/s fwd, 111 fwd+bwd, vs SDPA flash 247 / 165):
-- Bias as one gather (was: 15 int compares + adds against loaded thresholds, then a gather, per
-  element). Per 128×64 tile the old bucket cost ~30 integer ops per element, about 2× the tensor-core
-  time of the tile's two d=64 matmuls; now ~4 ops + 1 load. Biased tiles that are not saturated
-  (|rel| < R ≈ 91 for T5's 32/128 config, i.e. the ~3 tile-diagonals around the main one at
-  L=512) should get ~1.5-2× faster in all three kernels; saturated tiles were already scalar. The
-  bias-gradient bucket lookups (2·BLOCK_N per tile) also become gathers.
-- Autotuning (``t5_attention.py``: 4 configs per kernel and head-dim class, keyed on
-  next-pow2 Lq/Lk, head dim, bias/mask/causal/dropout, dtypes). The fixed configs were picked
-  without measurement; FA2-Triton on Hopper typically gains 10-30% from the right block shape
-  (e.g. 128×128 / 8 warps for long d=64 sequences, 64-wide dq blocks for Lq=114). Expect the
-  cross-attention no-bias case to move from 130 towards ~170-200 fwd TFLOP/s and fwd+bwd from 111
-  to ~130-150; the bwd remains the gap to SDPA (its dkdv does the 3 matmuls + bias-gradient
-  reduction per tile at BLOCK_M ≤ BLOCK_N). Tuning costs 12 compiles + short timings per key
-  once per process, when MARCH_ATTN_AUTOTUNE=1 (off by default).
-- Row masks dropped where they are redundant (fwd: rows ≥ Lq are never stored; dq: lse = +inf
-  there gives p = 0): one fewer (BM, BN) and per element. Masks on the key bound and padding stay on
-  every tile (a per-tile byte load + a select, small next to exp2 and the bias); a split into
-  mask-free interior tiles and masked boundary tiles is the next step if profiles show it.
-- Honest expectation: the 250 (L=512 d=64, bias + padding) and 400 (L=2048 d=128) fwd+bwd
-  targets are likely still missed after this round (SDPA's own flash bwd is at 165-291 there); the
-  remaining gap is structural (no warp specialisation / TMA pipelining in Triton 3.6 FA2 style, and
-  the extra per-tile bias work), to be located with the H200 numbers this run produces.
+Performance (H200, B=32 H=12 L=512 d=64 with padding, per-kernel CUPTI times from
+benchmarks/probe_attention.py; results/NVIDIA-H200/attention_probe.json):
+- fwd 0.14 ms, dq 0.18, dk/dv 0.31 (with the default configs), delta prepass 0.015: fwd+bwd
+  138 TFLOP/s against SDPA's 292 without any bias. The same kernels without bias and padding take
+  0.50 ms: the structure (FA2 in Triton, no warp specialisation, dq in its own kernel that
+  recomputes S and dP, deterministic) costs ~1.6x against SDPA; the bias gather adds ~0.05 ms to
+  the forward; the bias-table gradient ~0.1-0.3 ms to dk/dv (it depends on the block shape).
+- ptxas reports 255 registers per thread and spills for most configs (`python
+  scripts/check_compile.py --resources`); larger tiles spill more, which is why 64×64 tiles with
+  4 warps won at d=64.
+- Launch configs per head-dim class in ``t5_attention.py`` (_TUNE; first = default, from the
+  probe); autotuning over the lists is opt-in (MARCH_ATTN_AUTOTUNE=1), each new key costing ~12
+  compiles.
+- Padded key blocks at either end of a row are skipped (per-row key range, one small kernel).
 
 Indexing: the (b, h) base offsets are int64; offsets inside one (b, h) slice are int32 (64-bit
 per-element offsets cost two registers each, and these kernels are register-bound: ptxas reported
