@@ -4,6 +4,8 @@
     python run.py                                   # no GPU: Tiny on the bundled sample, ~2 min
     deepspeed --num_gpus 2 run.py --experiment GELUGatedLinearUnit --steps 1000 --tokens-per-step 1048576
     python run.py --experiment Baseline --resume    # continue runs/Baseline from its last checkpoint
+    deepspeed run.py --experiment Baseline --compile  # torch.compile the model (H200 e2e bench: ~1.4x per
+                                                    # step after a one-time compile; march/train/loop.py)
     python run.py --experiment Baseline --estimate  # predicted time, GPU-hours, memory (march/train/estimate.py)
 
 Every option: ``python run.py --help`` (march/train/config.py documents the defaults).

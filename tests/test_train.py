@@ -4,6 +4,7 @@
 import json
 import math
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -95,6 +96,17 @@ def test_cli_parses_launcher_local_rank():
         TrainConfig(max_wall_s=0)
 
 
+def test_compile_options():
+    cfg, given = parse_args(["--compile", "--compile-mode", "max-autotune-no-cudagraphs"])
+    assert (cfg.compile, cfg.compile_mode, given) == (True, "max-autotune-no-cudagraphs", {"compile", "compile_mode"})
+    assert TrainConfig().compile is False and TrainConfig().to_dict()["compile"] is False  # -> config.json
+    with pytest.raises(ValueError, match="CUDA-graph"):  # replays overwrite the losses the loop keeps
+        TrainConfig(compile=True, compile_mode="reduce-overhead")
+    with pytest.raises(ValueError, match="zero_stage 3"):
+        TrainConfig(compile=True, zero_stage=3)
+    assert TrainConfig(compile=False, zero_stage=3).zero_stage == 3
+
+
 def test_run_folder_is_never_clobbered(tmp_path):
     cfg = TrainConfig(output_dir=str(tmp_path), run_name="r").resolved(cuda=False)
     cfg2, run_dir = prepare_run_dir(cfg, set(), rank=0)
@@ -107,6 +119,10 @@ def test_run_folder_is_never_clobbered(tmp_path):
     with pytest.raises(ValueError, match="lr"):
         prepare_run_dir(TrainConfig(output_dir=str(tmp_path), run_name="r", lr=1e-3, resume=True)
                         .resolved(cuda=False), {"lr", "resume"}, rank=0)
+    # compiled and plain runs continue each other (the checkpoints are the same)
+    compiled, _ = prepare_run_dir(TrainConfig(output_dir=str(tmp_path), run_name="r", compile=True, resume=True)
+                                  .resolved(cuda=False), {"compile", "resume"}, rank=0)
+    assert compiled.compile and json.loads((run_dir / "config.json").read_text())["compile"] is True
     fresh, _ = prepare_run_dir(TrainConfig(output_dir=str(tmp_path), run_name="r", overwrite=True)
                                .resolved(cuda=False), {"overwrite"}, rank=0)
     assert not (run_dir / "metrics.jsonl").exists()
@@ -125,9 +141,10 @@ def _env(cpu=True):
     return env
 
 
-def _run(args, timeout=240, launcher=None, cpu=True):
+def _run(args, timeout=240, launcher=None, cpu=True, env=None):
     cmd = (launcher or [sys.executable]) + [str(REPO / "run.py")] + args
-    proc = subprocess.run(cmd, cwd=REPO, env=_env(cpu), capture_output=True, text=True, timeout=timeout)
+    proc = subprocess.run(cmd, cwd=REPO, env={**_env(cpu), **(env or {})}, capture_output=True, text=True,
+                          timeout=timeout)
     if proc.returncode != 0:
         raise AssertionError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}")
     return proc
@@ -227,6 +244,52 @@ def test_max_wall_s_stops_early_and_no_checkpoints(tmp_path):
     assert [("eval_loss" in r) for r in _records(tmp_path / "short")] == [True]
 
 
+def test_compile_matches_plain_and_checkpoints_interchange(reference, tmp_path):
+    """--compile (aot_eager: dynamo + AOTAutograd without inductor's slow CPU code generation):
+    the losses of the plain run, one graph without breaks, eval uncompiled; its checkpoint holds the
+    plain parameter names (loads into a T5Model strictly) and a plain --resume continues it; a
+    compiled --resume continues the plain reference from its step-8 checkpoint."""
+    from march.models import T5Model, get_preset
+
+    aot = {"MARCH_COMPILE_BACKEND": "aot_eager"}
+    ref = _records(reference[1])
+    args = SMALL[:-2] + ["--output-dir", str(tmp_path), "--run-name", "c"]
+    _run(args + ["--steps", "2", "--compile"], env=aot)  # steps 1-2 compiled, checkpoint at 2
+    run_dir = tmp_path / "c"
+    assert json.loads((run_dir / "config.json").read_text())["compile"] is True
+    report = json.loads((run_dir / "report.json").read_text())
+    assert (report["compile"], report["compile_backend"], report["compile_mode"]) == (True, "aot_eager", None)
+    # one graph: no break, and no second one for the (no-grad) eval at step 2
+    assert (report["compile_graphs"], report["compile_graph_breaks"]) == (1, 0)
+    assert math.isfinite(report["final_eval_loss"]) and report["first_step_s"] > 0
+    state = torch.load(run_dir / "checkpoints" / "step00000002" / "mp_rank_00_model_states.pt",
+                       map_location="cpu", weights_only=False)["module"]
+    assert not [k for k in state if "_orig_mod" in k]
+    T5Model(get_preset("Tiny"), kernels="eager").load_state_dict(state, strict=True)
+
+    _run(args + ["--steps", "4", "--resume", "--no-compile"])  # steps 3-4 plain, from the compiled checkpoint
+    assert json.loads((run_dir / "report.json").read_text())["compile"] is False
+    resumed = _records(run_dir)
+    assert [r["step"] for r in resumed] == [1, 2, 3, 4]
+
+    # the reference (plain) continued compiled from its step-8 checkpoint: steps 9-10
+    shutil.copytree(reference[1], tmp_path / "ref")
+    ckpts = tmp_path / "ref" / "checkpoints"
+    shutil.rmtree(ckpts / "step00000012")
+    (ckpts / "latest.json").write_text(json.dumps({"tag": "step00000008", "step": 8}))
+    _run(SMALL[:-2] + ["--output-dir", str(tmp_path), "--run-name", "ref", "--steps", "10", "--resume",
+                       "--compile"], env=aot)
+    continued = _records(tmp_path / "ref")
+    assert [r["step"] for r in continued] == list(range(1, 11))
+    assert json.loads((tmp_path / "ref" / "report.json").read_text())["compile_graphs"] == 1
+    # same data, dropout masks and weights: only the traced graph's bf16 rounding differs
+    for a, b in list(zip(ref[:4], resumed)) + list(zip(ref[8:10], continued[8:])):
+        assert a["step"] == b["step"]
+        assert b["loss"] == pytest.approx(a["loss"], abs=5e-3), (a["step"], a["loss"], b["loss"])
+        if "eval_loss" in a and "eval_loss" in b:
+            assert b["eval_loss"] == pytest.approx(a["eval_loss"], abs=5e-3)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("zero_stage", [1, 2])
 def test_two_process_deepspeed_matches_single_process(tmp_path, zero_stage):
@@ -296,6 +359,17 @@ def test_gpu_run_fused_kernels(tmp_path):
     report = json.loads((tmp_path / "g1" / "report.json").read_text())
     _check_gpu_report(report, 1)
     assert report["kernels"] == "auto" and report["tokens_per_step"] >= 250000
+
+
+@pytest.mark.gpu
+def test_gpu_run_compiled(tmp_path):
+    """--compile with inductor and march's fused kernels (custom ops): one graph, no breaks; the
+    compile is in first_step_s, the compiled step time in step_s (compare test_gpu_run_fused_kernels)."""
+    _run(GPU_ARGS + ["--compile", "--output-dir", str(tmp_path), "--run-name", "gc"], cpu=False, timeout=600)
+    report = json.loads((tmp_path / "gc" / "report.json").read_text())
+    _check_gpu_report(report, 1)
+    assert (report["compile"], report["compile_backend"]) == (True, "inductor")
+    assert (report["compile_graphs"], report["compile_graph_breaks"]) == (1, 0)
 
 
 @pytest.mark.gpu

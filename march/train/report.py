@@ -18,7 +18,7 @@ from march.train.metrics import device_name, mfu, peak_memory_gib
 
 def budget_report(cfg, run_dir, plan, model, tokens_per_sample, target_length, tokens_seen, step, first_step,
             timed_s, timed_tokens, train_s, wall_s, process_wall_s, flops_per_step, peak, loss, eval_loss, oom_events,
-            timing: dict | None = None) -> dict:
+            timing: dict | None = None, compile_stats: dict | None = None) -> dict:
     import deepspeed
 
     world = plan.world
@@ -51,10 +51,13 @@ def budget_report(cfg, run_dir, plan, model, tokens_per_sample, target_length, t
                 "train_s: optimizer steps only; process_wall_clock_s: this process incl. model/engine setup; "
                 "tokens/s, TFLOP/s and MFU exclude the first warm-up steps of each process, eval and "
                 "checkpointing; tokens = input + target tokens. step_s_*: the timed steps (after warm-up); "
-                "first_step_s: the first step of this process (Triton compiles); setup_s: model, engine and "
-                "data-loader set-up before it; data_wait_s: host time blocked on the data loader in timed steps "
-                "(max over ranks); peak_memory_gib: max over ranks (torch allocated)",
+                "first_step_s: the first step of this process (Triton compiles, and torch.compile with "
+                "compile: true); setup_s: model, engine and data-loader set-up before it; data_wait_s: host "
+                "time blocked on the data loader in timed steps (max over ranks); compile_graphs / "
+                "compile_graph_breaks: dynamo's counts in this process (1 / 0: one graph, no recompiles); "
+                "peak_memory_gib: max over ranks (torch allocated)",
     }
+    report.update(compile_stats or {"compile": getattr(cfg, "compile", False)})
     if timing is not None:
         report.update(_timing_fields(timing, plan.samples * tokens_per_sample))
     # peak memory and data-loader waits are per rank: every rank's memory, the max of both
@@ -100,7 +103,9 @@ def format_report(r: dict) -> str:
 
     return "\n".join([
         f"== compute budget: {r['experiment']} on {r['world_size']} x {r['device']} "
-        f"(ZeRO {r['zero_stage']}, {r['precision']}, kernels={r['kernels']}) ==",
+        f"(ZeRO {r['zero_stage']}, {r['precision']}, kernels={r['kernels']}"
+        + (f", compiled: {r.get('compile_backend')}" + (f" {r['compile_mode']}" if r.get("compile_mode") else "")
+           if r.get("compile") else "") + ") ==",
         f"  parameters            {r['parameters']:,}",
         f"  step                  {r['micro_batch']} x {r['grad_accum']} accum x {r['world_size']} ranks = "
         f"{r['samples_per_step']} samples = {r['tokens_per_step']:,} tokens",
