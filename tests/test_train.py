@@ -16,7 +16,7 @@ import torch
 
 from march.train.config import TrainConfig, parse_args
 from march.train.loop import BatchPlan, batch_plan, halve, lr_factor, prepare_run_dir
-from march.train.metrics import peak_tflops, t5_training_flops
+from march.train.metrics import measured_matmul_tflops, peak_tflops, t5_training_flops
 
 REPO = Path(__file__).resolve().parents[1]
 # 4 samples of 64 + 14 tokens per step, one data worker, eager kernels: ~1 s per step on 2 cores
@@ -66,6 +66,8 @@ def test_peak_lookup_by_gpu_name():
     assert peak_tflops("NVIDIA RTX A5000") == 111.1
     assert peak_tflops("NVIDIA L4") == 121.0 and peak_tflops("NVIDIA L40S") == 362.1
     assert peak_tflops("Some Future GPU") is None and peak_tflops("cpu") is None
+    assert measured_matmul_tflops("NVIDIA H200") == 811.0 and measured_matmul_tflops("NVIDIA GH200") is None
+    assert measured_matmul_tflops("cpu") is None
 
 
 def test_flops_formula_matches_counted_matmuls():

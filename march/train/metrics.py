@@ -54,6 +54,19 @@ def peak_tflops(device_name: str | None) -> float | None:
     return None
 
 
+# bf16 matmul rates measured on this project's GPUs (8192³ cuBLAS, the e2e benchmark's MFU basis;
+# benchmarks/common.py CEILINGS): MFU against what the hardware delivers, beside the datasheet's.
+MEASURED_BF16_TFLOPS = {"H200": 811.0}
+
+
+def measured_matmul_tflops(device_name: str | None) -> float | None:
+    """The measured bf16 matmul ceiling of a device by name (None where never measured)."""
+    for key, value in MEASURED_BF16_TFLOPS.items():
+        if device_name and re.search(rf"(?<![A-Za-z0-9]){re.escape(key)}(?![A-Za-z0-9])", device_name, re.IGNORECASE):
+            return value
+    return None
+
+
 def device_name() -> str:
     if torch.cuda.is_available():
         return torch.cuda.get_device_name(0)

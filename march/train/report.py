@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from march.train.metrics import device_name, mfu, peak_memory_gib
+from march.train.metrics import device_name, measured_matmul_tflops, mfu, peak_memory_gib
 
 
 def budget_report(cfg, run_dir, plan, model, tokens_per_sample, target_length, tokens_seen, step, first_step,
@@ -39,6 +39,9 @@ def budget_report(cfg, run_dir, plan, model, tokens_per_sample, target_length, t
         "tokens_per_s_per_gpu": tokens_per_s / world if tokens_per_s else None,
         "model_flops_per_step": flops_per_step, "model_tflops_per_gpu": tflops,
         "peak_tflops_per_gpu": peak, "mfu": mfu(tflops * 1e12, peak) if tflops else None,
+        "matmul_ceiling_tflops_per_gpu": measured_matmul_tflops(device_name()) if is_gpu else None,
+        "mfu_of_measured_ceiling": (mfu(tflops * 1e12, measured_matmul_tflops(device_name()))
+                                    if tflops and is_gpu else None),
         "gpu_hours": wall_s * world / 3600 if is_gpu else None,
         "projected_s_per_1b_tokens": 1e9 / tokens_per_s if tokens_per_s else None,
         "projected_gpu_hours_per_1b_tokens": 1e9 / tokens_per_s * world / 3600 if tokens_per_s and is_gpu else None,
@@ -113,7 +116,9 @@ def format_report(r: dict) -> str:
         f"  wall-clock            {f(r['wall_clock_s'], '.1f')} s",
         f"  throughput            {f(r['tokens_per_s'], ',.0f')} tokens/s ({f(r['step_s'], '.3f')} s/step)",
         f"  model TFLOP/s per GPU {f(r['model_tflops_per_gpu'], '.2f')}   MFU {f(r['mfu'], '.1%')} "
-        f"of {f(r['peak_tflops_per_gpu'], '.0f')} peak",
+        f"of {f(r['peak_tflops_per_gpu'], '.0f')} peak"
+        + (f" ({r['mfu_of_measured_ceiling']:.1%} of the measured {r['matmul_ceiling_tflops_per_gpu']:.0f})"
+           if r.get("mfu_of_measured_ceiling") else ""),
         f"  GPU-hours             {f(r['gpu_hours'], '.4f')}",
         f"  1B tokens would take  {f(r['projected_s_per_1b_tokens'], ',.0f')} s "
         f"({f(r['projected_gpu_hours_per_1b_tokens'], '.2f')} GPU-hours)",
