@@ -72,3 +72,13 @@ def test_cli(capsys):
     assert (out["experiment"], out["steps"], out["micro_batch"], out["tokens_per_step"]) == ("Tiny", 7, 2, 80)
     with pytest.raises(ValueError, match="probe_steps"):
         est.estimate(probe_steps=0, device="cpu", **SMALL)
+
+
+def test_estimate_with_compile(monkeypatch):
+    """--estimate --compile probes the compiled model (the warm-up step compiles; aot_eager here,
+    inductor on a GPU), as the loop would run it."""
+    monkeypatch.setenv("MARCH_COMPILE_BACKEND", "aot_eager")
+    e = est.estimate(probe_steps=1, device="cpu", compile=True, **SMALL)
+    assert e["compile"] is True and e["step_s"] > 0
+    assert "compiled" in est.format_estimate(e)
+    torch._dynamo.reset()

@@ -90,7 +90,7 @@ def estimate(cfg=None, *, probe_steps: int = 3, gpus: int | None = None, device:
 
     from march.train.config import TrainConfig
     from march.train.data import compute_input_and_target_lengths
-    from march.train.loop import batch_plan, default_model_factory, halve, make_optimizer
+    from march.train.loop import batch_plan, compile_backend, default_model_factory, halve, make_optimizer
     from march.train.metrics import device_name, peak_tflops
 
     if probe_steps < 1:
@@ -111,6 +111,10 @@ def estimate(cfg=None, *, probe_steps: int = 3, gpus: int | None = None, device:
     config = model.config
     params = sum(p.numel() for p in model.parameters() if p.requires_grad)
     optimizer = make_optimizer(model, cfg)
+    if cfg.compile:  # as the loop does (in place, static shapes): the probe's warm-up step compiles
+        torch._dynamo.reset()
+        model.compile(backend=compile_backend(), dynamic=False,
+                      **({"mode": cfg.compile_mode} if cfg.compile_mode else {}))
     gen = torch.Generator().manual_seed(cfg.seed)
     oom_events = []
     while True:
@@ -144,7 +148,7 @@ def estimate(cfg=None, *, probe_steps: int = 3, gpus: int | None = None, device:
     if dev.type == "cuda":
         torch.cuda.empty_cache()
     return {
-        "experiment": cfg.experiment, "kernels": cfg.kernels, "device": name, "gpus": world,
+        "experiment": cfg.experiment, "kernels": cfg.kernels, "compile": cfg.compile, "device": name, "gpus": world,
         "precision": cfg.precision, "zero_stage": cfg.zero_stage, "parameters": params,
         "input_length": cfg.input_length, "target_length": target_length,
         "micro_batch": plan.micro, "grad_accum": plan.accum, "samples_per_step": plan.samples,
@@ -175,7 +179,7 @@ def format_estimate(e: dict) -> str:
     state = sum(v for k, v in e["memory_breakdown_gib"].items() if k != "activations_and_bf16_grads_measured")
     lines = [
         f"== budget estimate: {e['experiment']} on {e['gpus']} x {e['device']} (ZeRO {e['zero_stage']}, "
-        f"{e['precision']}, kernels={e['kernels']}) ==",
+        f"{e['precision']}, kernels={e['kernels']}{', compiled' if e.get('compile') else ''}) ==",
         f"  parameters            {e['parameters']:,}",
         f"  step                  {e['micro_batch']} x {e['grad_accum']} accum x {e['gpus']} = {e['samples_per_step']} "
         f"samples of {e['input_length']}+{e['target_length']} = {e['tokens_per_step']:,} tokens",
