@@ -21,11 +21,15 @@ from march.train.report import format_report
 
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
-    if "--estimate" in argv:  # a short measured probe instead of the run; no process group, no run folder
-        from march.train.estimate import main as estimate_main
+    try:
+        if "--estimate" in argv:  # a short measured probe instead of the run; no process group, no run folder
+            from march.train.estimate import main as estimate_main
 
-        return estimate_main([a for a in argv if a != "--estimate"])
-    cfg, given = parse_args(argv)
+            return estimate_main([a for a in argv if a != "--estimate"])
+        cfg, given = parse_args(argv)
+    except (ValueError, TypeError) as e:  # an impossible option value or combination: say which, no traceback
+        print(f"run.py: error: {e}", file=sys.stderr, flush=True)
+        return 2
     rank, _, _ = init_distributed()
     try:
         report = train(cfg, given)

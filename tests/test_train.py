@@ -395,3 +395,16 @@ def test_gpu_real_out_of_memory_backs_off(tmp_path):
     report = json.loads((tmp_path / "oom" / "report.json").read_text())
     assert report["oom_events"] and report["micro_batch"] < 1024
     assert report["micro_batch"] * report["grad_accum"] == 1024 and report["tokens_per_step"] == 1024 * 626
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--steps", "-5"], "steps must be a positive int, got -5"),
+    (["--zero-stage", "3", "--compile"], "compile does not work with zero_stage 3"),
+    (["--estimate", "--steps", "0"], "steps must be a positive int, got 0"),
+])
+def test_bad_options_give_a_one_line_error(argv, message, capsys):
+    import run as run_script
+
+    assert run_script.main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("run.py: error: ") and message in err and "Traceback" not in err
