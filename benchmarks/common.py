@@ -23,10 +23,12 @@ from pathlib import Path
 import torch
 import triton
 
+from march.train.metrics import MEASURED_BF16_TFLOPS
+
 ON_GPU = torch.cuda.is_available()
 RESULTS_ROOT = Path(__file__).parent / "results"
 # Measured on the H200 host (../shared/ANCHORS.md): ceilings that numbers are reported against.
-CEILINGS = {"NVIDIA H200": {"copy_tbps": 4.26, "bf16_tflops": 811.0}}
+CEILINGS = {"NVIDIA H200": {"copy_tbps": 4.26, "bf16_tflops": MEASURED_BF16_TFLOPS["H200"]}}
 
 _ROWS: list[dict] = []
 SLOW_CALL_MS = 10.0

@@ -18,6 +18,7 @@ import sys
 import time
 
 import torch
+import triton
 from torch.profiler import ProfilerActivity, profile
 
 from benchmarks.test_bench_attention import CASES, _inputs, _kw
@@ -128,7 +129,7 @@ def main(path: str) -> None:
                 for i in range(n):
                     if time.time() - t0 > budget:
                         raise TimeoutError
-                    configs = _set_configs(triton_block_d(d), i)
+                    configs = _set_configs(triton.next_power_of_2(d), i)
                     row = {"case": case, "variant": variant, "configs": configs}
                     try:
                         row["ms"] = _kernel_ms(_step(q, k, v, tab, mask, kind, dout))
@@ -138,7 +139,7 @@ def main(path: str) -> None:
             if case == "encoder L512 d64":  # the bound: SDPA flash, no bias, no padding
                 qs, ks, vs = (t.detach().requires_grad_() for t in (q, k, v))
 
-                def sdpa():
+                def sdpa(dout=dout):
                     for t in (qs, ks, vs):
                         t.grad = None
                     torch.nn.functional.scaled_dot_product_attention(qs, ks, vs, scale=1.0).backward(dout)
@@ -152,10 +153,6 @@ def main(path: str) -> None:
         attn._TUNE.clear()
         attn._TUNE.update(default_tune)
         attn._kernel.cache_clear()
-
-
-def triton_block_d(d: int) -> int:
-    return 1 << (d - 1).bit_length()
 
 
 if __name__ == "__main__":

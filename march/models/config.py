@@ -149,12 +149,7 @@ class TransformerConfig:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> "TransformerConfig":
-        """Build from a dict; unknown keys raise (a typo must not silently fall back to a default)."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(f"unknown TransformerConfig keys {unknown}; known keys: {sorted(known)}")
-        return cls(**values)
+        return strict_from_dict(cls, values)
 
     def replace(self, **changes: Any) -> "TransformerConfig":
         """A copy with ``changes``; unknown keys raise. Derived fields are kept as they are, so a
@@ -165,3 +160,13 @@ class TransformerConfig:
 def _positive_int(name: str, value: Any) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
         raise ValueError(f"{name} must be a positive int, got {value!r}")
+
+
+def strict_from_dict(cls, values: dict[str, Any]):
+    """``cls(**values)`` for a dataclass; unknown keys raise (a typo must not silently fall back to a
+    default)."""
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ValueError(f"unknown {cls.__name__} keys {unknown}; known keys: {sorted(known)}")
+    return cls(**values)

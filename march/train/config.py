@@ -18,6 +18,8 @@ import typing
 from dataclasses import dataclass, fields
 from typing import Any
 
+from march.models.config import strict_from_dict
+
 SCHEDULES = ("constant", "linear", "cosine")
 PRECISIONS = ("bf16", "fp32")
 # torch.compile modes the loop accepts: none that capture CUDA graphs ("reduce-overhead", "max-autotune"),
@@ -126,11 +128,7 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> "TrainConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(f"unknown TrainConfig keys {unknown}")
-        return cls(**values)
+        return strict_from_dict(cls, values)
 
     def save(self, path) -> None:
         with open(path, "w") as f:

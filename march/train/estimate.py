@@ -90,7 +90,8 @@ def estimate(cfg=None, *, probe_steps: int = 3, gpus: int | None = None, device:
 
     from march.train.config import TrainConfig
     from march.train.data import compute_input_and_target_lengths
-    from march.train.loop import batch_plan, compile_backend, default_model_factory, halve, make_optimizer
+    from march.train.loop import (batch_plan, compile_backend, compile_kwargs, default_model_factory, halve,
+                                   make_optimizer)
     from march.train.metrics import device_name, peak_tflops
 
     if probe_steps < 1:
@@ -113,8 +114,7 @@ def estimate(cfg=None, *, probe_steps: int = 3, gpus: int | None = None, device:
     optimizer = make_optimizer(model, cfg)
     if cfg.compile:  # as the loop does (in place, static shapes): the probe's warm-up step compiles
         torch._dynamo.reset()
-        model.compile(backend=compile_backend(), dynamic=False,
-                      **({"mode": cfg.compile_mode} if cfg.compile_mode else {}))
+        model.compile(backend=compile_backend(), **compile_kwargs(cfg))
     gen = torch.Generator().manual_seed(cfg.seed)
     oom_events = []
     while True:

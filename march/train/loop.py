@@ -478,10 +478,12 @@ def compile_engine(engine, cfg: TrainConfig) -> None:
         counters.clear()
     except Exception:  # noqa: BLE001 — private API: the counts in the report are informational
         pass
-    kwargs = {"dynamic": False}
-    if cfg.compile_mode is not None:
-        kwargs["mode"] = cfg.compile_mode
-    engine.compile(backend=compile_backend(), compile_kwargs=kwargs)
+    engine.compile(backend=compile_backend(), compile_kwargs=compile_kwargs(cfg))
+
+
+def compile_kwargs(cfg: TrainConfig) -> dict:
+    """torch.compile options of a --compile run: static shapes, and --compile-mode if given."""
+    return {"dynamic": False, **({"mode": cfg.compile_mode} if cfg.compile_mode is not None else {})}
 
 
 def compile_stats(cfg: TrainConfig) -> dict:

@@ -46,25 +46,28 @@ def peak_tflops(device_name: str | None) -> float | None:
     """Peak dense bf16 TFLOP/s of one device by name; ``MARCH_PEAK_TFLOPS`` overrides; unknown -> None."""
     if os.environ.get("MARCH_PEAK_TFLOPS"):
         return float(os.environ["MARCH_PEAK_TFLOPS"])
+    return _by_device_name(PEAK_BF16_TFLOPS, device_name)
+
+
+def _by_device_name(table: dict[str, float], device_name: str | None) -> float | None:
+    """The entry of ``table`` whose key is a whole word of the device name (longest key first, so
+    "H100 PCIe" wins over "H100" and "GH200" does not match "H200"); None if none does."""
     if not device_name:
         return None
-    for key in sorted(PEAK_BF16_TFLOPS, key=len, reverse=True):
+    for key in sorted(table, key=len, reverse=True):
         if re.search(rf"(?<![A-Za-z0-9]){re.escape(key)}(?![A-Za-z0-9])", device_name, re.IGNORECASE):
-            return PEAK_BF16_TFLOPS[key]
+            return table[key]
     return None
 
 
-# bf16 matmul rates measured on this project's GPUs (8192³ cuBLAS, the e2e benchmark's MFU basis;
-# benchmarks/common.py CEILINGS): MFU against what the hardware delivers, beside the datasheet's.
+# bf16 matmul rates measured on this project's GPUs (8192³ cuBLAS; the benchmarks' ceilings and
+# the e2e MFU basis): MFU against what the hardware delivers, beside the datasheet's.
 MEASURED_BF16_TFLOPS = {"H200": 811.0}
 
 
 def measured_matmul_tflops(device_name: str | None) -> float | None:
     """The measured bf16 matmul ceiling of a device by name (None where never measured)."""
-    for key, value in MEASURED_BF16_TFLOPS.items():
-        if device_name and re.search(rf"(?<![A-Za-z0-9]){re.escape(key)}(?![A-Za-z0-9])", device_name, re.IGNORECASE):
-            return value
-    return None
+    return _by_device_name(MEASURED_BF16_TFLOPS, device_name)
 
 
 def device_name() -> str:

@@ -388,14 +388,18 @@ def plot_power_fits(runs: list[Run], fits: dict[str, Fit], out: Path, steps=PRED
         for s in steps:
             y, e = fit.predict(s)
             ax.errorbar([s], [y], yerr=[e], fmt="o", color=color, ms=4, capsize=3)
-    ax.set_xscale("log")
-    ax.set_yscale("log")
-    ax.set_xlabel("step")
-    ax.set_ylabel("train loss")
-    ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=8)
+    _log_log_axes(ax, "step", "train loss")
     ax.set_title("L(t) = a·t^-b + c, fitted window solid, extrapolation dashed")
     return _save(fig, out, stem)
+
+
+def _log_log_axes(ax, xlabel: str, ylabel: str) -> None:
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8)
 
 
 def plot_kaplan(names: list[str], num_params, losses, fit: Fit, out: Path, stem: str = "kaplan") -> list[Path]:
@@ -408,12 +412,7 @@ def plot_kaplan(names: list[str], num_params, losses, fit: Fit, out: Path, stem:
     grid = np.geomspace(n_.min() / 2, n_.max() * 2, 100)
     ax.plot(grid, fit(grid), "-", color="C1",
             label=f"(N_c/N)^α: α={fit.params['alpha']:.3g}±{fit.stderr['alpha']:.2g}, N_c={fit.params['N_c']:.3g}")
-    ax.set_xscale("log")
-    ax.set_yscale("log")
-    ax.set_xlabel("parameters N")
-    ax.set_ylabel("final loss")
-    ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=8)
+    _log_log_axes(ax, "parameters N", "final loss")
     return _save(fig, out, stem)
 
 
