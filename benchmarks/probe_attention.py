@@ -4,7 +4,8 @@ For each benchmark case and each candidate launch config (the i-th entry of ever
 of candidates), one fwd+bwd is profiled (CUPTI kernel times, averaged over
 ITERS calls): forward, delta prepass, dq, dk/dv and the rest (key range, table gather/sum).
 At the L=512 d=64 encoder case the default config is also profiled with features switched off
-(no bias, no padding, no table gradient, neither) to price each one, next to SDPA's flash kernels
+(no bias, no padding, no table gradient, neither) and with dropout 0.1 (the research's setting) to
+price each one, next to SDPA's flash kernels
 without bias (the bound). Each row is written to the JSON as soon as it is measured, so a run cut
 short by its time limit (MARCH_PROBE_BUDGET_S, default 240 s) keeps what it finished.
 """
@@ -85,8 +86,8 @@ def _kernel_ms(fn) -> dict:
     return out
 
 
-def _step(q, k, v, table, kpm, kind, dout):
-    kw = _kw(kind)
+def _step(q, k, v, table, kpm, kind, dout, dropout_p=0.0):
+    kw = _kw(kind) | {"dropout_p": dropout_p}
 
     def fn():
         for t in (q, k, v, table):
@@ -120,11 +121,12 @@ def main(path: str) -> None:
                 continue
             q, k, v, table, kpm = _inputs(bsz, heads, lq, lk, d, kind)
             dout = torch.randn_like(q)
-            variants = {"full": (table, kpm)}
+            variants = {"full": (table, kpm, 0.0)}
             if case == "encoder L512 d64" and os.environ.get("MARCH_PROBE_VARIANTS", "1") == "1":
-                variants |= {"no_bias": (None, kpm), "no_padding": (table, None),
-                             "no_table_grad": (table.detach(), kpm), "plain": (None, None)}
-            for variant, (tab, mask) in variants.items():
+                variants |= {"dropout_0.1": (table, kpm, 0.1), "no_bias": (None, kpm, 0.0),
+                             "no_padding": (table, None, 0.0), "no_table_grad": (table.detach(), kpm, 0.0),
+                             "plain": (None, None, 0.0)}
+            for variant, (tab, mask, dropout_p) in variants.items():
                 n = len(CANDIDATES[("fwd", 64 if d <= 64 else 128)]) if variant == "full" else 1
                 for i in range(n):
                     if time.time() - t0 > budget:
@@ -132,7 +134,7 @@ def main(path: str) -> None:
                     configs = _set_configs(triton.next_power_of_2(d), i)
                     row = {"case": case, "variant": variant, "configs": configs}
                     try:
-                        row["ms"] = _kernel_ms(_step(q, k, v, tab, mask, kind, dout))
+                        row["ms"] = _kernel_ms(_step(q, k, v, tab, mask, kind, dout, dropout_p))
                     except Exception as e:  # a config that does not compile or fit: recorded
                         row["error"] = f"{type(e).__name__}: {str(e)[:200]}"
                     emit(row)

@@ -204,6 +204,30 @@ def test_dropout_matches_reference_with_the_kernel_mask(device):
         assert_close_to_oracle(name, g, ge, go)
 
 
+def test_dropout_mask_statistics_and_tile_independence(device):
+    """Eight keys share one Philox call (16 bits each): the keep rate is 1 − p in every one of the
+    eight lanes, neighbours (same word, same call, next call, next row) are uncorrelated, and the
+    mask does not depend on the kernels' tile shapes (fwd, dq and dk/dv tile differently)."""
+    bsz, heads, lq, lk, p = 2, 3, 96, 203, 0.1  # Lk not a multiple of 8 (the last call is cut)
+    keep = kernel_dropout_keep_mask(99, bsz, heads, lq, lk, p, device).cpu()
+    for block in [(16, 64), (64, 16), (128, 128)]:
+        assert torch.equal(kernel_dropout_keep_mask(99, bsz, heads, lq, lk, p, device, block).cpu(), keep), block
+    x = keep.double()
+    n = x.numel()
+    sigma = (p * (1 - p) / n) ** 0.5
+    assert abs(x.mean().item() - (1 - p)) < 5 * sigma, x.mean().item()
+    lanes = x[..., : lk // 8 * 8].reshape(bsz, heads, lq, -1, 8).mean(dim=(0, 1, 2, 3))  # (8,)
+    lane_sigma = (p * (1 - p) / (n / 8)) ** 0.5
+    assert ((lanes - (1 - p)).abs() < 5 * lane_sigma).all(), lanes.tolist()
+    z = (x - x.mean()) / x.std()
+    for name, a, b in [("j, j+1", z[..., :-1], z[..., 1:]), ("j, j+2", z[..., :-2], z[..., 2:]),
+                       ("j, j+8", z[..., :-8], z[..., 8:]), ("i, i+1", z[:, :, :-1], z[:, :, 1:]),
+                       ("head h, h+1", z[:, :-1], z[:, 1:])]:
+        corr = (a * b).mean().item()
+        assert abs(corr) < 5 / a.numel() ** 0.5, f"correlation {name}: {corr}"
+    assert not torch.equal(keep, kernel_dropout_keep_mask(100, bsz, heads, lq, lk, p, device).cpu())
+
+
 def test_dropout_reproducible_and_p0_is_no_dropout(device):
     q, k, v, table, _ = _make(1, 2, 37, 37, 32, FP16, device)
     grad = torch.randn(1, 2, 37, 32, device=device)
@@ -305,6 +329,32 @@ def test_opcheck(device):
         t.requires_grad_(True)
     torch.library.opcheck(t5_attention_fwd_op, (q, k, v, table, kpm, True, 32, 128, False, 0, 1.0, 0.0))
     torch.library.opcheck(t5_attention_fwd_op, (q, k, v, None, None, False, 32, 128, True, 7, 0.5, 0.0))
+
+
+def test_outputs_and_grads_keep_the_projection_layout(device):
+    """q, k, v as (B, L, H·d) projections viewed as (B, H, L, d): o, dq, dk, dv come back in that
+    layout (so transpose + reshape to (B, L, H·d) is a view), bit-identical to contiguous inputs;
+    opcheck compares the fake implementation's strides with the real ones."""
+    bsz, heads, lq, lk, d = 2, 3, 37, 45, 32
+    g = torch.Generator().manual_seed(5)
+    proj = lambda n: (torch.randn(bsz, n, heads * d, generator=g) * d**-0.25).to(device, BF16)
+    views = [t.view(bsz, t.shape[1], heads, d).transpose(1, 2) for t in (proj(lq), proj(lk), proj(lk))]
+    table = torch.randn(32, heads, generator=g).to(device)
+    grad = torch.randn(bsz, lq, heads * d, generator=g).to(device, BF16).view(bsz, lq, heads, d).transpose(1, 2)
+    results = []
+    for q, k, v in (views, [t.contiguous() for t in views]):
+        q, k, v, tab = (t.detach().clone().requires_grad_(True) for t in (q, k, v, table))
+        out = t5_attention(q, k, v, tab, dropout_p=0.0)
+        out.backward(grad)
+        results.append((out, q.grad, k.grad, v.grad, tab.grad, (q, k, v)))
+    (out, dq, dk, dv, dtab, (q, k, v)), contiguous = results
+    assert out.stride() == q.stride() and dq.stride() == q.stride()
+    assert dk.stride() == k.stride() and dv.stride() == v.stride()
+    assert out.transpose(1, 2).reshape(bsz, lq, heads * d).data_ptr() == out.data_ptr()
+    assert out.transpose(1, 2).is_contiguous()
+    for a, b in zip((out, dq, dk, dv, dtab), contiguous):
+        assert torch.equal(a, b)
+    torch.library.opcheck(t5_attention_fwd_op, (q, k, v, table, None, True, 32, 128, False, 0, 1.0, 0.0))
 
 
 def test_compile_fullgraph(device):

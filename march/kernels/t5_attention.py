@@ -161,6 +161,14 @@ def _unit_last(t: torch.Tensor) -> torch.Tensor:
     return t if t.stride(-1) == 1 else t.contiguous()
 
 
+def _empty_like_layout(t: torch.Tensor) -> torch.Tensor:
+    """An output shaped like q/k/v in their memory layout when they are dense (the usual case: a
+    (B, L, H·d) projection viewed as (B, H, L, d), so the caller's transpose + reshape back to
+    (B, L, H·d) is a view, not a copy), else contiguous. The fake implementations use the same rule,
+    so torch.compile sees the real strides."""
+    return torch.empty_like(t) if t.stride(-1) == 1 else torch.empty(t.shape, dtype=t.dtype, device=t.device)
+
+
 def _bias_args(q, table, bidirectional, num_buckets, max_distance):
     """(bias rows (H, 2R+1) fp32 = table[bucket(rel), h] · log2(e) for rel in [−R, R], bucket row
     (2R+1,) int32, sat_pos, R) for the kernels; dummies without a table."""
@@ -199,7 +207,7 @@ def _attn_fwd(q, k, v, table, kpm, bidirectional, num_buckets, max_distance, cau
     q, k, v = _unit_last(q), _unit_last(k), _unit_last(v)
     bsz, heads, lq, d = q.shape
     lk = k.shape[2]
-    o = torch.empty((bsz, heads, lq, d), dtype=q.dtype, device=q.device)
+    o = _empty_like_layout(q)
     lse = torch.empty((bsz, heads, lq), dtype=torch.float32, device=q.device)
     seed = _draw_seed(dropout_p)
     rows, _, sat_pos, r = _bias_args(q, table, bidirectional, num_buckets, max_distance)
@@ -230,9 +238,7 @@ def _attn_bwd(do, q, k, v, o, lse, seed, table, kpm, bidirectional, num_buckets,
         o, do, delta, o.stride(0), o.stride(1), o.stride(2), do.stride(0), do.stride(1), do.stride(2),
         heads, lq, HEAD_DIM=d, BLOCK_D=block_d, BLOCK_M=64,
     )
-    dq = torch.empty((bsz, heads, lq, d), dtype=q.dtype, device=q.device)
-    dk = torch.empty((bsz, heads, lk, d), dtype=k.dtype, device=q.device)
-    dv = torch.empty((bsz, heads, lk, d), dtype=v.dtype, device=q.device)
+    dq, dk, dv = _empty_like_layout(q), _empty_like_layout(k), _empty_like_layout(v)
     rows, brow, sat_pos, r = _bias_args(q, table, bidirectional, num_buckets, max_distance)
     kpm_t, skpm, klim = _kpm_args(q, kpm)
     bias_grad = table is not None and table_grad
@@ -287,7 +293,7 @@ def t5_attention_fwd_op(
 def _(q, k, v, table, key_padding_mask, bidirectional, num_buckets, max_distance, causal, query_offset,
       scale, dropout_p):
     bsz, heads, lq, d = q.shape
-    return (q.new_empty((bsz, heads, lq, d)), q.new_empty((bsz, heads, lq), dtype=torch.float32),
+    return (_empty_like_layout(q), q.new_empty((bsz, heads, lq), dtype=torch.float32),
             torch.empty((1,), dtype=torch.int64, device="cpu"))
 
 
@@ -306,7 +312,7 @@ def t5_attention_bwd_op(
 def _(do, q, k, v, o, lse, seed, table, key_padding_mask, bidirectional, num_buckets, max_distance, causal,
       query_offset, scale, dropout_p, table_grad):
     dtab = table.new_empty((num_buckets, table.shape[1])) if (table is not None and table_grad) else q.new_empty(0)
-    return (q.new_empty(q.shape), k.new_empty(k.shape), v.new_empty(v.shape), dtab)
+    return (_empty_like_layout(q), _empty_like_layout(k), _empty_like_layout(v), dtab)
 
 
 def _setup_context(ctx, inputs, output):
@@ -421,11 +427,14 @@ def kernel_relative_position_bucket(rel: torch.Tensor, bidirectional=True, num_b
     return out.view(rel.shape).to(torch.long)
 
 
-def kernel_dropout_keep_mask(seed: int, bsz, heads, lq, lk, dropout_p, device) -> torch.Tensor:
-    """The (B, H, Lq, Lk) bool keep-mask that the kernels use for ``seed``."""
-    out = torch.empty((bsz * heads, lq, lk), dtype=torch.int8, device=device)
-    grid = (triton.cdiv(lq, 32), triton.cdiv(lk, 32), bsz * heads)
-    _keep_probe_kernel[grid](out, heads, lq, lk, float(dropout_p), int(seed), BLOCK_M=32, BLOCK_N=32)
+def kernel_dropout_keep_mask(seed: int, bsz, heads, lq, lk, dropout_p, device, block=(32, 32)) -> torch.Tensor:
+    """The (B, H, Lq, Lk) bool keep-mask that the kernels use for ``seed`` (the same for any
+    ``block`` = (BLOCK_M, BLOCK_N) tile shape, BLOCK_N a multiple of 8: a test checks it)."""
+    out = torch.full((bsz * heads, lq, lk), -1, dtype=torch.int8, device=device)  # -1: unwritten
+    grid = (triton.cdiv(lq, block[0]), triton.cdiv(lk, block[1]), bsz * heads)
+    _keep_probe_kernel[grid](out, heads, lq, lk, float(dropout_p), int(seed), BLOCK_M=block[0], BLOCK_N=block[1])
+    if (out < 0).any():
+        raise RuntimeError("the keep-mask probe left elements unwritten")
     return out.view(bsz, heads, lq, lk).bool()
 
 

@@ -1,0 +1,118 @@
+"""Where a training step's GPU time goes: torch.profiler over a few steps of the e2e benchmark's step,
+kernel time grouped by what the kernel does (attention, matmul, norm, optimizer, ...).
+
+    python3 -m benchmarks.profile_step [--preset Baseline] [--impl march+compile] [--steps 3] [--out DIR]
+
+Writes DIR/profile_<preset>_<impl>.json (per-group and top-kernel milliseconds per step) and prints a
+table. The model, batch and optimizer are the e2e benchmark's (``benchmarks/test_bench_e2e.py``).
+GPU only: on CPU there is no kernel timeline to read.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import torch
+
+# First match wins: patterns over CUDA kernel names (march's Triton kernels, inductor's generated
+# kernels, cuBLAS/CUTLASS GEMMs, PyTorch's fused AdamW and elementwise kernels).
+GROUPS = [
+    ("attention", r"_t5_attn|_key_range|flash|fmha|attention"),
+    ("matmul", r"gemm|nvjet|cutlass|sm90_|sm80_|cublas|_matmul"),
+    ("rms_norm", r"rms_norm"),
+    ("glu / activation", r"_glu_"),
+    ("optimizer", r"multi_tensor|adam|Adam"),
+    ("cross_entropy", r"cross_entropy|log_softmax|nll"),
+    ("inductor fused", r"^triton_"),
+    ("copy / fill", r"copy|fill|memset|Memcpy|Memset|cat"),
+    ("elementwise", r"elementwise|vectorized|reduce|unrolled"),
+]
+
+
+def group_of(name: str) -> str:
+    for group, pattern in GROUPS:
+        if re.search(pattern, name):
+            return group
+    return "other"
+
+
+def profile(preset: str, impl: str, steps: int) -> dict:
+    from benchmarks import test_bench_e2e as e2e
+    from march.models import get_preset
+
+    config = get_preset(preset)
+    model, optimizer, forward = e2e._build(impl, config)
+    input_ids, attention_mask, labels = e2e._batch(config.vocab_size)
+
+    def step():
+        loss = forward(input_ids=input_ids, attention_mask=attention_mask, labels=labels).loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    t0 = time.perf_counter()
+    for _ in range(3):
+        step()
+    torch.cuda.synchronize()
+    warmup_s = time.perf_counter() - t0
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start.record()
+    for _ in range(steps):
+        step()
+    end.record()
+    torch.cuda.synchronize()
+    step_ms = start.elapsed_time(end) / steps
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
+        for _ in range(steps):
+            step()
+        torch.cuda.synchronize()
+    kernels: dict[str, list[float]] = defaultdict(lambda: [0.0, 0])  # name -> [total us, calls]
+    for ev in prof.events():
+        if getattr(ev, "device_type", None) != torch.autograd.DeviceType.CUDA:
+            continue
+        us = getattr(ev, "device_time", None) or getattr(ev, "cuda_time", 0.0)
+        kernels[ev.name][0] += us
+        kernels[ev.name][1] += 1
+    groups: dict[str, float] = defaultdict(float)
+    for name, (us, _) in kernels.items():
+        groups[group_of(name)] += us / 1e3 / steps
+    top = sorted(kernels.items(), key=lambda kv: -kv[1][0])[:40]
+    return {
+        "preset": preset, "impl": impl, "steps": steps, "gpu": torch.cuda.get_device_name(),
+        "torch": torch.__version__, "step_ms": step_ms, "warmup_s": warmup_s,
+        "kernel_ms_per_step": sum(groups.values()),
+        "groups_ms_per_step": dict(sorted(groups.items(), key=lambda kv: -kv[1])),
+        "top_kernels": [{"name": n[:160], "ms_per_step": us / 1e3 / steps, "calls_per_step": c / steps,
+                         "group": group_of(n)} for n, (us, c) in top],
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--preset", default="Baseline")
+    parser.add_argument("--impl", default="march+compile")
+    parser.add_argument("--steps", type=int, default=3)
+    parser.add_argument("--out", default=".")
+    args = parser.parse_args()
+    if not torch.cuda.is_available():
+        parser.error("needs a GPU (the profile reads CUDA kernel times)")
+    for impl in args.impl.split(","):
+        result = profile(args.preset, impl, args.steps)
+        path = Path(args.out) / f"profile_{args.preset}_{impl.replace('+', '_')}.json"
+        path.write_text(json.dumps(result, indent=1))
+        print(f"== {args.preset} {impl}: step {result['step_ms']:.1f} ms (events), kernels "
+              f"{result['kernel_ms_per_step']:.1f} ms/step, warm-up {result['warmup_s']:.0f} s")
+        for g, ms in result["groups_ms_per_step"].items():
+            print(f"   {g:20s} {ms:8.2f} ms")
+        for k in result["top_kernels"][:25]:
+            print(f"   {k['ms_per_step']:7.2f} ms {k['calls_per_step']:6.0f}x  {k['group']:16s} {k['name'][:90]}")
+        torch._dynamo.reset()
+
+
+if __name__ == "__main__":
+    main()
