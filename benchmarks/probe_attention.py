@@ -5,7 +5,7 @@ of candidates), one fwd+bwd is profiled (CUPTI kernel times, averaged over
 ITERS calls): forward, delta prepass, dq, dk/dv and the rest (key range, table gather/sum).
 At the L=512 d=64 encoder case the default config is also profiled with features switched off
 (no bias, no padding, no table gradient, neither) and with dropout 0.1 (the research's setting) to
-price each one, next to SDPA's flash kernels
+price each one (MARCH_PROBE_DROPOUT=p: every case's "full" rows with dropout p, e.g. to sweep configs for it), next to SDPA's flash kernels
 without bias (the bound). Each row is written to the JSON as soon as it is measured, so a run cut
 short by its time limit (MARCH_PROBE_BUDGET_S, default 240 s) keeps what it finished.
 """
@@ -35,7 +35,7 @@ SWEEP = {
     ("dq", 64): [(128, 64, 8, 2), (64, 64, 4, 3), (128, 128, 8, 2), (128, 64, 4, 3), (64, 128, 4, 3),
                  (128, 32, 4, 3)],
     ("dkdv", 64): [(64, 128, 8, 2), (32, 128, 8, 2), (64, 64, 4, 3), (128, 128, 8, 2), (64, 128, 4, 3),
-                   (32, 64, 4, 3)],
+                   (32, 64, 4, 3), (64, 64, 8, 2), (16, 64, 4, 3)],
     ("fwd", 128): [(128, 64, 8, 2), (128, 64, 8, 3), (64, 64, 4, 3), (128, 128, 8, 2), (128, 32, 4, 3),
                    (64, 128, 8, 2)],
     ("dq", 128): [(64, 64, 8, 2), (128, 64, 8, 2), (64, 32, 4, 3), (64, 128, 8, 2), (128, 64, 8, 3),
@@ -121,13 +121,14 @@ def main(path: str) -> None:
                 continue
             q, k, v, table, kpm = _inputs(bsz, heads, lq, lk, d, kind)
             dout = torch.randn_like(q)
-            variants = {"full": (table, kpm, 0.0)}
+            variants = {"full": (table, kpm, float(os.environ.get("MARCH_PROBE_DROPOUT", "0")))}
             if case == "encoder L512 d64" and os.environ.get("MARCH_PROBE_VARIANTS", "1") == "1":
                 variants |= {"dropout_0.1": (table, kpm, 0.1), "no_bias": (None, kpm, 0.0),
                              "no_padding": (table, None, 0.0), "no_table_grad": (table.detach(), kpm, 0.0),
                              "plain": (None, None, 0.0)}
             for variant, (tab, mask, dropout_p) in variants.items():
-                n = len(CANDIDATES[("fwd", 64 if d <= 64 else 128)]) if variant == "full" else 1
+                cls = 64 if d <= 64 else 128
+                n = max(len(CANDIDATES[(name, cls)]) for name in ("fwd", "dq", "dkdv")) if variant == "full" else 1
                 for i in range(n):
                     if time.time() - t0 > budget:
                         raise TimeoutError

@@ -41,6 +41,21 @@ def group_of(name: str) -> str:
     return "other"
 
 
+def _idle(spans: list, steps: int) -> dict:
+    """GPU idle time between the first and last kernel (summed gaps, per step) and the largest
+    gaps with the kernels on either side: where the host, not the GPU, set the pace."""
+    spans.sort()
+    gaps, end, prev = [], None, None
+    for start, stop, name in spans:
+        if end is not None and start > end:
+            gaps.append((start - end, prev, name))
+        if end is None or stop > end:
+            end, prev = stop, name
+    gaps.sort(key=lambda g: -g[0])
+    return {"idle_ms_per_step": sum(g[0] for g in gaps) / 1e3 / steps,
+            "largest_gaps": [{"us": round(us, 1), "after": a[:100], "before": b[:100]} for us, a, b in gaps[:15]]}
+
+
 def profile(preset: str, impl: str, steps: int) -> dict:
     from benchmarks import test_bench_e2e as e2e
     from march.models import get_preset
@@ -72,21 +87,25 @@ def profile(preset: str, impl: str, steps: int) -> dict:
             step()
         torch.cuda.synchronize()
     kernels: dict[str, list[float]] = defaultdict(lambda: [0.0, 0])  # name -> [total us, calls]
+    spans = []  # (start us, end us, name) of every kernel
     for ev in prof.events():
         if getattr(ev, "device_type", None) != torch.autograd.DeviceType.CUDA:
             continue
         us = getattr(ev, "device_time", None) or getattr(ev, "cuda_time", 0.0)
         kernels[ev.name][0] += us
         kernels[ev.name][1] += 1
+        spans.append((ev.time_range.start, ev.time_range.end, ev.name))
     groups: dict[str, float] = defaultdict(float)
     for name, (us, _) in kernels.items():
         groups[group_of(name)] += us / 1e3 / steps
     top = sorted(kernels.items(), key=lambda kv: -kv[1][0])[:40]
+    idle = _idle(spans, steps)
     return {
         "preset": preset, "impl": impl, "steps": steps, "gpu": torch.cuda.get_device_name(),
         "torch": torch.__version__, "step_ms": step_ms, "warmup_s": warmup_s,
         "kernel_ms_per_step": sum(groups.values()),
         "groups_ms_per_step": dict(sorted(groups.items(), key=lambda kv: -kv[1])),
+        "gpu_idle_ms_per_step": idle["idle_ms_per_step"], "largest_gaps": idle["largest_gaps"],
         "top_kernels": [{"name": n[:160], "ms_per_step": us / 1e3 / steps, "calls_per_step": c / steps,
                          "group": group_of(n)} for n, (us, c) in top],
     }
@@ -107,6 +126,9 @@ def main() -> None:
         path.write_text(json.dumps(result, indent=1))
         print(f"== {args.preset} {impl}: step {result['step_ms']:.1f} ms (events), kernels "
               f"{result['kernel_ms_per_step']:.1f} ms/step, warm-up {result['warmup_s']:.0f} s")
+        print(f"   GPU idle {result['gpu_idle_ms_per_step']:.1f} ms/step; largest gaps:")
+        for gap in result["largest_gaps"][:8]:
+            print(f"     {gap['us']:8.1f} us  after {gap['after'][:60]}  before {gap['before'][:60]}")
         for g, ms in result["groups_ms_per_step"].items():
             print(f"   {g:20s} {ms:8.2f} ms")
         for k in result["top_kernels"][:25]:

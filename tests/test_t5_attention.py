@@ -187,7 +187,7 @@ def test_dropout_matches_reference_with_the_kernel_mask(device):
     bsz, heads, lq, lk, d, p = 2, 2, 45, 70, 64, 0.3
     q, k, v, table, kpm = _make(bsz, heads, lq, lk, d, BF16, device, pad="right")
     torch.manual_seed(123)
-    seed = int(torch.randint(0, 2**62, (1,), dtype=torch.int64)[0])  # what the op draws first
+    seed = int(torch.randint(0, 2**62, (1,), dtype=torch.int64, device=device)[0])  # what the op draws first
     keep = kernel_dropout_keep_mask(seed, bsz, heads, lq, lk, p, device).cpu()
     frac = keep.float().mean().item()
     assert abs(frac - (1 - p)) < 0.02, f"keep fraction {frac} for p={p}"
@@ -210,8 +210,10 @@ def test_dropout_mask_statistics_and_tile_independence(device):
     mask does not depend on the kernels' tile shapes (fwd, dq and dk/dv tile differently)."""
     bsz, heads, lq, lk, p = 2, 3, 96, 203, 0.1  # Lk not a multiple of 8 (the last call is cut)
     keep = kernel_dropout_keep_mask(99, bsz, heads, lq, lk, p, device).cpu()
-    for block in [(16, 64), (64, 16), (128, 128)]:
-        assert torch.equal(kernel_dropout_keep_mask(99, bsz, heads, lq, lk, p, device, block).cpu(), keep), block
+    for block, transposed in [((16, 64), False), ((64, 16), False), ((128, 128), False), ((32, 32), True),
+                              ((16, 64), True), ((64, 16), True)]:
+        again = kernel_dropout_keep_mask(99, bsz, heads, lq, lk, p, device, block, transposed)
+        assert torch.equal(again.cpu(), keep), (block, transposed)
     x = keep.double()
     n = x.numel()
     sigma = (p * (1 - p) / n) ** 0.5
@@ -395,7 +397,7 @@ def test_dropout_gpu(device):
     bsz, heads, lq, lk, d, p = 2, 4, 300, 513, 128, 0.1
     q, k, v, table, kpm = _make(bsz, heads, lq, lk, d, BF16, device, pad="right")
     torch.manual_seed(5)
-    seed = int(torch.randint(0, 2**62, (1,), dtype=torch.int64)[0])
+    seed = int(torch.randint(0, 2**62, (1,), dtype=torch.int64, device=device)[0])  # what the op draws first
     keep = kernel_dropout_keep_mask(seed, bsz, heads, lq, lk, p, device)
     grad = torch.randn(bsz, heads, lq, d, dtype=torch.float64)
     torch.manual_seed(5)

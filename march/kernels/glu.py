@@ -355,11 +355,13 @@ class _GLUFunction(torch.autograd.Function):
     """The same forward/backward as ``glu_fwd_op``, without the custom-op dispatch cost (tens of µs
     a call, as long as the kernels themselves at T5 sizes). Eager mode; torch.compile sees the op."""
 
+    # Old-style forward(ctx, ...): a separate setup_context makes every apply() bind its arguments
+    # through inspect.signature (~20 µs of host time a call).
     @staticmethod
-    def forward(gate, up, activation, dropout_p, seed):
-        return _glu_fwd(gate, up, activation, dropout_p, seed)
-
-    setup_context = staticmethod(_glu_setup_context)
+    def forward(ctx, gate, up, activation, dropout_p, seed):
+        out = _glu_fwd(gate, up, activation, dropout_p, seed)
+        _glu_setup_context(ctx, (gate, up, activation, dropout_p, seed), out)
+        return out
 
     @staticmethod
     def backward(ctx, dh):
@@ -370,10 +372,10 @@ class _GLUPackedFunction(torch.autograd.Function):
     """``glu_packed_fwd_op`` for eager mode (see ``_GLUFunction``)."""
 
     @staticmethod
-    def forward(gu, activation, dropout_p, seed):
-        return _packed_fwd(gu, activation, dropout_p, seed)
-
-    setup_context = staticmethod(_packed_setup_context)
+    def forward(ctx, gu, activation, dropout_p, seed):
+        out = _packed_fwd(gu, activation, dropout_p, seed)
+        _packed_setup_context(ctx, (gu, activation, dropout_p, seed), out)
+        return out
 
     @staticmethod
     def backward(ctx, dh):

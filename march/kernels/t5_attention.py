@@ -11,11 +11,13 @@ summed in a fixed order): two identical calls give identical bits.
 
 q/k/v must be fp16 or bf16 (fp32 raises a TypeError: cast first, or use
 ``march.kernels.reference.t5_attention``); the table may be any float dtype (math in fp32, its
-gradient is returned in its dtype). Dropout draws one seed from torch's default (CPU) generator per
-forward call, so ``torch.manual_seed`` makes it reproducible; the backward replays the same mask.
+gradient is returned in its dtype). Dropout draws one seed per forward call from torch's generator
+for the device (on the device: no sync, CUDA-graph safe), so ``torch.manual_seed`` makes it
+reproducible; the backward replays the same mask.
 
 Layers: kernels -> launchers (here) -> ``march::t5_attention_fwd/bwd`` custom ops (fake + autograd,
-so ``torch.compile(fullgraph=True)`` sees through) -> the public ``t5_attention`` (input checks,
+so ``torch.compile(fullgraph=True)`` sees through; in eager mode an autograd.Function calls the
+launchers directly, without the dispatch cost) -> the public ``t5_attention`` (input checks,
 reference fallback on CPU without the interpreter).
 """
 
@@ -194,11 +196,13 @@ def _kpm_args(q, kpm):
     return kpm, kpm.stride(0), klim
 
 
-def _draw_seed(dropout_p: float) -> torch.Tensor:
-    """The dropout seed, from torch's default CPU generator (no device sync)."""
+def _draw_seed(dropout_p: float, device: torch.device) -> torch.Tensor:
+    """The dropout seed (1,) int64, drawn on the device from torch's generator for it: no host sync,
+    and safe under CUDA-graph capture (each replay draws a new seed). Without dropout: unused, so
+    left unwritten (no kernel)."""
     if dropout_p == 0.0:
-        return torch.zeros(1, dtype=torch.int64)
-    return torch.randint(0, 2**62, (1,), dtype=torch.int64)
+        return torch.empty(1, dtype=torch.int64, device=device)
+    return torch.randint(0, 2**62, (1,), dtype=torch.int64, device=device)
 
 
 def _attn_fwd(q, k, v, table, kpm, bidirectional, num_buckets, max_distance, causal, query_offset,
@@ -209,7 +213,7 @@ def _attn_fwd(q, k, v, table, kpm, bidirectional, num_buckets, max_distance, cau
     lk = k.shape[2]
     o = _empty_like_layout(q)
     lse = torch.empty((bsz, heads, lq), dtype=torch.float32, device=q.device)
-    seed = _draw_seed(dropout_p)
+    seed = _draw_seed(dropout_p, q.device)
     rows, _, sat_pos, r = _bias_args(q, table, bidirectional, num_buckets, max_distance)
     kpm_t, skpm, klim = _kpm_args(q, kpm)
     block_d = triton.next_power_of_2(d)
@@ -218,7 +222,7 @@ def _attn_fwd(q, k, v, table, kpm, bidirectional, num_buckets, max_distance, cau
         q, k, v, rows, kpm_t, klim, o, lse,
         q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
         v.stride(0), v.stride(1), v.stride(2), o.stride(0), o.stride(1), o.stride(2), skpm,
-        heads, lq, lk, query_offset, scale * LOG2E, sat_pos, r, dropout_p, int(seed[0]),
+        heads, lq, lk, query_offset, scale * LOG2E, sat_pos, r, dropout_p, seed,
         _len_key(lq), _len_key(lk),
         HEAD_DIM=d, BLOCK_D=block_d, HAS_BIAS=table is not None, HAS_KPM=kpm is not None,
         CAUSAL=causal, DROPOUT=dropout_p > 0.0,
@@ -245,7 +249,7 @@ def _attn_bwd(do, q, k, v, o, lse, seed, table, kpm, bidirectional, num_buckets,
     nb_p2 = triton.next_power_of_2(num_buckets)
     common = dict(HEAD_DIM=d, BLOCK_D=block_d, HAS_BIAS=table is not None, HAS_KPM=kpm is not None,
                   CAUSAL=causal, DROPOUT=dropout_p > 0.0)
-    scalars = (heads, lq, lk, query_offset, scale, scale * LOG2E, sat_pos, r, dropout_p, int(seed[0]))
+    scalars = (heads, lq, lk, query_offset, scale, scale * LOG2E, sat_pos, r, dropout_p, seed)
     keys = (_len_key(lq), _len_key(lk))
     qkv_do = (q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
               v.stride(0), v.stride(1), v.stride(2), do.stride(0), do.stride(1), do.stride(2))
@@ -294,7 +298,7 @@ def _(q, k, v, table, key_padding_mask, bidirectional, num_buckets, max_distance
       scale, dropout_p):
     bsz, heads, lq, d = q.shape
     return (_empty_like_layout(q), q.new_empty((bsz, heads, lq), dtype=torch.float32),
-            torch.empty((1,), dtype=torch.int64, device="cpu"))
+            torch.empty((1,), dtype=torch.int64, device=q.device))
 
 
 @torch.library.custom_op("march::t5_attention_bwd", mutates_args=())
@@ -331,6 +335,33 @@ def _backward(ctx, do, _dlse, _dseed):
 
 
 t5_attention_fwd_op.register_autograd(_backward, setup_context=_setup_context)
+
+
+class _T5AttentionFunction(torch.autograd.Function):
+    """The same forward/backward as the custom op, calling the launchers directly: the custom-op
+    dispatch costs ~0.1 ms of host time a call (fwd + bwd), which at T5 sizes the GPU waits on.
+    Eager mode; torch.compile sees the op. (Old-style forward(ctx, ...): a separate setup_context
+    would bind every call's arguments through inspect.signature.)"""
+
+    @staticmethod
+    def forward(ctx, *inputs):
+        out = _attn_fwd(*inputs)
+        _setup_context(ctx, inputs, out)
+        ctx.mark_non_differentiable(out[1], out[2])
+        return out
+
+    @staticmethod
+    def backward(ctx, do, _dlse, _dseed):
+        q, k, v, o, lse, seed, table, kpm = ctx.saved_tensors
+        table_grad = ctx.has_table and ctx.needs_input_grad[3]
+        dq, dk, dv, dtab = _attn_bwd(do, q, k, v, o, lse, seed, table, kpm, *ctx.flags, table_grad)
+        return dq, dk, dv, (dtab if table_grad else None), None, None, None, None, None, None, None, None
+
+
+def _attn_apply(*inputs):
+    if torch.compiler.is_compiling():
+        return t5_attention_fwd_op(*inputs)
+    return _T5AttentionFunction.apply(*inputs)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -407,9 +438,8 @@ def t5_attention(q, k, v, bias_table=None, *, bidirectional=True, num_buckets=32
                                       query_offset=query_offset, scale=scale, dropout_p=dropout_p)
     if key_padding_mask is not None and key_padding_mask.dtype != torch.bool:
         key_padding_mask = key_padding_mask != 0
-    o, _, _ = t5_attention_fwd_op(q, k, v, bias_table, key_padding_mask, bool(bidirectional), int(num_buckets),
-                                  int(max_distance), bool(causal), int(query_offset), float(scale),
-                                  float(dropout_p))
+    o, _, _ = _attn_apply(q, k, v, bias_table, key_padding_mask, bool(bidirectional), int(num_buckets),
+                          int(max_distance), bool(causal), int(query_offset), float(scale), float(dropout_p))
     return o
 
 
@@ -427,12 +457,16 @@ def kernel_relative_position_bucket(rel: torch.Tensor, bidirectional=True, num_b
     return out.view(rel.shape).to(torch.long)
 
 
-def kernel_dropout_keep_mask(seed: int, bsz, heads, lq, lk, dropout_p, device, block=(32, 32)) -> torch.Tensor:
+def kernel_dropout_keep_mask(seed: int, bsz, heads, lq, lk, dropout_p, device, block=(32, 32),
+                             transposed=False) -> torch.Tensor:
     """The (B, H, Lq, Lk) bool keep-mask that the kernels use for ``seed`` (the same for any
-    ``block`` = (BLOCK_M, BLOCK_N) tile shape, BLOCK_N a multiple of 8: a test checks it)."""
+    ``block`` = (BLOCK_M, BLOCK_N) tile shape, BLOCK_N a multiple of 8, and from the dk/dv kernel's
+    ``transposed`` generator: a test checks both)."""
     out = torch.full((bsz * heads, lq, lk), -1, dtype=torch.int8, device=device)  # -1: unwritten
+    seed_t = torch.tensor([int(seed)], dtype=torch.int64, device=device)
     grid = (triton.cdiv(lq, block[0]), triton.cdiv(lk, block[1]), bsz * heads)
-    _keep_probe_kernel[grid](out, heads, lq, lk, float(dropout_p), int(seed), BLOCK_M=block[0], BLOCK_N=block[1])
+    _keep_probe_kernel[grid](out, heads, lq, lk, float(dropout_p), seed_t, BLOCK_M=block[0], BLOCK_N=block[1],
+                             TRANSPOSED=transposed)
     if (out < 0).any():
         raise RuntimeError("the keep-mask probe left elements unwritten")
     return out.view(bsz, heads, lq, lk).bool()

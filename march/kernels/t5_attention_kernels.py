@@ -125,11 +125,25 @@ def _keep(seed, bh, m0, n0, Lk, dropout_p, BLOCK_M: tl.constexpr, BLOCK_N: tl.co
     return u16 >= tl.cast(dropout_p * 65536.0 + 0.5, tl.int32)
 
 
-@triton.jit(do_not_specialize=["seed", "query_offset", "LQ_KEY", "LK_KEY"])
+@triton.jit
+def _keep_t(seed, bh, m0, n0, Lk, dropout_p, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+    """``_keep`` transposed, (BLOCK_N keys, BLOCK_M queries), for the dk/dv kernel's tiles: the same
+    bits, drawn in that orientation (eight keys of a call laid out down the rows by a permute)."""
+    offs_m = m0 + tl.arange(0, BLOCK_M)
+    groups = n0 // 8 + tl.arange(0, BLOCK_N // 8)
+    counter = (bh.to(tl.int64) << 32) + (offs_m[None, :] * ((Lk + 7) // 8) + groups[:, None]).to(tl.int64)
+    r0, r1, r2, r3 = tl.randint4x(seed, counter)  # (BN/8, BM) each
+    words = tl.reshape(tl.join(tl.join(r0, r1), tl.join(r2, r3)), (BLOCK_N // 8, BLOCK_M, 4))
+    u16 = tl.reshape(tl.join(words & 0xFFFF, words >> 16), (BLOCK_N // 8, BLOCK_M, 8))
+    u16 = tl.reshape(tl.permute(u16, (0, 2, 1)), (BLOCK_N, BLOCK_M)).to(tl.int32)
+    return u16 >= tl.cast(dropout_p * 65536.0 + 0.5, tl.int32)
+
+
+@triton.jit(do_not_specialize=["query_offset", "LQ_KEY", "LK_KEY"])
 def _t5_attn_fwd_kernel(
     Q, K, V, BIAS, KPM, KLIM, O, LSE,  # BIAS: (H, 2R+1) fp32 rows ; KPM: (B, Lk) uint8 ; LSE: (B·H, Lq) fp32
     sqb, sqh, sqm, skb, skh, skn, svb, svh, svn, sob, soh, som, skpm,
-    H, Lq, Lk, query_offset, scale_log2, sat_pos, R, dropout_p, seed,
+    H, Lq, Lk, query_offset, scale_log2, sat_pos, R, dropout_p, SEED,  # SEED: (1,) int64 on the device
     LQ_KEY, LK_KEY,  # bucketed Lq, Lk: autotune keys only, unused here
     HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
     HAS_BIAS: tl.constexpr, HAS_KPM: tl.constexpr, CAUSAL: tl.constexpr, DROPOUT: tl.constexpr,
@@ -149,6 +163,7 @@ def _t5_attn_fwd_kernel(
     K += b * skb + h.to(tl.int64) * skh
     V += b * svb + h.to(tl.int64) * svh
     BIAS_H = BIAS + h * (2 * R + 1)
+    seed = tl.load(SEED)  # the dropout seed (a dummy without dropout)
 
     m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
     l_i = tl.zeros([BLOCK_M], tl.float32)
@@ -240,11 +255,11 @@ def _bucket_sums(dsT, BROW, rel_lo, rel_hi, shift, sat_pos, R,
     return out
 
 
-@triton.jit(do_not_specialize=["seed", "query_offset", "LQ_KEY", "LK_KEY"])
+@triton.jit(do_not_specialize=["query_offset", "LQ_KEY", "LK_KEY"])
 def _t5_attn_bwd_dkdv_kernel(
     Q, K, V, DO, BIAS, BROW, KPM, KLIM, LSE, DELTA, DK, DV, DTAB,  # DTAB: (B·H, n_slots, NB_P2) fp32 partials
     sqb, sqh, sqm, skb, skh, skn, svb, svh, svn, sdob, sdoh, sdom, sdkb, sdkh, sdkn, sdvb, sdvh, sdvn, skpm,
-    H, Lq, Lk, query_offset, scale, scale_log2, sat_pos, R, dropout_p, seed, n_slots,
+    H, Lq, Lk, query_offset, scale, scale_log2, sat_pos, R, dropout_p, SEED, n_slots,
     LQ_KEY, LK_KEY,  # bucketed Lq, Lk: autotune keys only, unused here
     HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
     HAS_BIAS: tl.constexpr, BIAS_GRAD: tl.constexpr, HAS_KPM: tl.constexpr, CAUSAL: tl.constexpr,
@@ -271,6 +286,7 @@ def _t5_attn_bwd_dkdv_kernel(
     Q += b * sqb + h64 * sqh
     DO += b * sdob + h64 * sdoh
     BIAS_H = BIAS + h * (2 * R + 1)
+    seed = tl.load(SEED)  # the dropout seed (a dummy without dropout)
     inv_keep = 1.0 / (1.0 - dropout_p)
 
     dk = tl.zeros([BLOCK_N, BLOCK_D], tl.float32)
@@ -304,7 +320,7 @@ def _t5_attn_bwd_dkdv_kernel(
         pT = tl.where(valid, tl.exp2(sT - lse[None, :]), 0.0)
         dpT = tl.dot(v, tl.trans(do))  # (BN, BM)
         if DROPOUT:
-            keep = tl.trans(_keep(seed, bh, m0, n0, Lk, dropout_p, BLOCK_M, BLOCK_N))  # (BN, BM)
+            keep = _keep_t(seed, bh, m0, n0, Lk, dropout_p, BLOCK_M, BLOCK_N)  # (BN, BM)
             dv += tl.dot(tl.where(keep, pT * inv_keep, 0.0).to(do.dtype), do)
             dpT = tl.where(keep, dpT * inv_keep, 0.0)
         else:
@@ -331,11 +347,11 @@ def _t5_attn_bwd_dkdv_kernel(
             tl.store(part + t * NB_P2, tl.zeros([NB_P2], tl.float32), mask=(nb < NB_P2) & (slot0 + t < n_slots))
 
 
-@triton.jit(do_not_specialize=["seed", "query_offset", "LQ_KEY", "LK_KEY"])
+@triton.jit(do_not_specialize=["query_offset", "LQ_KEY", "LK_KEY"])
 def _t5_attn_bwd_dq_kernel(
     Q, K, V, DO, BIAS, KPM, KLIM, LSE, DELTA, DQ, DELTA_EXACT,  # DELTA_EXACT: (B·H, Lq) fp32, written here
     sqb, sqh, sqm, skb, skh, skn, svb, svh, svn, sdob, sdoh, sdom, sdqb, sdqh, sdqm, skpm,
-    H, Lq, Lk, query_offset, scale, scale_log2, sat_pos, R, dropout_p, seed,
+    H, Lq, Lk, query_offset, scale, scale_log2, sat_pos, R, dropout_p, SEED,
     LQ_KEY, LK_KEY,  # bucketed Lq, Lk: autotune keys only, unused here
     HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
     HAS_BIAS: tl.constexpr, HAS_KPM: tl.constexpr, CAUSAL: tl.constexpr, DROPOUT: tl.constexpr,
@@ -367,6 +383,7 @@ def _t5_attn_bwd_dq_kernel(
     K += b * skb + h64 * skh
     V += b * svb + h64 * svh
     BIAS_H = BIAS + h * (2 * R + 1)
+    seed = tl.load(SEED)  # the dropout seed (a dummy without dropout)
     inv_keep = 1.0 / (1.0 - dropout_p)
 
     dq = tl.zeros([BLOCK_M, BLOCK_D], tl.float32)
@@ -416,13 +433,18 @@ def _bucket_probe_kernel(REL, OUT, BROW, R, n, BLOCK: tl.constexpr):
 
 
 @triton.jit
-def _keep_probe_kernel(OUT, H, Lq, Lk, dropout_p, seed, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+def _keep_probe_kernel(OUT, H, Lq, Lk, dropout_p, SEED, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+                       TRANSPOSED: tl.constexpr = False):
     """Test hook: the dropout keep-mask (B·H, Lq, Lk) the attention kernels use for ``seed``."""
     bh = tl.program_id(2)
+    seed = tl.load(SEED)
     m0 = tl.program_id(0) * BLOCK_M
     n0 = tl.program_id(1) * BLOCK_N
     offs_m = m0 + tl.arange(0, BLOCK_M)
     offs_n = n0 + tl.arange(0, BLOCK_N)
-    keep = _keep(seed, bh, m0, n0, Lk, dropout_p, BLOCK_M, BLOCK_N)
+    if TRANSPOSED:  # the dk/dv kernel's generator, transposed back
+        keep = tl.trans(_keep_t(seed, bh, m0, n0, Lk, dropout_p, BLOCK_M, BLOCK_N))
+    else:
+        keep = _keep(seed, bh, m0, n0, Lk, dropout_p, BLOCK_M, BLOCK_N)
     ptr = OUT + bh.to(tl.int64) * Lq * Lk + offs_m[:, None] * Lk + offs_n[None, :]
     tl.store(ptr, keep.to(tl.int8), mask=(offs_m < Lq)[:, None] & (offs_n < Lk)[None, :])
