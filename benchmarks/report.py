@@ -17,7 +17,8 @@ import re
 import sys
 from pathlib import Path
 
-IMPL_ORDER = ["march", "march+compile", "eager", "eager+compile", "hf", "hf+compile"]
+IMPL_ORDER = ["march", "march+compile", "march+compile-cg", "eager", "eager+compile", "hf", "hf+compile",
+              "hf+compile-cg"]
 START, END = "<!-- e2e:start -->", "<!-- e2e:end -->"
 
 

@@ -16,12 +16,16 @@ MARCH_E2E_PRESETS (default ``Baseline,GELUGatedLinearUnit,T5v1_1Base``; the firs
     hf              transformers T5ForConditionalGeneration with the same config and weights (to_hf_t5)
     <impl>+compile  ``torch.compile(model, dynamic=False)`` of the module (default mode), for the presets
                     in MARCH_E2E_COMPILE_PRESETS (default: all of them on a GPU, none on CPU)
+    <impl>+compile-cg  the same with mode="reduce-overhead" (CUDA graphs: no host launch cost;
+                    march's ops are graph-safe, the dropout seeds drawn on the device), first
+                    preset only
 MARCH_E2E_IMPLS restricts the implementations; MARCH_E2E_CASES (``Preset:impl,...``) replaces the
 whole list and its order.
 
 Order (most important first; see ``plan``), with P0 the first preset and P1.. the others:
     P0 march, hf, hf+compile, march+compile, eager      the headline: march vs HF + compile
     P1.. march, hf                                       cheap (~15 s each)
+    P0 march+compile-cg, hf+compile-cg                   CUDA graphs: the GPU-bound step
     P0 eager+compile                                     march's reference code under inductor
     P1.. hf+compile, march+compile                       ~60-110 s each
     P1.. eager, then P1.. eager+compile
@@ -89,7 +93,8 @@ STEPS = int(os.environ.get("MARCH_E2E_STEPS", common.size("10", "2")))
 WARMUP = common.size(3, 1)
 BUDGET_S = float(os.environ.get("MARCH_E2E_BUDGET_S", "290"))
 DEFAULT_COST_S = {False: 30.0, True: 110.0}  # plain / compiled row before any was measured
-ALL_IMPLS = ("march", "eager", "hf", "march+compile", "hf+compile", "eager+compile")
+ALL_IMPLS = ("march", "eager", "hf", "march+compile", "hf+compile", "eager+compile", "march+compile-cg",
+             "hf+compile-cg")
 
 
 def _names(var: str, default: str) -> list[str]:
@@ -102,13 +107,18 @@ def plan(presets: list[str], compile_presets: list[str], impls: list[str]) -> li
     tiers = [
         [(p, i) for p in first for i in ("march", "hf", "hf+compile", "march+compile", "eager")],
         [(p, i) for p in rest for i in ("march", "hf")],
+        [(p, i) for p in first for i in ("march+compile-cg", "hf+compile-cg")],
         [(p, "eager+compile") for p in first],
         [(p, i) for p in rest for i in ("hf+compile", "march+compile")],
         [(p, "eager") for p in rest],
         [(p, "eager+compile") for p in rest],
     ]
     return [(p, i) for tier in tiers for p, i in tier
-            if i in impls and (not i.endswith("+compile") or p in compile_presets)]
+            if i in impls and (not _compiled(i) or p in compile_presets)]
+
+
+def _compiled(impl: str) -> bool:
+    return "+compile" in impl
 
 
 def _cases() -> list[tuple[str, str]]:
@@ -135,8 +145,8 @@ def estimate_s(impl: str, took: dict[str, list[float]]) -> float:
     """Expected wall time of a row of ``impl``, from the rows this run already finished."""
     if took.get(impl):
         return 1.15 * max(took[impl]) + 5.0
-    compiled = impl.endswith("+compile")
-    same_kind = [s for i, times in took.items() if i.endswith("+compile") == compiled for s in times]
+    compiled = _compiled(impl)
+    same_kind = [s for i, times in took.items() if _compiled(i) == compiled for s in times]
     return 1.25 * max(same_kind) + 5.0 if same_kind else DEFAULT_COST_S[compiled]
 
 
@@ -153,7 +163,7 @@ def _batch(vocab: int):
 
 
 def _build(impl: str, config):
-    base, compiled = impl.split("+")[0], impl.endswith("+compile")
+    base, compiled = impl.split("+")[0], _compiled(impl)
     torch.manual_seed(0)
     with torch.device(DEVICE):  # initialise on the device: building 222M parameters on the host takes seconds
         model = T5Model(config, kernels="triton" if base == "march" else "eager")
@@ -164,7 +174,10 @@ def _build(impl: str, config):
     model = model.to(DEVICE, DTYPE).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, betas=(0.9, 0.95), weight_decay=0.1,
                                   fused=common.ON_GPU)
-    forward = torch.compile(model, dynamic=False) if compiled else model
+    # -cg: mode="reduce-overhead", CUDA graphs (cudagraph trees) around the compiled forward and
+    # backward, so the host's launch cost leaves the step (the optimizer step stays outside).
+    mode = "reduce-overhead" if impl.endswith("-cg") else None
+    forward = torch.compile(model, dynamic=False, mode=mode) if compiled else model
     return model, optimizer, forward
 
 
@@ -228,7 +241,7 @@ def test_e2e_step(benchmark, request, preset, impl):
         _STATE["start"] = time.monotonic()
         _placeholders(request.session)
     key = (preset, impl)
-    compiled = impl.endswith("+compile")
+    compiled = _compiled(impl)
     elapsed, est = time.monotonic() - _STATE["start"], estimate_s(impl, _STATE["took"])
     if elapsed + est > BUDGET_S:
         reason = (f"skipped: time budget: {elapsed:.0f} s + this row's ~{est:.0f} s > "
@@ -251,6 +264,8 @@ def test_e2e_step(benchmark, request, preset, impl):
         input_ids, attention_mask, labels = _batch(config.vocab_size)
 
         def step():
+            if impl.endswith("-cg"):
+                torch.compiler.cudagraph_mark_step_begin()
             loss = forward(input_ids=input_ids, attention_mask=attention_mask, labels=labels).loss
             loss.backward()
             optimizer.step()
