@@ -64,13 +64,19 @@ def table(meta: dict) -> str:
              "| model | implementation | step (ms) | tokens/s | TFLOP/s | MFU | peak memory (GiB) | warm-up / compile (s) | vs HF + compile |",
              "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
+        peak = r.get("warmup_peak_gib") if r["impl"].endswith("-cg") else r.get("peak_gib")
         if not _ok(r):
             lines.append(f"| {r['case']} | {r['impl']} | {_not_measured(r)[:100].replace('|', '/')} | | | | | | |")
             continue
         speedup = r["tokens_per_s"] / ref[r["case"]] if r["case"] in ref else None
         lines.append(f"| {r['case']} | {r['impl']} | {r['ms']:.1f} | {r['tokens_per_s']:,.0f} | {_fmt(r.get('TFLOP/s'), '.1f')} | "
-                     f"{_fmt(r.get('mfu'), '.1%')} | {_fmt(r.get('peak_gib'), '.1f')} | {_fmt(r.get('warmup_s'), '.1f')} | "
+                     f"{_fmt(r.get('mfu'), '.1%')} | {_fmt(peak, '.1f')} | {_fmt(r.get('warmup_s'), '.1f')} | "
                      f"{_fmt(speedup, '.2f')}{'×' if speedup else ''} |")
+    if any(r["impl"].endswith("-cg") for r in rows):
+        lines += ["", "`-cg`: `torch.compile(mode=\"reduce-overhead\")` (CUDA graphs); its peak memory is the peak over "
+                  "warm-up and capture, since the graph pool stays allocated and the timed steps allocate nothing new."]
+    if meta.get("note"):
+        lines += ["", meta["note"]]
     return "\n".join(lines) + "\n"
 
 
