@@ -174,11 +174,11 @@ def _empty_like_layout(t: torch.Tensor) -> torch.Tensor:
 def _bias_args(q, table, bidirectional, num_buckets, max_distance):
     """(bias rows (H, 2R+1) fp32 = table[bucket(rel), h] · log2(e) for rel in [−R, R], bucket row
     (2R+1,) int32, sat_pos, R) for the kernels; dummies without a table."""
-    if table is None:
-        dummy = torch.zeros(1, dtype=torch.int32, device=q.device)
-        return q, dummy, 0, 0
+    if table is None:  # never read by the kernels: no fill kernel
+        return q, torch.empty(1, dtype=torch.int32, device=q.device), 0, 0
     brow, brow32, r = _bucket_row(q.device, bidirectional, num_buckets, max_distance)
-    rows = (table.detach().to(torch.float32).t()[:, brow] * LOG2E).contiguous()  # (H, 2R+1)
+    # (H, 2R+1) contiguous, fp32 math: one gather, one cast (bf16 tables), one in-place scale.
+    rows = torch.index_select(table.detach().t(), 1, brow).float().mul_(LOG2E)
     sat_pos = r if bidirectional else 0  # one-sided: every rel ≥ 0 is bucket 0
     return rows, brow32, sat_pos, r
 
@@ -205,8 +205,15 @@ def _draw_seed(dropout_p: float, device: torch.device) -> torch.Tensor:
     return torch.randint(0, 2**62, (1,), dtype=torch.int64, device=device)
 
 
+def _prepare(q, table, kpm, bidirectional, num_buckets, max_distance):
+    """What the forward and backward kernels both need besides q/k/v: (bias rows, bucket row,
+    sat_pos, R, mask bytes, mask row stride, key range). The eager path computes it once per call
+    and keeps it for the backward (four small launches fewer); the custom op recomputes it."""
+    return (*_bias_args(q, table, bidirectional, num_buckets, max_distance), *_kpm_args(q, kpm))
+
+
 def _attn_fwd(q, k, v, table, kpm, bidirectional, num_buckets, max_distance, causal, query_offset,
-              scale, dropout_p):
+              scale, dropout_p, prep=None):
     """q (B, H, Lq, d), k/v (B, H, Lk, d) -> o (B, H, Lq, d), lse (B, H, Lq) fp32 (log2), seed (1,)."""
     q, k, v = _unit_last(q), _unit_last(k), _unit_last(v)
     bsz, heads, lq, d = q.shape
@@ -214,8 +221,7 @@ def _attn_fwd(q, k, v, table, kpm, bidirectional, num_buckets, max_distance, cau
     o = _empty_like_layout(q)
     lse = torch.empty((bsz, heads, lq), dtype=torch.float32, device=q.device)
     seed = _draw_seed(dropout_p, q.device)
-    rows, _, sat_pos, r = _bias_args(q, table, bidirectional, num_buckets, max_distance)
-    kpm_t, skpm, klim = _kpm_args(q, kpm)
+    rows, _, sat_pos, r, kpm_t, skpm, klim = prep or _prepare(q, table, kpm, bidirectional, num_buckets, max_distance)
     block_d = triton.next_power_of_2(d)
     # O and LSE are fully overwritten by every launch, so autotuning's repeated launches are harmless.
     _kernel("fwd", block_d, autotuning())[lambda meta: (triton.cdiv(lq, meta["BLOCK_M"]), bsz * heads)](
@@ -231,7 +237,7 @@ def _attn_fwd(q, k, v, table, kpm, bidirectional, num_buckets, max_distance, cau
 
 
 def _attn_bwd(do, q, k, v, o, lse, seed, table, kpm, bidirectional, num_buckets, max_distance, causal,
-              query_offset, scale, dropout_p, table_grad):
+              query_offset, scale, dropout_p, table_grad, prep=None):
     """Returns dq, dk, dv (like q, k, v) and d table (num_buckets, H) in table's dtype (or (0,))."""
     q, k, v, o, do = (_unit_last(t) for t in (q, k, v, o, do))
     bsz, heads, lq, d = q.shape
@@ -243,8 +249,8 @@ def _attn_bwd(do, q, k, v, o, lse, seed, table, kpm, bidirectional, num_buckets,
         heads, lq, HEAD_DIM=d, BLOCK_D=block_d, BLOCK_M=64,
     )
     dq, dk, dv = _empty_like_layout(q), _empty_like_layout(k), _empty_like_layout(v)
-    rows, brow, sat_pos, r = _bias_args(q, table, bidirectional, num_buckets, max_distance)
-    kpm_t, skpm, klim = _kpm_args(q, kpm)
+    rows, brow, sat_pos, r, kpm_t, skpm, klim = prep or _prepare(q, table, kpm, bidirectional, num_buckets,
+                                                                  max_distance)
     bias_grad = table is not None and table_grad
     nb_p2 = triton.next_power_of_2(num_buckets)
     common = dict(HEAD_DIM=d, BLOCK_D=block_d, HAS_BIAS=table is not None, HAS_KPM=kpm is not None,
@@ -259,14 +265,15 @@ def _attn_bwd(do, q, k, v, o, lse, seed, table, kpm, bidirectional, num_buckets,
     # whatever the config, so the autotuner's repeated launches need no reset; the slot layout does
     # not depend on BLOCK_N.
     delta_exact = torch.empty_like(delta)
-    _kernel("dq", block_d, autotuning())[lambda meta: (triton.cdiv(lq, meta["BLOCK_M"]), bsz * heads)](
+    tune = autotuning()
+    _kernel("dq", block_d, tune)[lambda meta: (triton.cdiv(lq, meta["BLOCK_M"]), bsz * heads)](
         q, k, v, do, rows, kpm_t, klim, lse, delta, dq, delta_exact, *qkv_do,
         dq.stride(0), dq.stride(1), dq.stride(2), skpm, *scalars, *keys, **common,
     )
     n_slots = triton.cdiv(lk, SLOT_N)
     dtab = torch.empty((bsz * heads, n_slots, nb_p2) if bias_grad else (1,), dtype=torch.float32,
                        device=q.device)
-    _kernel("dkdv", block_d, autotuning())[lambda meta: (triton.cdiv(lk, meta["BLOCK_N"]), bsz * heads)](
+    _kernel("dkdv", block_d, tune)[lambda meta: (triton.cdiv(lk, meta["BLOCK_N"]), bsz * heads)](
         q, k, v, do, rows, brow, kpm_t, klim, lse, delta_exact, dk, dv, dtab, *qkv_do,
         dk.stride(0), dk.stride(1), dk.stride(2), dv.stride(0), dv.stride(1), dv.stride(2), skpm, *scalars,
         n_slots, *keys, BIAS_GRAD=bias_grad, NB_P2=nb_p2, SLOT_N=SLOT_N, **common,
@@ -275,7 +282,8 @@ def _attn_bwd(do, q, k, v, o, lse, seed, table, kpm, bidirectional, num_buckets,
         return dq, dk, dv, q.new_zeros(0)
     # Fixed-order reduction of the per-slot partials: (B, H, n_slots, NB_P2) -> (NB, H).
     dtab = dtab.view(bsz, heads, n_slots, nb_p2).sum(dim=(0, 2))[:, :num_buckets]
-    return dq, dk, dv, dtab.t().to(table.dtype).contiguous()
+    out = torch.empty((num_buckets, heads), dtype=table.dtype, device=table.device)
+    return dq, dk, dv, out.copy_(dtab.t())  # (NB, H) contiguous, cast and transpose in one copy kernel
 
 
 # ----------------------------------------------------------------------------------------------
@@ -344,8 +352,10 @@ class _T5AttentionFunction(torch.autograd.Function):
     would bind every call's arguments through inspect.signature.)"""
 
     @staticmethod
-    def forward(ctx, *inputs):
-        out = _attn_fwd(*inputs)
+    def forward(ctx, q, k, v, table, kpm, bidirectional, num_buckets, max_distance, *flags):
+        ctx.prep = _prepare(q, table, kpm, bidirectional, num_buckets, max_distance)
+        inputs = (q, k, v, table, kpm, bidirectional, num_buckets, max_distance, *flags)
+        out = _attn_fwd(*inputs, prep=ctx.prep)
         _setup_context(ctx, inputs, out)
         ctx.mark_non_differentiable(out[1], out[2])
         return out
@@ -354,7 +364,8 @@ class _T5AttentionFunction(torch.autograd.Function):
     def backward(ctx, do, _dlse, _dseed):
         q, k, v, o, lse, seed, table, kpm = ctx.saved_tensors
         table_grad = ctx.has_table and ctx.needs_input_grad[3]
-        dq, dk, dv, dtab = _attn_bwd(do, q, k, v, o, lse, seed, table, kpm, *ctx.flags, table_grad)
+        dq, dk, dv, dtab = _attn_bwd(do, q, k, v, o, lse, seed, table, kpm, *ctx.flags, table_grad, prep=ctx.prep)
+        ctx.prep = None
         return dq, dk, dv, (dtab if table_grad else None), None, None, None, None, None, None, None, None
 
 
