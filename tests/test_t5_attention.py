@@ -359,6 +359,24 @@ def test_outputs_and_grads_keep_the_projection_layout(device):
     torch.library.opcheck(t5_attention_fwd_op, (q, k, v, table, None, True, 32, 128, False, 0, 1.0, 0.0))
 
 
+def test_first_call_under_inference_mode_then_training(device):
+    """The cached bucket row is built in a helper thread, outside the caller's thread-local state
+    (inference mode here; a CUDA-graph pool under mode="reduce-overhead"): a later training call
+    can still save it for the backward."""
+    import importlib
+
+    mod = importlib.import_module("march.kernels.t5_attention")
+    mod._bucket_row.cache_clear()
+    q, k, v, table, _ = _make(1, 2, 9, 9, 32, BF16, device)
+    with torch.inference_mode():
+        t5_attention(q, k, v, table)
+    brow, _, _ = mod._bucket_row(q.device, True, 32, 128)
+    assert not brow.is_inference()
+    table = table.detach().requires_grad_(True)
+    t5_attention(q, k, v, table).float().sum().backward()
+    assert table.grad is not None and torch.isfinite(table.grad).all()
+
+
 def test_compile_fullgraph(device):
     backend = "inductor" if HAS_GPU else "aot_eager"
     q, k, v, table, kpm = _make(2, 2, 33, 33, 64, BF16, device, pad="right")

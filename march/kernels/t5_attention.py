@@ -23,6 +23,7 @@ reference fallback on CPU without the interpreter).
 
 from __future__ import annotations
 
+import concurrent.futures
 import functools
 import inspect
 import os
@@ -62,7 +63,17 @@ def _bucket_params(bidirectional: bool, num_buckets: int) -> tuple[int, int]:
 def _bucket_row(device: torch.device, bidirectional: bool, num_buckets: int, max_distance: int):
     """(BROW, BROW int32, R): BROW[rel + R] = HF's bucket of rel for rel in [−R, R] (int64 on device), where R is
     the distance from which buckets saturate (every |rel| ≥ R on a side has the bucket of ±R).
-    Evaluated by the reference itself on the tensors' device, so the kernels' buckets equal HF's."""
+    Evaluated by the reference itself on the tensors' device, so the kernels' buckets equal HF's.
+
+    Built in a helper thread: CUDA-graph trees (torch.compile mode="reduce-overhead") send every
+    allocation of the thread that warms up or records a graph to the graph's memory pool, where a
+    cached tensor would be overwritten by later replays (torch refuses: "tensors in the cudagraph
+    pool not tracked as outputs"). A fresh thread allocates from the ordinary caching allocator."""
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(_build_bucket_row, device, bidirectional, num_buckets, max_distance).result()
+
+
+def _build_bucket_row(device: torch.device, bidirectional: bool, num_buckets: int, max_distance: int):
     span = 2 * max_distance + 2 * num_buckets + 16
     a = torch.arange(span, device=device)
     f = reference.relative_position_bucket(-a, bidirectional, num_buckets, max_distance).cpu()
@@ -75,7 +86,10 @@ def _bucket_row(device: torch.device, bidirectional: bool, num_buckets: int, max
     r = max(int((f == f[-1]).nonzero()[0]), int((g == g[-1]).nonzero()[0]), 1)
     rel = torch.arange(-r, r + 1, device=device)
     brow = reference.relative_position_bucket(rel, bidirectional, num_buckets, max_distance).to(torch.long)
-    return brow, brow.to(torch.int32), r
+    brow32 = brow.to(torch.int32)
+    if brow.is_cuda:  # the caller's stream may differ from this thread's: finish before returning
+        torch.cuda.current_stream(brow.device).synchronize()
+    return brow, brow32, r
 
 
 # ----------------------------------------------------------------------------------------------
