@@ -1,0 +1,30 @@
+"""The GPU diagnostics' pure parts on CPU: kernel-name grouping and GPU-idle accounting of
+benchmarks/profile_step.py (the profiles themselves need a GPU)."""
+
+import pytest
+
+from benchmarks.profile_step import _idle, group_of
+
+
+@pytest.mark.parametrize("name,group", [
+    ("_t5_attn_bwd_dkdv_kernel", "attention"),
+    ("_key_range_kernel", "attention"),
+    ("nvjet_sm90_tst_256x128_64x4_1x2_h_bz_coopA_NNT", "matmul"),
+    ("_rms_norm_bwd_kernel", "rms_norm"),
+    ("triton_poi_fused__unsafe_view_native_dropout_rms_norm_fwd_view_6", "rms_norm"),
+    ("_glu_fwd_kernel", "glu / activation"),
+    ("void at::native::(anonymous namespace)::multi_tensor_apply_kernel<FusedAdam>", "optimizer"),
+    ("triton_per_fused_add_mean_1", "inductor fused"),
+    ("something_else", "other"),
+])
+def test_group_of(name, group):
+    assert group_of(name) == group
+
+
+def test_idle_sums_gaps_between_kernels_overlaps_included():
+    # a: 0-10, b: 5-20 (overlaps a), gap 10, c: 30-40, gap 1, d: 41-50; two steps profiled
+    spans = [(30, 40, "c"), (0, 10, "a"), (5, 20, "b"), (41, 50, "d")]
+    out = _idle(spans, steps=2)
+    assert out["idle_ms_per_step"] == pytest.approx(11 / 1e3 / 2)
+    assert out["largest_gaps"][0] == {"us": 10, "after": "b", "before": "c"}
+    assert _idle([], steps=1)["idle_ms_per_step"] == 0
