@@ -29,7 +29,7 @@ import triton
 import triton.language as tl
 
 from march.kernels import reference
-from march.kernels._utils import check_float, check_same_device, use_triton
+from march.kernels._utils import check_float, check_same_device, define_op, use_triton
 from march.kernels.reference import canonical_activation
 
 _ACT_ID = {"relu": 0, "gelu": 1, "gelu_tanh": 2, "silu": 3}
@@ -238,53 +238,29 @@ def _packed_bwd(dh, gu, activation, dropout_p, seed):
     return dgu
 
 
-@torch.library.custom_op("march::glu_fwd", mutates_args=())
-def glu_fwd_op(
-    gate: torch.Tensor, up: torch.Tensor | None, activation: str, dropout_p: float, seed: torch.Tensor | None
-) -> torch.Tensor:
-    return _glu_fwd(gate, up, activation, dropout_p, seed)
-
-
-@glu_fwd_op.register_fake
-def _(gate, up, activation, dropout_p, seed):
+def _glu_fwd_fake(gate, up, activation, dropout_p, seed):
     return gate.new_empty(gate.shape)
 
 
-@torch.library.custom_op("march::glu_bwd", mutates_args=())
-def glu_bwd_op(
-    dh: torch.Tensor, gate: torch.Tensor, up: torch.Tensor | None, activation: str, dropout_p: float,
-    seed: torch.Tensor | None,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    return _glu_bwd(dh, gate, up, activation, dropout_p, seed)
-
-
-@glu_bwd_op.register_fake
-def _(dh, gate, up, activation, dropout_p, seed):
+def _glu_bwd_fake(dh, gate, up, activation, dropout_p, seed):
     return gate.new_empty(gate.shape), (gate.new_empty(0) if up is None else up.new_empty(up.shape))
 
 
-@torch.library.custom_op("march::glu_packed_fwd", mutates_args=())
-def glu_packed_fwd_op(
-    gu: torch.Tensor, activation: str, dropout_p: float, seed: torch.Tensor | None
-) -> torch.Tensor:
-    return _packed_fwd(gu, activation, dropout_p, seed)
-
-
-@glu_packed_fwd_op.register_fake
-def _(gu, activation, dropout_p, seed):
+def _packed_fwd_fake(gu, activation, dropout_p, seed):
     return gu.new_empty((gu.shape[0], gu.shape[1] // 2))
 
 
-@torch.library.custom_op("march::glu_packed_bwd", mutates_args=())
-def glu_packed_bwd_op(
-    dh: torch.Tensor, gu: torch.Tensor, activation: str, dropout_p: float, seed: torch.Tensor | None
-) -> torch.Tensor:
-    return _packed_bwd(dh, gu, activation, dropout_p, seed)
-
-
-@glu_packed_bwd_op.register_fake
-def _(dh, gu, activation, dropout_p, seed):
+def _packed_bwd_fake(dh, gu, activation, dropout_p, seed):
     return gu.new_empty(gu.shape)
+
+
+_DROP = "str activation, float dropout_p, Tensor? seed"
+glu_fwd_op = define_op("glu_fwd", f"(Tensor gate, Tensor? up, {_DROP}) -> Tensor", _glu_fwd, _glu_fwd_fake)
+glu_bwd_op = define_op("glu_bwd", f"(Tensor dh, Tensor gate, Tensor? up, {_DROP}) -> (Tensor, Tensor)",
+                       _glu_bwd, _glu_bwd_fake)
+glu_packed_fwd_op = define_op("glu_packed_fwd", f"(Tensor gu, {_DROP}) -> Tensor", _packed_fwd, _packed_fwd_fake)
+glu_packed_bwd_op = define_op("glu_packed_bwd", f"(Tensor dh, Tensor gu, {_DROP}) -> Tensor", _packed_bwd,
+                              _packed_bwd_fake)
 
 
 def _act_grad_eager(g: torch.Tensor, activation: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -347,8 +323,8 @@ def _packed_backward(ctx, dh, bwd=glu_packed_bwd_op):
     return bwd(dh, gu, ctx.activation, ctx.dropout_p, seed), None, None, None
 
 
-glu_fwd_op.register_autograd(_glu_backward, setup_context=_glu_setup_context)
-glu_packed_fwd_op.register_autograd(_packed_backward, setup_context=_packed_setup_context)
+torch.library.register_autograd("march::glu_fwd", _glu_backward, setup_context=_glu_setup_context)
+torch.library.register_autograd("march::glu_packed_fwd", _packed_backward, setup_context=_packed_setup_context)
 
 
 class _GLUFunction(torch.autograd.Function):

@@ -24,7 +24,7 @@ import triton
 import triton.language as tl
 
 from march.kernels import reference
-from march.kernels._utils import FLOAT_DTYPES, check_float, check_same_device, num_sms, use_triton
+from march.kernels._utils import FLOAT_DTYPES, check_float, check_same_device, define_op, num_sms, use_triton
 
 # Rows wider than this are processed in chunks of LOOPED_BLOCK_N (two passes over the row) instead
 # of being held in registers whole.
@@ -274,30 +274,22 @@ def _rms_norm_bwd(dy, xs, weight, rstd, ds):
 # ----------------------------------------------------------------------------------------------
 
 
-@torch.library.custom_op("march::rms_norm_fwd", mutates_args=())
-def rms_norm_fwd_op(
-    x: torch.Tensor, residual: torch.Tensor | None, weight: torch.Tensor, eps: float
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    return _rms_norm_fwd(x, residual, weight, eps)
-
-
-@rms_norm_fwd_op.register_fake
-def _(x, residual, weight, eps):
+def _rms_norm_fwd_fake(x, residual, weight, eps):
     m, n = x.shape
     s = x.new_empty((m, n)) if residual is not None else x.new_empty(0)
     return x.new_empty((m, n), dtype=weight.dtype), s, x.new_empty((m,), dtype=torch.float32)
 
 
-@torch.library.custom_op("march::rms_norm_bwd", mutates_args=())
-def rms_norm_bwd_op(
-    dy: torch.Tensor, xs: torch.Tensor, weight: torch.Tensor, rstd: torch.Tensor, ds: torch.Tensor | None
-) -> tuple[torch.Tensor, torch.Tensor]:
-    return _rms_norm_bwd(dy, xs, weight, rstd, ds)
-
-
-@rms_norm_bwd_op.register_fake
-def _(dy, xs, weight, rstd, ds):
+def _rms_norm_bwd_fake(dy, xs, weight, rstd, ds):
     return torch.empty_like(xs, memory_format=torch.contiguous_format), torch.empty_like(weight)
+
+
+rms_norm_fwd_op = define_op(
+    "rms_norm_fwd", "(Tensor x, Tensor? residual, Tensor weight, float eps) -> (Tensor, Tensor, Tensor)",
+    _rms_norm_fwd, _rms_norm_fwd_fake)
+rms_norm_bwd_op = define_op(
+    "rms_norm_bwd", "(Tensor dy, Tensor xs, Tensor weight, Tensor rstd, Tensor? ds) -> (Tensor, Tensor)",
+    _rms_norm_bwd, _rms_norm_bwd_fake)
 
 
 def _setup_context(ctx, inputs, output):
@@ -314,7 +306,7 @@ def _backward(ctx, dy, ds, _drstd=None, bwd=rms_norm_bwd_op):
     return dx, (dx if ctx.has_residual else None), dw, None
 
 
-rms_norm_fwd_op.register_autograd(_backward, setup_context=_setup_context)
+torch.library.register_autograd("march::rms_norm_fwd", _backward, setup_context=_setup_context)
 
 
 class _RMSNormFunction(torch.autograd.Function):

@@ -32,7 +32,7 @@ import torch
 import triton
 
 from march.kernels import reference
-from march.kernels._utils import check_float, check_same_device, interpreting, use_triton
+from march.kernels._utils import check_float, check_same_device, define_op, interpreting, use_triton
 from march.kernels.t5_attention_kernels import (
     LOG2E,
     _bucket_probe_kernel,
@@ -305,40 +305,30 @@ def _attn_bwd(do, q, k, v, o, lse, seed, table, kpm, bidirectional, num_buckets,
 # ----------------------------------------------------------------------------------------------
 
 
-@torch.library.custom_op("march::t5_attention_fwd", mutates_args=())
-def t5_attention_fwd_op(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, table: torch.Tensor | None,
-    key_padding_mask: torch.Tensor | None, bidirectional: bool, num_buckets: int, max_distance: int,
-    causal: bool, query_offset: int, scale: float, dropout_p: float,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    return _attn_fwd(q, k, v, table, key_padding_mask, bidirectional, num_buckets, max_distance, causal,
-                     query_offset, scale, dropout_p)
-
-
-@t5_attention_fwd_op.register_fake
-def _(q, k, v, table, key_padding_mask, bidirectional, num_buckets, max_distance, causal, query_offset,
-      scale, dropout_p):
+def _attn_fwd_fake(q, k, v, table, key_padding_mask, bidirectional, num_buckets, max_distance, causal,
+                   query_offset, scale, dropout_p):
     bsz, heads, lq, d = q.shape
     return (_empty_like_layout(q), q.new_empty((bsz, heads, lq), dtype=torch.float32),
             torch.empty((1,), dtype=torch.int64, device=q.device))
 
 
-@torch.library.custom_op("march::t5_attention_bwd", mutates_args=())
-def t5_attention_bwd_op(
-    do: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, o: torch.Tensor,
-    lse: torch.Tensor, seed: torch.Tensor, table: torch.Tensor | None, key_padding_mask: torch.Tensor | None,
-    bidirectional: bool, num_buckets: int, max_distance: int, causal: bool, query_offset: int,
-    scale: float, dropout_p: float, table_grad: bool,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    return _attn_bwd(do, q, k, v, o, lse, seed, table, key_padding_mask, bidirectional, num_buckets,
-                     max_distance, causal, query_offset, scale, dropout_p, table_grad)
-
-
-@t5_attention_bwd_op.register_fake
-def _(do, q, k, v, o, lse, seed, table, key_padding_mask, bidirectional, num_buckets, max_distance, causal,
-      query_offset, scale, dropout_p, table_grad):
+def _attn_bwd_fake(do, q, k, v, o, lse, seed, table, key_padding_mask, bidirectional, num_buckets, max_distance,
+                   causal, query_offset, scale, dropout_p, table_grad):
     dtab = table.new_empty((num_buckets, table.shape[1])) if (table is not None and table_grad) else q.new_empty(0)
     return (_empty_like_layout(q), _empty_like_layout(k), _empty_like_layout(v), dtab)
+
+
+_FLAGS = ("bool bidirectional, int num_buckets, int max_distance, bool causal, int query_offset, float scale, "
+          "float dropout_p")
+t5_attention_fwd_op = define_op(
+    "t5_attention_fwd",
+    f"(Tensor q, Tensor k, Tensor v, Tensor? table, Tensor? key_padding_mask, {_FLAGS}) -> (Tensor, Tensor, Tensor)",
+    _attn_fwd, _attn_fwd_fake)
+t5_attention_bwd_op = define_op(
+    "t5_attention_bwd",
+    f"(Tensor do, Tensor q, Tensor k, Tensor v, Tensor o, Tensor lse, Tensor seed, Tensor? table, "
+    f"Tensor? key_padding_mask, {_FLAGS}, bool table_grad) -> (Tensor, Tensor, Tensor, Tensor)",
+    _attn_bwd, _attn_bwd_fake)
 
 
 def _setup_context(ctx, inputs, output):
@@ -356,7 +346,7 @@ def _backward(ctx, do, _dlse, _dseed):
     return dq, dk, dv, (dtab if table_grad else None), None, None, None, None, None, None, None, None
 
 
-t5_attention_fwd_op.register_autograd(_backward, setup_context=_setup_context)
+torch.library.register_autograd("march::t5_attention_fwd", _backward, setup_context=_setup_context)
 
 
 class _T5AttentionFunction(torch.autograd.Function):
