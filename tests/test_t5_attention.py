@@ -230,6 +230,48 @@ def test_dropout_mask_statistics_and_tile_independence(device):
     assert not torch.equal(keep, kernel_dropout_keep_mask(100, bsz, heads, lq, lk, p, device).cpu())
 
 
+@pytest.mark.parametrize("causal,pad", [(False, "right"), (True, None)])
+def test_stored_dropout_mask_gives_the_same_bits(monkeypatch, device, causal, pad):
+    """MARCH_ATTN_DROPOUT_MASK=stored (the forward writes the keep-mask as bits, the backward reads
+    them) gives bit-identical outputs and gradients to the default (the backward draws the mask
+    again); Lk not a multiple of 8, padding with a fully padded row, causal; compiled too."""
+    bsz, heads, lq, lk, d = 3, 2, (45 if causal else 37), 45, 64
+    q, k, v, table, kpm = _make(bsz, heads, lq, lk, d, BF16, device, pad=pad)
+    grad = torch.randn(bsz, heads, lq, d, dtype=torch.float64).to(device)
+    kw = dict(key_padding_mask=kpm, dropout_p=0.3, causal=causal, bidirectional=not causal)
+    runs = {}
+    for mode in ("recomputed", "stored"):
+        monkeypatch.setenv("MARCH_ATTN_DROPOUT_MASK", mode)
+        torch.manual_seed(3)
+        runs[mode] = _run(t5_attention, [q, k, v, table], grad, **kw)
+        fwd = t5_attention_fwd_op(q, k, v, table, kpm, not causal, 32, 128, causal, 0, 1.0, 0.3)
+        assert fwd[3].shape == ((bsz * heads, lq, 6) if mode == "stored" else (0,))
+    (out_r, grads_r), (out_s, grads_s) = runs["recomputed"], runs["stored"]
+    assert torch.equal(out_r, out_s)
+    for name, a, b in zip(("dq", "dk", "dv", "dtable"), grads_r, grads_s):
+        assert torch.equal(a, b), name
+    backend = "inductor" if HAS_GPU else "aot_eager"
+    compiled = torch.compile(lambda *t: t5_attention(*t, **kw), fullgraph=True, backend=backend)
+    torch.manual_seed(3)
+    out_c, grads_c = _run(compiled, [q, k, v, table], grad)
+    torch.testing.assert_close(out_c, out_s, atol=1e-2, rtol=1e-2)
+    for a, b in zip(grads_c, grads_s):
+        torch.testing.assert_close(a, b, atol=1e-2, rtol=1e-2)
+    # The backward really reads the stored bits: inverted bits change every gradient.
+    from march.kernels.t5_attention import t5_attention_bwd_op
+
+    o, lse, seed, mask = t5_attention_fwd_op(q, k, v, table, kpm, not causal, 32, 128, causal, 0, 1.0, 0.3)
+    flags = (kpm, not causal, 32, 128, causal, 0, 1.0, 0.3, True)
+    do = grad.to(BF16)
+    same = t5_attention_bwd_op(do, q, k, v, o, lse, seed, mask, table, *flags)
+    flipped = t5_attention_bwd_op(do, q, k, v, o, lse, seed, mask ^ 0xFF, table, *flags)
+    for a, b in zip(same, flipped):
+        assert not torch.equal(a, b)
+    monkeypatch.setenv("MARCH_ATTN_DROPOUT_MASK", "bits")
+    with pytest.raises(ValueError, match="MARCH_ATTN_DROPOUT_MASK"):
+        t5_attention(q, k, v, table, dropout_p=0.1)
+
+
 def test_dropout_reproducible_and_p0_is_no_dropout(device):
     q, k, v, table, _ = _make(1, 2, 37, 37, 32, FP16, device)
     grad = torch.randn(1, 2, 37, 32, device=device)

@@ -116,7 +116,7 @@ _INTERP = {"fwd": (64, 32), "dkdv": (32, 64), "dq": (64, 32)}
 _KERNELS = {"fwd": _t5_attn_fwd_kernel, "dkdv": _t5_attn_bwd_dkdv_kernel, "dq": _t5_attn_bwd_dq_kernel}
 # Autotune key: bucketed lengths (LQ_KEY, LK_KEY: next power of 2, so ragged batches do not re-tune)
 # and every constexpr that changes the work; tensor dtypes are added by Triton itself.
-_KEY = ["LQ_KEY", "LK_KEY", "HEAD_DIM", "HAS_BIAS", "HAS_KPM", "CAUSAL", "DROPOUT"]
+_KEY = ["LQ_KEY", "LK_KEY", "HEAD_DIM", "HAS_BIAS", "HAS_KPM", "CAUSAL", "DROPOUT", "STORED_MASK"]
 # Bias-gradient partials are written per SLOT_N keys whatever BLOCK_N is chosen (see the kernel).
 SLOT_N = min(min(c[1] for c in v) for (name, _), v in _TUNE.items() if name == "dkdv")
 SLOT_N = min(SLOT_N, _INTERP["dkdv"][1])
@@ -219,6 +219,21 @@ def _draw_seed(dropout_p: float, device: torch.device) -> torch.Tensor:
     return torch.randint(0, 2**62, (1,), dtype=torch.int64, device=device)
 
 
+def stored_dropout_mask() -> bool:
+    """MARCH_ATTN_DROPOUT_MASK=stored: the forward writes the dropout keep-mask as bits (B·H·Lq·⌈Lk/8⌉
+    bytes) and the backward kernels read it instead of drawing it again with Philox (the same bits
+    either way). Default "recomputed": not yet measured on a GPU."""
+    mode = os.environ.get("MARCH_ATTN_DROPOUT_MASK", "recomputed")
+    if mode not in ("recomputed", "stored"):
+        raise ValueError(f"MARCH_ATTN_DROPOUT_MASK must be 'recomputed' or 'stored', got {mode!r}")
+    return mode == "stored"
+
+
+def _mask_shape(bsz, heads, lq, lk, dropout_p) -> tuple[int, ...]:
+    """Shape of the stored keep-mask bits, or (0,) when the backward draws the mask again."""
+    return (bsz * heads, lq, triton.cdiv(lk, 8)) if dropout_p > 0 and stored_dropout_mask() else (0,)
+
+
 def _prepare(q, table, kpm, bidirectional, num_buckets, max_distance):
     """What the forward and backward kernels both need besides q/k/v: (bias rows, bucket row,
     sat_pos, R, mask bytes, mask row stride, key range). The eager path computes it once per call
@@ -228,13 +243,15 @@ def _prepare(q, table, kpm, bidirectional, num_buckets, max_distance):
 
 def _attn_fwd(q, k, v, table, kpm, bidirectional, num_buckets, max_distance, causal, query_offset,
               scale, dropout_p, prep=None):
-    """q (B, H, Lq, d), k/v (B, H, Lk, d) -> o (B, H, Lq, d), lse (B, H, Lq) fp32 (log2), seed (1,)."""
+    """q (B, H, Lq, d), k/v (B, H, Lk, d) -> o (B, H, Lq, d), lse (B, H, Lq) fp32 (log2), seed (1,),
+    mask bits (B·H, Lq, ⌈Lk/8⌉) uint8 or (0,) (see ``stored_dropout_mask``)."""
     q, k, v = _unit_last(q), _unit_last(k), _unit_last(v)
     bsz, heads, lq, d = q.shape
     lk = k.shape[2]
     o = _empty_like_layout(q)
     lse = torch.empty((bsz, heads, lq), dtype=torch.float32, device=q.device)
     seed = _draw_seed(dropout_p, q.device)
+    mask = torch.empty(_mask_shape(bsz, heads, lq, lk, dropout_p), dtype=torch.uint8, device=q.device)
     rows, _, sat_pos, r, kpm_t, skpm, klim = prep or _prepare(q, table, kpm, bidirectional, num_buckets, max_distance)
     block_d = triton.next_power_of_2(d)
     # O and LSE are fully overwritten by every launch, so autotuning's repeated launches are harmless.
@@ -242,15 +259,15 @@ def _attn_fwd(q, k, v, table, kpm, bidirectional, num_buckets, max_distance, cau
         q, k, v, rows, kpm_t, klim, o, lse,
         q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
         v.stride(0), v.stride(1), v.stride(2), o.stride(0), o.stride(1), o.stride(2), skpm,
-        heads, lq, lk, query_offset, scale * LOG2E, sat_pos, r, dropout_p, seed,
+        heads, lq, lk, query_offset, scale * LOG2E, sat_pos, r, dropout_p, seed, mask,
         _len_key(lq), _len_key(lk),
         HEAD_DIM=d, BLOCK_D=block_d, HAS_BIAS=table is not None, HAS_KPM=kpm is not None,
-        CAUSAL=causal, DROPOUT=dropout_p > 0.0,
+        CAUSAL=causal, DROPOUT=dropout_p > 0.0, STORED_MASK=mask.numel() > 0,
     )
-    return o, lse, seed
+    return o, lse, seed, mask
 
 
-def _attn_bwd(do, q, k, v, o, lse, seed, table, kpm, bidirectional, num_buckets, max_distance, causal,
+def _attn_bwd(do, q, k, v, o, lse, seed, mask, table, kpm, bidirectional, num_buckets, max_distance, causal,
               query_offset, scale, dropout_p, table_grad, prep=None):
     """Returns dq, dk, dv (like q, k, v) and d table (num_buckets, H) in table's dtype (or (0,))."""
     q, k, v, o, do = (_unit_last(t) for t in (q, k, v, o, do))
@@ -268,8 +285,8 @@ def _attn_bwd(do, q, k, v, o, lse, seed, table, kpm, bidirectional, num_buckets,
     bias_grad = table is not None and table_grad
     nb_p2 = triton.next_power_of_2(num_buckets)
     common = dict(HEAD_DIM=d, BLOCK_D=block_d, HAS_BIAS=table is not None, HAS_KPM=kpm is not None,
-                  CAUSAL=causal, DROPOUT=dropout_p > 0.0)
-    scalars = (heads, lq, lk, query_offset, scale, scale * LOG2E, sat_pos, r, dropout_p, seed)
+                  CAUSAL=causal, DROPOUT=dropout_p > 0.0, STORED_MASK=mask.numel() > 0)
+    scalars = (heads, lq, lk, query_offset, scale, scale * LOG2E, sat_pos, r, dropout_p, seed, mask)
     keys = (_len_key(lq), _len_key(lk))
     qkv_do = (q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
               v.stride(0), v.stride(1), v.stride(2), do.stride(0), do.stride(1), do.stride(2))
@@ -309,10 +326,11 @@ def _attn_fwd_fake(q, k, v, table, key_padding_mask, bidirectional, num_buckets,
                    query_offset, scale, dropout_p):
     bsz, heads, lq, d = q.shape
     return (_empty_like_layout(q), q.new_empty((bsz, heads, lq), dtype=torch.float32),
-            torch.empty((1,), dtype=torch.int64, device=q.device))
+            torch.empty((1,), dtype=torch.int64, device=q.device),
+            torch.empty(_mask_shape(bsz, heads, lq, k.shape[2], dropout_p), dtype=torch.uint8, device=q.device))
 
 
-def _attn_bwd_fake(do, q, k, v, o, lse, seed, table, key_padding_mask, bidirectional, num_buckets, max_distance,
+def _attn_bwd_fake(do, q, k, v, o, lse, seed, mask, table, key_padding_mask, bidirectional, num_buckets, max_distance,
                    causal, query_offset, scale, dropout_p, table_grad):
     dtab = table.new_empty((num_buckets, table.shape[1])) if (table is not None and table_grad) else q.new_empty(0)
     return (_empty_like_layout(q), _empty_like_layout(k), _empty_like_layout(v), dtab)
@@ -322,27 +340,28 @@ _FLAGS = ("bool bidirectional, int num_buckets, int max_distance, bool causal, i
           "float dropout_p")
 t5_attention_fwd_op = define_op(
     "t5_attention_fwd",
-    f"(Tensor q, Tensor k, Tensor v, Tensor? table, Tensor? key_padding_mask, {_FLAGS}) -> (Tensor, Tensor, Tensor)",
+    f"(Tensor q, Tensor k, Tensor v, Tensor? table, Tensor? key_padding_mask, {_FLAGS}) "
+    "-> (Tensor, Tensor, Tensor, Tensor)",
     _attn_fwd, _attn_fwd_fake)
 t5_attention_bwd_op = define_op(
     "t5_attention_bwd",
-    f"(Tensor do, Tensor q, Tensor k, Tensor v, Tensor o, Tensor lse, Tensor seed, Tensor? table, "
+    f"(Tensor do, Tensor q, Tensor k, Tensor v, Tensor o, Tensor lse, Tensor seed, Tensor mask, Tensor? table, "
     f"Tensor? key_padding_mask, {_FLAGS}, bool table_grad) -> (Tensor, Tensor, Tensor, Tensor)",
     _attn_bwd, _attn_bwd_fake)
 
 
 def _setup_context(ctx, inputs, output):
     q, k, v, table, kpm, *flags = inputs
-    o, lse, seed = output
+    o, lse, seed, mask = output
     ctx.flags = flags  # bidirectional, num_buckets, max_distance, causal, query_offset, scale, dropout_p
     ctx.has_table = table is not None
-    ctx.save_for_backward(q, k, v, o, lse, seed, table, kpm)
+    ctx.save_for_backward(q, k, v, o, lse, seed, mask, table, kpm)
 
 
-def _backward(ctx, do, _dlse, _dseed):
-    q, k, v, o, lse, seed, table, kpm = ctx.saved_tensors
+def _backward(ctx, do, _dlse, _dseed, _dmask):
+    q, k, v, o, lse, seed, mask, table, kpm = ctx.saved_tensors
     table_grad = ctx.has_table and ctx.needs_input_grad[3]
-    dq, dk, dv, dtab = t5_attention_bwd_op(do, q, k, v, o, lse, seed, table, kpm, *ctx.flags, table_grad)
+    dq, dk, dv, dtab = t5_attention_bwd_op(do, q, k, v, o, lse, seed, mask, table, kpm, *ctx.flags, table_grad)
     return dq, dk, dv, (dtab if table_grad else None), None, None, None, None, None, None, None, None
 
 
@@ -361,14 +380,15 @@ class _T5AttentionFunction(torch.autograd.Function):
         inputs = (q, k, v, table, kpm, bidirectional, num_buckets, max_distance, *flags)
         out = _attn_fwd(*inputs, prep=ctx.prep)
         _setup_context(ctx, inputs, out)
-        ctx.mark_non_differentiable(out[1], out[2])
+        ctx.mark_non_differentiable(*out[1:])
         return out
 
     @staticmethod
-    def backward(ctx, do, _dlse, _dseed):
-        q, k, v, o, lse, seed, table, kpm = ctx.saved_tensors
+    def backward(ctx, do, _dlse, _dseed, _dmask):
+        q, k, v, o, lse, seed, mask, table, kpm = ctx.saved_tensors
         table_grad = ctx.has_table and ctx.needs_input_grad[3]
-        dq, dk, dv, dtab = _attn_bwd(do, q, k, v, o, lse, seed, table, kpm, *ctx.flags, table_grad, prep=ctx.prep)
+        dq, dk, dv, dtab = _attn_bwd(do, q, k, v, o, lse, seed, mask, table, kpm, *ctx.flags, table_grad,
+                                     prep=ctx.prep)
         ctx.prep = None
         return dq, dk, dv, (dtab if table_grad else None), None, None, None, None, None, None, None, None
 
@@ -453,7 +473,7 @@ def t5_attention(q, k, v, bias_table=None, *, bidirectional=True, num_buckets=32
                                       query_offset=query_offset, scale=scale, dropout_p=dropout_p)
     if key_padding_mask is not None and key_padding_mask.dtype != torch.bool:
         key_padding_mask = key_padding_mask != 0
-    o, _, _ = _attn_apply(q, k, v, bias_table, key_padding_mask, bool(bidirectional), int(num_buckets),
+    o, *_ = _attn_apply(q, k, v, bias_table, key_padding_mask, bool(bidirectional), int(num_buckets),
                           int(max_distance), bool(causal), int(query_offset), float(scale), float(dropout_p))
     return o
 

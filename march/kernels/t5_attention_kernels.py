@@ -48,6 +48,9 @@ software-pipelined loops (2-5 iterations each) pay three pipeline prologues and 
 Dropout (on probabilities): 16-bit Philox numbers, eight per call (``_keep``): keep = u ≥ round(p·2^16),
 so the keep probability is 1 − round(p·2^16)/2^16, within 2^-17 of 1 − p (the kept values are
 scaled by 1/(1 − p) as the reference does: a relative bias below 1e-5, far under bf16's 4e-3).
+Opt-in (MARCH_ATTN_DROPOUT_MASK=stored): the forward also writes the mask as bits, (B·H, Lq, ⌈Lk/8⌉)
+uint8, and the backward kernels read them instead of running Philox again (the same bits either
+way; unmeasured on a GPU so far, hence not the default).
 """
 
 from __future__ import annotations
@@ -139,14 +142,52 @@ def _keep_t(seed, bh, m0, n0, Lk, dropout_p, BLOCK_M: tl.constexpr, BLOCK_N: tl.
     return u16 >= tl.cast(dropout_p * 65536.0 + 0.5, tl.int32)
 
 
+@triton.jit
+def _store_keep(MASK, keep, bh, m0, n0, Lq, Lk, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+    """The forward's keep tile (BM, BN) as bits: byte (i, j // 8) of MASK (B·H, Lq, ⌈Lk/8⌉), bit j % 8."""
+    lkb = (Lk + 7) // 8
+    offs_m = m0 + tl.arange(0, BLOCK_M)
+    groups = n0 // 8 + tl.arange(0, BLOCK_N // 8)
+    lane = tl.arange(0, 8)
+    byte = tl.sum(tl.reshape(keep.to(tl.int32), (BLOCK_M, BLOCK_N // 8, 8)) << lane[None, None, :], 2)
+    ptrs = MASK + bh.to(tl.int64) * Lq * lkb + (offs_m[:, None] * lkb + groups[None, :])
+    tl.store(ptrs, byte.to(tl.uint8), mask=(offs_m < Lq)[:, None] & (groups < lkb)[None, :])
+
+
+@triton.jit
+def _load_keep(MASK, bh, m0, n0, Lq, Lk, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+    """The stored keep tile (BM queries, BN keys): the bits ``_store_keep`` wrote."""
+    lkb = (Lk + 7) // 8
+    offs_m = m0 + tl.arange(0, BLOCK_M)
+    groups = n0 // 8 + tl.arange(0, BLOCK_N // 8)
+    lane = tl.arange(0, 8)
+    ptrs = MASK + bh.to(tl.int64) * Lq * lkb + (offs_m[:, None] * lkb + groups[None, :])
+    byte = tl.load(ptrs, mask=(offs_m < Lq)[:, None] & (groups < lkb)[None, :], other=0).to(tl.int32)
+    return tl.reshape((byte[:, :, None] >> lane[None, None, :]) & 1, (BLOCK_M, BLOCK_N)) != 0
+
+
+@triton.jit
+def _load_keep_t(MASK, bh, m0, n0, Lq, Lk, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+    """``_load_keep`` transposed, (BN keys, BM queries), for the dk/dv kernel: bytes loaded as
+    (BN/8, BM) and the eight bits of each laid down the rows (no transpose of the tile)."""
+    lkb = (Lk + 7) // 8
+    offs_m = m0 + tl.arange(0, BLOCK_M)
+    groups = n0 // 8 + tl.arange(0, BLOCK_N // 8)
+    lane = tl.arange(0, 8)
+    ptrs = MASK + bh.to(tl.int64) * Lq * lkb + (offs_m[None, :] * lkb + groups[:, None])
+    byte = tl.load(ptrs, mask=(offs_m < Lq)[None, :] & (groups < lkb)[:, None], other=0).to(tl.int32)
+    return tl.reshape((byte[:, None, :] >> lane[None, :, None]) & 1, (BLOCK_N, BLOCK_M)) != 0
+
+
 @triton.jit(do_not_specialize=["query_offset", "LQ_KEY", "LK_KEY"])
 def _t5_attn_fwd_kernel(
     Q, K, V, BIAS, KPM, KLIM, O, LSE,  # BIAS: (H, 2R+1) fp32 rows ; KPM: (B, Lk) uint8 ; LSE: (B·H, Lq) fp32
     sqb, sqh, sqm, skb, skh, skn, svb, svh, svn, sob, soh, som, skpm,
-    H, Lq, Lk, query_offset, scale_log2, sat_pos, R, dropout_p, SEED,  # SEED: (1,) int64 on the device
+    H, Lq, Lk, query_offset, scale_log2, sat_pos, R, dropout_p, SEED, MASK,  # SEED: (1,) int64 on the device
     LQ_KEY, LK_KEY,  # bucketed Lq, Lk: autotune keys only, unused here
     HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
     HAS_BIAS: tl.constexpr, HAS_KPM: tl.constexpr, CAUSAL: tl.constexpr, DROPOUT: tl.constexpr,
+    STORED_MASK: tl.constexpr = False,  # also write the keep-mask bits to MASK for the backward
 ):
     """One program = BLOCK_M query rows of one (b, h); online softmax over key blocks (FA2)."""
     pid_m = tl.program_id(0)
@@ -196,7 +237,10 @@ def _t5_attn_fwd_kernel(
         alpha = tl.exp2(m_i - m_safe)
         l_i = l_i * alpha + tl.sum(p, 1)
         if DROPOUT:
-            p = tl.where(_keep(seed, bh, m0, n0, Lk, dropout_p, BLOCK_M, BLOCK_N), p, 0.0)
+            keep = _keep(seed, bh, m0, n0, Lk, dropout_p, BLOCK_M, BLOCK_N)
+            if STORED_MASK:
+                _store_keep(MASK, keep, bh, m0, n0, Lq, Lk, BLOCK_M, BLOCK_N)
+            p = tl.where(keep, p, 0.0)
         v = tl.load(V + (offs_n[:, None] * svn + offs_d[None, :]), mask=kv_mask, other=0.0)
         acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
         m_i = m_new
@@ -259,11 +303,12 @@ def _bucket_sums(dsT, BROW, rel_lo, rel_hi, shift, sat_pos, R,
 def _t5_attn_bwd_dkdv_kernel(
     Q, K, V, DO, BIAS, BROW, KPM, KLIM, LSE, DELTA, DK, DV, DTAB,  # DTAB: (B·H, n_slots, NB_P2) fp32 partials
     sqb, sqh, sqm, skb, skh, skn, svb, svh, svn, sdob, sdoh, sdom, sdkb, sdkh, sdkn, sdvb, sdvh, sdvn, skpm,
-    H, Lq, Lk, query_offset, scale, scale_log2, sat_pos, R, dropout_p, SEED, n_slots,
+    H, Lq, Lk, query_offset, scale, scale_log2, sat_pos, R, dropout_p, SEED, MASK, n_slots,
     LQ_KEY, LK_KEY,  # bucketed Lq, Lk: autotune keys only, unused here
     HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
     HAS_BIAS: tl.constexpr, BIAS_GRAD: tl.constexpr, HAS_KPM: tl.constexpr, CAUSAL: tl.constexpr,
     DROPOUT: tl.constexpr, NB_P2: tl.constexpr, SLOT_N: tl.constexpr,
+    STORED_MASK: tl.constexpr = False,  # read the forward's keep-mask bits instead of drawing them again
 ):
     """One program = BLOCK_N keys of one (b, h); walks the query blocks. Tiles are (keys, queries)."""
     pid_n = tl.program_id(0)
@@ -320,7 +365,10 @@ def _t5_attn_bwd_dkdv_kernel(
         pT = tl.where(valid, tl.exp2(sT - lse[None, :]), 0.0)
         dpT = tl.dot(v, tl.trans(do))  # (BN, BM)
         if DROPOUT:
-            keep = _keep_t(seed, bh, m0, n0, Lk, dropout_p, BLOCK_M, BLOCK_N)  # (BN, BM)
+            if STORED_MASK:
+                keep = _load_keep_t(MASK, bh, m0, n0, Lq, Lk, BLOCK_M, BLOCK_N)  # (BN, BM)
+            else:
+                keep = _keep_t(seed, bh, m0, n0, Lk, dropout_p, BLOCK_M, BLOCK_N)
             dv += tl.dot(tl.where(keep, pT * inv_keep, 0.0).to(do.dtype), do)
             dpT = tl.where(keep, dpT * inv_keep, 0.0)
         else:
@@ -351,10 +399,11 @@ def _t5_attn_bwd_dkdv_kernel(
 def _t5_attn_bwd_dq_kernel(
     Q, K, V, DO, BIAS, KPM, KLIM, LSE, DELTA, DQ, DELTA_EXACT,  # DELTA_EXACT: (B·H, Lq) fp32, written here
     sqb, sqh, sqm, skb, skh, skn, svb, svh, svn, sdob, sdoh, sdom, sdqb, sdqh, sdqm, skpm,
-    H, Lq, Lk, query_offset, scale, scale_log2, sat_pos, R, dropout_p, SEED,
+    H, Lq, Lk, query_offset, scale, scale_log2, sat_pos, R, dropout_p, SEED, MASK,
     LQ_KEY, LK_KEY,  # bucketed Lq, Lk: autotune keys only, unused here
     HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
     HAS_BIAS: tl.constexpr, HAS_KPM: tl.constexpr, CAUSAL: tl.constexpr, DROPOUT: tl.constexpr,
+    STORED_MASK: tl.constexpr = False,  # read the forward's keep-mask bits instead of drawing them again
 ):
     """One program = BLOCK_M queries of one (b, h); walks the key blocks: dq = scale · Σ dS · k.
 
@@ -412,7 +461,10 @@ def _t5_attn_bwd_dq_kernel(
         p = tl.where(valid, tl.exp2(s - lse[:, None]), 0.0)
         dp = tl.dot(do, vT)  # (BM, BN)
         if DROPOUT:
-            keep = _keep(seed, bh, m0, n0, Lk, dropout_p, BLOCK_M, BLOCK_N)
+            if STORED_MASK:
+                keep = _load_keep(MASK, bh, m0, n0, Lq, Lk, BLOCK_M, BLOCK_N)
+            else:
+                keep = _keep(seed, bh, m0, n0, Lk, dropout_p, BLOCK_M, BLOCK_N)
             dp = tl.where(keep, dp * inv_keep, 0.0)
         ds = p * (dp - delta[:, None])
         dq += tl.dot(ds.to(kT.dtype), tl.trans(kT))
