@@ -4,10 +4,12 @@ For each benchmark case and each candidate launch config (the i-th entry of ever
 of candidates), one fwd+bwd is profiled (CUPTI kernel times, averaged over
 ITERS calls): forward, delta prepass, dq, dk/dv and the rest (key range, table gather/sum).
 At the L=512 d=64 encoder case the default config is also profiled with features switched off
-(no bias, no padding, no table gradient, neither) and with dropout 0.1 (the research's setting) to
-price each one (MARCH_PROBE_DROPOUT=p: every case's "full" rows with dropout p, e.g. to sweep configs for it), next to SDPA's flash kernels
-without bias (the bound). Each row is written to the JSON as soon as it is measured, so a run cut
-short by its time limit (MARCH_PROBE_BUDGET_S, default 240 s) keeps what it finished.
+(no bias, no padding, no table gradient, neither) and with dropout 0.1 (the research's setting), the
+keep-mask drawn again in the backward (the default) or stored as bits (MARCH_ATTN_DROPOUT_MASK=
+stored), to price each one, next to SDPA's flash kernels without bias (the bound). Each row is
+written to the JSON as soon as it is measured, so a run cut short by its time limit
+(MARCH_PROBE_BUDGET_S, default 240 s) keeps what it finished.
+MARCH_PROBE_DROPOUT=p gives every case's "full" rows dropout p (e.g. to sweep launch configs for it).
 """
 
 from __future__ import annotations
@@ -86,14 +88,23 @@ def _kernel_ms(fn) -> dict:
     return out
 
 
-def _step(q, k, v, table, kpm, kind, dout, dropout_p=0.0):
+def _step(q, k, v, table, kpm, kind, dout, dropout_p=0.0, mask_mode=None):
     kw = _kw(kind) | {"dropout_p": dropout_p}
 
     def fn():
         for t in (q, k, v, table):
             if t is not None:
                 t.grad = None
-        o = attn.t5_attention(q, k, v, table, key_padding_mask=kpm, **kw)
+        saved = os.environ.get("MARCH_ATTN_DROPOUT_MASK")
+        if mask_mode:  # read per call by the op: "stored" keeps the keep-mask bits for the backward
+            os.environ["MARCH_ATTN_DROPOUT_MASK"] = mask_mode
+        try:
+            o = attn.t5_attention(q, k, v, table, key_padding_mask=kpm, **kw)
+        finally:
+            if mask_mode:
+                os.environ.pop("MARCH_ATTN_DROPOUT_MASK")
+                if saved is not None:
+                    os.environ["MARCH_ATTN_DROPOUT_MASK"] = saved
         o.backward(dout)
 
     return fn
@@ -121,12 +132,13 @@ def main(path: str) -> None:
                 continue
             q, k, v, table, kpm = _inputs(bsz, heads, lq, lk, d, kind)
             dout = torch.randn_like(q)
-            variants = {"full": (table, kpm, float(os.environ.get("MARCH_PROBE_DROPOUT", "0")))}
+            variants = {"full": (table, kpm, float(os.environ.get("MARCH_PROBE_DROPOUT", "0")), None)}
             if case == "encoder L512 d64" and os.environ.get("MARCH_PROBE_VARIANTS", "1") == "1":
-                variants |= {"dropout_0.1": (table, kpm, 0.1), "no_bias": (None, kpm, 0.0),
-                             "no_padding": (table, None, 0.0), "no_table_grad": (table.detach(), kpm, 0.0),
-                             "plain": (None, None, 0.0)}
-            for variant, (tab, mask, dropout_p) in variants.items():
+                variants |= {"dropout_0.1": (table, kpm, 0.1, "recomputed"),
+                             "dropout_0.1_stored_mask": (table, kpm, 0.1, "stored"),
+                             "no_bias": (None, kpm, 0.0, None), "no_padding": (table, None, 0.0, None),
+                             "no_table_grad": (table.detach(), kpm, 0.0, None), "plain": (None, None, 0.0, None)}
+            for variant, (tab, mask, dropout_p, mask_mode) in variants.items():
                 cls = 64 if d <= 64 else 128
                 n = max(len(CANDIDATES[(name, cls)]) for name in ("fwd", "dq", "dkdv")) if variant == "full" else 1
                 for i in range(n):
@@ -135,7 +147,7 @@ def main(path: str) -> None:
                     configs = _set_configs(triton.next_power_of_2(d), i)
                     row = {"case": case, "variant": variant, "configs": configs}
                     try:
-                        row["ms"] = _kernel_ms(_step(q, k, v, tab, mask, kind, dout, dropout_p))
+                        row["ms"] = _kernel_ms(_step(q, k, v, tab, mask, kind, dout, dropout_p, mask_mode))
                     except Exception as e:  # a config that does not compile or fit: recorded
                         row["error"] = f"{type(e).__name__}: {str(e)[:200]}"
                     emit(row)
