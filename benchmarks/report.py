@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 
 IMPL_ORDER = ["march", "march+compile", "march+compile-cg", "eager", "eager+compile", "hf", "hf+compile",
-              "hf+compile-cg"]
+              "hf+compile-cg", "hf-autocast", "hf-autocast+compile"]
 START, END = "<!-- e2e:start -->", "<!-- e2e:end -->"
 
 

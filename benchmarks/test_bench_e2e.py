@@ -19,6 +19,9 @@ MARCH_E2E_PRESETS (default ``Baseline,GELUGatedLinearUnit,T5v1_1Base``; the firs
     <impl>+compile-cg  the same with mode="reduce-overhead" (CUDA graphs: no host launch cost;
                     march's ops are graph-safe, the dropout seeds drawn on the device), first
                     preset only
+    hf-autocast     HF with fp32 weights under torch.autocast(bfloat16) (how HF's Trainer trains with
+                    bf16=True, and how ../shared/ANCHORS.md measured HF), eager and +compile, first
+                    preset only
 MARCH_E2E_IMPLS restricts the implementations; MARCH_E2E_CASES (``Preset:impl,...``) replaces the
 whole list and its order.
 
@@ -26,6 +29,7 @@ Order (most important first; see ``plan``), with P0 the first preset and P1.. th
     P0 march, hf, hf+compile, march+compile, eager      the headline: march vs HF + compile
     P1.. march, hf                                       cheap (~15 s each)
     P0 march+compile-cg, hf+compile-cg                   CUDA graphs: the GPU-bound step
+    P0 hf-autocast, hf-autocast+compile                  HF's usual mixed precision
     P0 eager+compile                                     march's reference code under inductor
     P1.. hf+compile, march+compile                       ~60-110 s each
     P1.. eager, then P1.. eager+compile
@@ -49,7 +53,7 @@ CPU (smoke): Tiny, batch 2 × 16 → 8, march (Triton interpreter), eager, hf; n
 MARCH_E2E_COMPILE_PRESETS=Tiny (the three compile in ~2.5 min on 2 cores).
 
 Precision: the weights are bf16 (``model.to(bfloat16)``, as DeepSpeed's bf16 mode trains; no
-autocast) for every implementation; the loss is computed in fp32 (march upcasts the logits; HF
+autocast) for every implementation but hf-autocast (fp32 weights and optimizer, bf16 autocast); the loss is computed in fp32 (march upcasts the logits; HF
 does its cross-entropy on bf16 logits). Dropout as in the preset (0.1). Optimizer:
 ``torch.optim.AdamW(fused=True)`` on the bf16 parameters (DeepSpeed would keep fp32 master
 weights: its update costs a little more and is the same for all implementations). Models are built
@@ -94,7 +98,7 @@ WARMUP = common.size(3, 1)
 BUDGET_S = float(os.environ.get("MARCH_E2E_BUDGET_S", "290"))
 DEFAULT_COST_S = {False: 30.0, True: 110.0}  # plain / compiled row before any was measured
 ALL_IMPLS = ("march", "eager", "hf", "march+compile", "hf+compile", "eager+compile", "march+compile-cg",
-             "hf+compile-cg")
+             "hf+compile-cg", "hf-autocast", "hf-autocast+compile")
 
 
 def _names(var: str, default: str) -> list[str]:
@@ -107,7 +111,7 @@ def plan(presets: list[str], compile_presets: list[str], impls: list[str]) -> li
     tiers = [
         [(p, i) for p in first for i in ("march", "hf", "hf+compile", "march+compile", "eager")],
         [(p, i) for p in rest for i in ("march", "hf")],
-        [(p, i) for p in first for i in ("march+compile-cg", "hf+compile-cg")],
+        [(p, i) for p in first for i in ("march+compile-cg", "hf+compile-cg", "hf-autocast", "hf-autocast+compile")],
         [(p, "eager+compile") for p in first],
         [(p, i) for p in rest for i in ("hf+compile", "march+compile")],
         [(p, "eager") for p in rest],
@@ -162,16 +166,28 @@ def _batch(vocab: int):
     return input_ids, torch.ones_like(input_ids), labels
 
 
+def _autocast(impl: str) -> bool:
+    return impl.startswith("hf-autocast")
+
+
+def _precision(impl: str) -> str:
+    if _autocast(impl):
+        return "fp32 weights, torch.autocast(bfloat16); fused AdamW on fp32 params"
+    return "bf16 weights, no autocast; fused AdamW on bf16 params"
+
+
 def _build(impl: str, config):
     base, compiled = impl.split("+")[0], _compiled(impl)
     torch.manual_seed(0)
     with torch.device(DEVICE):  # initialise on the device: building 222M parameters on the host takes seconds
         model = T5Model(config, kernels="triton" if base == "march" else "eager")
-        if base == "hf":
+        if base.startswith("hf"):
             from march.models import to_hf_t5  # imports transformers: raises if it is not installed
 
             model = to_hf_t5(model)
-    model = model.to(DEVICE, DTYPE).train()
+    # hf-autocast: fp32 weights under torch.autocast(bf16), as HF's Trainer trains with bf16=True
+    # (and as ../shared/ANCHORS.md measured HF); every other row keeps bf16 weights.
+    model = model.to(DEVICE, torch.float32 if _autocast(impl) else DTYPE).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, betas=(0.9, 0.95), weight_decay=0.1,
                                   fused=common.ON_GPU)
     # -cg: mode="reduce-overhead", CUDA graphs (cudagraph trees) around the compiled forward and
@@ -263,10 +279,13 @@ def test_e2e_step(benchmark, request, preset, impl):
         model, optimizer, forward = _build(impl, config)
         input_ids, attention_mask, labels = _batch(config.vocab_size)
 
+        autocast = torch.autocast(DEVICE, dtype=DTYPE, enabled=_autocast(impl))
+
         def step():
             if impl.endswith("-cg"):
                 torch.compiler.cudagraph_mark_step_begin()
-            loss = forward(input_ids=input_ids, attention_mask=attention_mask, labels=labels).loss
+            with autocast:
+                loss = forward(input_ids=input_ids, attention_mask=attention_mask, labels=labels).loss
             loss.backward()
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
@@ -299,7 +318,7 @@ def test_e2e_step(benchmark, request, preset, impl):
                             row_s=time.perf_counter() - t_row, elapsed_s=elapsed,
                             **(_dynamo_counts() if compiled else {}),
                             steps_timed=STEPS, ms_min=min(times), ms_max=max(times), params=config.num_parameters(),
-                            precision="bf16 weights, no autocast; fused AdamW on bf16 params",
+                            precision=_precision(impl),
                             timing=f"CUDA events around each step, median of {STEPS} after {WARMUP} warm-up")
         _settle(key, row)
         assert row["ms"] > 0

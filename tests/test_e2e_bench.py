@@ -24,18 +24,19 @@ PRESETS = ["Baseline", "GELUGatedLinearUnit", "T5v1_1Base"]
 
 def test_plan_puts_the_headline_first_and_cheap_rows_before_long_compiles():
     cases = plan(PRESETS, PRESETS, list(ALL_IMPLS))
-    assert len(cases) == len(set(cases)) == 20
+    assert len(cases) == len(set(cases)) == 22
     b, g, t = PRESETS
     assert cases == [
         (b, "march"), (b, "hf"), (b, "hf+compile"), (b, "march+compile"), (b, "eager"),
         (g, "march"), (g, "hf"), (t, "march"), (t, "hf"),
-        (b, "march+compile-cg"), (b, "hf+compile-cg"),
+        (b, "march+compile-cg"), (b, "hf+compile-cg"), (b, "hf-autocast"), (b, "hf-autocast+compile"),
         (b, "eager+compile"),
         (g, "hf+compile"), (g, "march+compile"), (t, "hf+compile"), (t, "march+compile"),
         (g, "eager"), (t, "eager"), (g, "eager+compile"), (t, "eager+compile"),
     ]
     # compile rows only for the compile presets; MARCH_E2E_IMPLS filters
     assert plan(PRESETS, ["Baseline"], list(ALL_IMPLS)) == [c for c in cases if "+compile" not in c[1] or c[0] == b]
+    assert plan(["Tiny"], [], list(ALL_IMPLS)) == [("Tiny", i) for i in ("march", "hf", "eager", "hf-autocast")]
     assert plan(["Tiny"], [], ["march", "hf", "hf+compile"]) == [("Tiny", "march"), ("Tiny", "hf")]
 
 
@@ -106,10 +107,11 @@ def test_report_orders_presets_as_run_and_marks_unmeasured_rows(tmp_path):
     src.write_text(json.dumps({"gpu": "NVIDIA H200", "rows": rows}))
     md, png = report.generate(src, tmp_path / "docs")
     lines = [line for line in md.read_text().splitlines() if line.startswith("| ") and "---" not in line][1:]
-    assert len(lines) == 20
-    assert [line.split(" | ")[0][2:] for line in lines] == ["GELUGatedLinearUnit"] * 6 + ["Baseline"] * 8 + ["T5v1_1Base"] * 6
-    assert [line.split(" | ")[1] for line in lines[:6]] == [i for i in report.IMPL_ORDER if not i.endswith("-cg")]
-    assert [line.split(" | ")[1] for line in lines[6:14]] == list(report.IMPL_ORDER)
+    assert len(lines) == 22
+    assert [line.split(" | ")[0][2:] for line in lines] == ["GELUGatedLinearUnit"] * 6 + ["Baseline"] * 10 + ["T5v1_1Base"] * 6
+    first_preset_only = ("march+compile-cg", "hf+compile-cg", "hf-autocast", "hf-autocast+compile")
+    assert [line.split(" | ")[1] for line in lines[:6]] == [i for i in report.IMPL_ORDER if i not in first_preset_only]
+    assert [line.split(" | ")[1] for line in lines[6:16]] == list(report.IMPL_ORDER)
     assert sum("not run: time budget" in line for line in lines) == 3
     assert "| Baseline | march | 235.7 | 170,000 |" in md.read_text() and "0.50×" in md.read_text()
     assert png.stat().st_size > 10_000
