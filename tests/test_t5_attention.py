@@ -419,6 +419,24 @@ def test_first_call_under_inference_mode_then_training(device):
     assert table.grad is not None and torch.isfinite(table.grad).all()
 
 
+def test_eager_path_skips_the_op_dispatch(monkeypatch, device):
+    """Eager calls go through an autograd.Function that calls the launchers directly (no op
+    dispatch); torch.compile uses the registered op. Both give the same values."""
+    import importlib
+
+    mod = importlib.import_module("march.kernels.t5_attention")
+    calls = []
+    for name in ("t5_attention_fwd_op", "t5_attention_bwd_op"):
+        op = getattr(mod, name)
+        monkeypatch.setattr(mod, name, lambda *a, _op=op, _n=name: calls.append(_n) or _op(*a))
+    q, k, v, table, kpm = _make(1, 2, 17, 23, 32, BF16, device, pad="right")
+    grad = torch.randn(1, 2, 17, 32, dtype=torch.float64).to(device)
+    out, grads = _run(t5_attention, [q, k, v, table], grad, key_padding_mask=kpm)
+    assert calls == [], calls
+    o, *_ = mod.t5_attention_fwd_op(q, k, v, table, kpm, True, 32, 128, False, 0, 1.0, 0.0)
+    assert torch.equal(o, out)
+
+
 def test_compile_fullgraph(device):
     backend = "inductor" if HAS_GPU else "aot_eager"
     q, k, v, table, kpm = _make(2, 2, 33, 33, 64, BF16, device, pad="right")
