@@ -54,6 +54,21 @@ def test_padding_is_masked():
     torch.testing.assert_close(a, b, rtol=0, atol=1e-6)
 
 
+@pytest.mark.parametrize("kernels", ["eager", "triton"])
+def test_int_and_bool_masks_agree(kernels):
+    """Integer masks are converted to bool once per stack (not in every attention call): the same
+    logits as a bool mask; with the fused kernels a float mask is still refused by the attention's
+    own check (an additive 0 / -inf mask would otherwise read inverted)."""
+    model = _model(SMALL.replace(d_kv=32), kernels=kernels).to(torch.bfloat16)  # the kernels need d ≥ 32
+    input_ids, attention_mask, labels = _batch()
+    a = model(input_ids, attention_mask, labels=labels).logits
+    b = model(input_ids, attention_mask.bool(), labels=labels).logits
+    assert torch.equal(a, b)
+    if kernels == "triton":
+        with pytest.raises(TypeError, match="key_padding_mask"):
+            model(input_ids, attention_mask.float(), labels=labels)
+
+
 def test_head_conventions():
     """Tied head: (out · d^-0.5) @ Eᵀ; untied: lm_head(out) unscaled."""
     input_ids, attention_mask, labels = _batch()

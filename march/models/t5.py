@@ -118,6 +118,12 @@ class T5Stack(nn.Module):
         if self.is_decoder and encoder_hidden_states is None:
             raise ValueError("the decoder needs encoder_hidden_states")
         bias_table = self.block[0].layer[0].SelfAttention.relative_attention_bias.weight  # (buckets, H)
+        # Integer masks to bool once here, not in each layer's attention call (one kernel each); float
+        # masks pass through to the attention's own check, which rejects them (additive masks would
+        # otherwise read as inverted).
+        attention_mask, encoder_attention_mask = (
+            m != 0 if m is not None and not (m.dtype == torch.bool or m.is_floating_point()) else m
+            for m in (attention_mask, encoder_attention_mask))
         presents: KVCache = []
         h = self.dropout(inputs_embeds)
         normed = self.block[0].layer[0].layer_norm(h)
