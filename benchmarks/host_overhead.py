@@ -89,11 +89,7 @@ def steps() -> dict:
         model, optimizer, forward = e2e._build(impl, config)
         ids = torch.randint(2, config.vocab_size, (1, 16), device="cuda")
         labels = torch.randint(2, config.vocab_size, (1, 8), device="cuda")
-
-        def step():
-            forward(input_ids=ids, attention_mask=torch.ones_like(ids), labels=labels).loss.backward()
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
+        step = e2e.make_step(impl, forward, optimizer, ids, torch.ones_like(ids), labels)
 
         try:
             out[f"Baseline_1x16_{impl}_step_ms"] = per_call_us(step, 20) / 1e3

@@ -62,13 +62,7 @@ def profile(preset: str, impl: str, steps: int) -> dict:
 
     config = get_preset(preset)
     model, optimizer, forward = e2e._build(impl, config)
-    input_ids, attention_mask, labels = e2e._batch(config.vocab_size)
-
-    def step():
-        loss = forward(input_ids=input_ids, attention_mask=attention_mask, labels=labels).loss
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
+    step = e2e.make_step(impl, forward, optimizer, *e2e._batch(config.vocab_size))
 
     t0 = time.perf_counter()
     for _ in range(3):

@@ -197,6 +197,23 @@ def _build(impl: str, config):
     return model, optimizer, forward
 
 
+def make_step(impl: str, forward, optimizer, input_ids, attention_mask, labels):
+    """One training step of ``impl`` (forward, backward, optimizer update), as every row times it;
+    benchmarks/profile_step.py and host_overhead.py reuse it."""
+    autocast = torch.autocast(DEVICE, dtype=DTYPE, enabled=_autocast(impl))
+
+    def step():
+        if impl.endswith("-cg"):
+            torch.compiler.cudagraph_mark_step_begin()
+        with autocast:
+            loss = forward(input_ids=input_ids, attention_mask=attention_mask, labels=labels).loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    return step
+
+
 def _time_steps(step, n: int) -> list[float]:
     if not common.ON_GPU:
         out = []
@@ -279,16 +296,7 @@ def test_e2e_step(benchmark, request, preset, impl):
         model, optimizer, forward = _build(impl, config)
         input_ids, attention_mask, labels = _batch(config.vocab_size)
 
-        autocast = torch.autocast(DEVICE, dtype=DTYPE, enabled=_autocast(impl))
-
-        def step():
-            if impl.endswith("-cg"):
-                torch.compiler.cudagraph_mark_step_begin()
-            with autocast:
-                loss = forward(input_ids=input_ids, attention_mask=attention_mask, labels=labels).loss
-            loss.backward()
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
+        step = make_step(impl, forward, optimizer, input_ids, attention_mask, labels)
 
         _sync()
         build_s = time.perf_counter() - t_row
