@@ -7,10 +7,12 @@ plan is derived from the token budget per step (a sample counts input + target t
 accumulation doubled (same tokens per step), the engine rebuilt, and training continues from the
 last checkpoint (or from scratch, bit-identical initialisation, when there is none yet).
 
-``--compile`` (opt-in) compiles the model in place with ``engine.compile()``, DeepSpeed's wrapper of
-``nn.Module.compile``: the module is not wrapped in an ``OptimizedModule``, so checkpoints keep their
-plain parameter names (no ``_orig_mod.``) and compiled and plain runs resume from each other's
-checkpoints. ZeRO 0-2 only (ZeRO-3's parameter gathering hooks do not trace; the config refuses it).
+``--compile`` (opt-in) compiles the model's ``forward`` in place (``torch.compile`` of the bound
+method, stored on the instance): the module is not wrapped in an ``OptimizedModule``, so checkpoints
+keep their plain parameter names (no ``_orig_mod.``) and compiled and plain runs resume from each
+other's checkpoints. Not ``engine.compile()`` (``nn.Module.compile``, which compiles ``_call_impl``
+with its hooks): DeepSpeed's forward pre-hook is Python bookkeeping, and torch 2.11's dynamo
+graph-breaks on its ``ZeroStageEnum`` comparison, so the hooks run eagerly around the one graph. ZeRO 0-2 only (ZeRO-3's parameter gathering hooks do not trace; the config refuses it).
 ``dynamic=False``: dynamo traces the forward (AOTAutograd the backward) for the one training shape,
 (micro, input_length) -> (micro, target_length); the packed span-corruption batches never change
 shape, so a run compiles once, in its first step (``first_step_s`` in the report includes it). After
@@ -469,8 +471,8 @@ def compile_backend() -> str:
 
 
 def compile_engine(engine, cfg: TrainConfig) -> None:
-    """--compile: compile the engine's module in place (``nn.Module.compile`` through DeepSpeed's
-    ``engine.compile``), static shapes; the state_dict keys stay those of the plain module."""
+    """--compile: compile the engine's module's ``forward`` in place, static shapes; DeepSpeed's
+    forward hooks stay outside the graph and the state_dict keys stay those of the plain module."""
     torch._dynamo.reset()  # an OOM restart: drop the previous engine's graphs (and their cache entries)
     try:
         from torch._dynamo.utils import counters
@@ -478,7 +480,11 @@ def compile_engine(engine, cfg: TrainConfig) -> None:
         counters.clear()
     except Exception:  # noqa: BLE001 — private API: the counts in the report are informational
         pass
-    engine.compile(backend=compile_backend(), compile_kwargs=compile_kwargs(cfg))
+    import deepspeed.utils.nvtx
+
+    deepspeed.utils.nvtx.enable_nvtx = False  # as engine.compile does: NVTX ranges break graphs
+    module = engine.module
+    module.forward = torch.compile(module.forward, backend=compile_backend(), **compile_kwargs(cfg))
 
 
 def compile_kwargs(cfg: TrainConfig) -> dict:
