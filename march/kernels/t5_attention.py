@@ -220,10 +220,12 @@ def _draw_seed(dropout_p: float, device: torch.device) -> torch.Tensor:
 
 
 def stored_dropout_mask() -> bool:
-    """MARCH_ATTN_DROPOUT_MASK=stored: the forward writes the dropout keep-mask as bits (B·H·Lq·⌈Lk/8⌉
-    bytes) and the backward kernels read it instead of drawing it again with Philox (the same bits
-    either way). Default "recomputed": not yet measured on a GPU."""
-    mode = os.environ.get("MARCH_ATTN_DROPOUT_MASK", "recomputed")
+    """MARCH_ATTN_DROPOUT_MASK, "stored" (default) or "recomputed": with dropout, the forward writes
+    the keep-mask as bits (B·H·Lq·⌈Lk/8⌉ bytes, 1/16 of the bf16 probabilities, kept for the backward)
+    and the backward kernels read it, or they draw it again with Philox (the same bits either way;
+    "recomputed" saves the memory). H200, encoder L=512 d=64 B=32, dropout 0.1 (probe_attention):
+    dq 0.26 -> 0.21 ms and dk/dv 0.55 -> 0.38 with the stored bits."""
+    mode = os.environ.get("MARCH_ATTN_DROPOUT_MASK", "stored")
     if mode not in ("recomputed", "stored"):
         raise ValueError(f"MARCH_ATTN_DROPOUT_MASK must be 'recomputed' or 'stored', got {mode!r}")
     return mode == "stored"
