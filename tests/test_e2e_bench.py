@@ -117,6 +117,19 @@ def test_report_orders_presets_as_run_and_marks_unmeasured_rows(tmp_path):
     assert png.stat().st_size > 10_000
 
 
+def test_report_compares_with_the_fastest_compiled_hf_row():
+    """The ratio column's bar is the fastest of hf+compile, hf+compile-cg and hf-autocast+compile."""
+    def row(impl, tps):
+        return {"suite": "e2e", "case": "Baseline", "impl": impl, "shape": [64, 512, 114], "ms": 64 * 626 / tps * 1e3,
+                "tokens_per_s": tps}
+
+    rows = [row("march", 4e5), row("hf+compile", 2e5), row("hf-autocast+compile", 3.2e5), row("hf", 5e5),
+            {"suite": "e2e", "case": "Baseline", "impl": "hf+compile-cg", "ms": float("nan"), "error": "x"}]
+    assert report.fastest_hf_compiled(rows)["Baseline"]["impl"] == "hf-autocast+compile"  # not eager hf, not failed
+    md = report.table({"gpu": "NVIDIA H200", "rows": rows})
+    assert "| Baseline | march | " in md and "| 1.25× |" in md and "Baseline: hf-autocast+compile" in md
+
+
 def test_march_model_compiles_to_one_graph_with_the_fused_kernels():
     """torch.compile of the whole model (fused kernels: custom ops with fake impls) traces without a
     graph break and gives eager's loss and gradients. The e2e bench compiles the same way on the GPU."""
