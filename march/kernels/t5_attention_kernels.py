@@ -191,17 +191,6 @@ def _keep_and_bits(seed, bh, m0, n0, Lk, dropout_p, BLOCK_M: tl.constexpr, BLOCK
 
 
 @triton.jit
-def _bits_as_words(byte):
-    """Mask bytes -> four pseudo-words whose halves are the bits, so ``_spread``/``_spread_t`` lay
-    them over the keys exactly as they lay Philox's words (bit k -> key 8g + k)."""
-    w0 = (byte & 1) | (((byte >> 1) & 1) << 16)
-    w2 = ((byte >> 2) & 1) | (((byte >> 3) & 1) << 16)
-    w1 = ((byte >> 4) & 1) | (((byte >> 5) & 1) << 16)
-    w3 = ((byte >> 6) & 1) | (((byte >> 7) & 1) << 16)
-    return w0, w1, w2, w3
-
-
-@triton.jit
 def _mask_ptrs(MASK, bh, m0, n0, Lq, Lk, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, TRANSPOSED: tl.constexpr):
     """Addresses and bounds of the mask bytes of a tile: byte (i, j // 8) of MASK (B·H, Lq, ⌈Lk/8⌉),
     (BM, BN/8), or (BN/8, BM) when TRANSPOSED."""
@@ -227,18 +216,23 @@ def _store_keep(MASK, byte, bh, m0, n0, Lq, Lk, BLOCK_M: tl.constexpr, BLOCK_N: 
 
 @triton.jit
 def _load_keep(MASK, bh, m0, n0, Lq, Lk, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
-    """The stored keep tile (BM queries, BN keys): the bits ``_store_keep`` wrote."""
+    """The stored keep tile (BM queries, BN keys): the bits ``_store_keep`` wrote, each byte's eight
+    bits broadcast over its keys. (Unpacking through ``_spread``, as the words are, measured slower on
+    the H200: dq 0.23 vs 0.21 ms, dk/dv 0.40 vs 0.38 at L=512 d=64.)"""
     ptrs, inb = _mask_ptrs(MASK, bh, m0, n0, Lq, Lk, BLOCK_M, BLOCK_N, False)
-    w0, w1, w2, w3 = _bits_as_words(tl.load(ptrs, mask=inb, other=0).to(tl.int32))
-    return _spread(w0, w1, w2, w3, BLOCK_M, BLOCK_N) != 0
+    byte = tl.load(ptrs, mask=inb, other=0).to(tl.int32)  # (BM, BN/8)
+    lane = tl.arange(0, 8)
+    return tl.reshape((byte[:, :, None] >> lane[None, None, :]) & 1, (BLOCK_M, BLOCK_N)) != 0
 
 
 @triton.jit
 def _load_keep_t(MASK, bh, m0, n0, Lq, Lk, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
-    """``_load_keep`` transposed, (BN keys, BM queries), for the dk/dv kernel."""
+    """``_load_keep`` transposed, (BN keys, BM queries), for the dk/dv kernel: bytes loaded as
+    (BN/8, BM) and the eight bits of each laid down the rows (no transpose of the tile)."""
     ptrs, inb = _mask_ptrs(MASK, bh, m0, n0, Lq, Lk, BLOCK_M, BLOCK_N, True)
-    w0, w1, w2, w3 = _bits_as_words(tl.load(ptrs, mask=inb, other=0).to(tl.int32))
-    return _spread_t(w0, w1, w2, w3, BLOCK_M, BLOCK_N) != 0
+    byte = tl.load(ptrs, mask=inb, other=0).to(tl.int32)  # (BN/8, BM)
+    lane = tl.arange(0, 8)
+    return tl.reshape((byte[:, None, :] >> lane[None, :, None]) & 1, (BLOCK_N, BLOCK_M)) != 0
 
 
 @triton.jit(do_not_specialize=["query_offset", "LQ_KEY", "LK_KEY"])
