@@ -5,8 +5,8 @@ of candidates), one fwd+bwd is profiled (CUPTI kernel times, averaged over
 ITERS calls): forward, delta prepass, dq, dk/dv and the rest (key range, table gather/sum).
 At the L=512 d=64 encoder case the default config is also profiled with features switched off
 (no bias, no padding, no table gradient, neither) and with dropout 0.1 (the research's setting), the
-keep-mask drawn again in the backward (the default) or stored as bits (MARCH_ATTN_DROPOUT_MASK=
-stored), to price each one, next to SDPA's flash kernels without bias (the bound). Each row is
+keep-mask drawn again in the backward (MARCH_ATTN_DROPOUT_MASK=recomputed), stored as bits by the
+forward (=stored, the default) or drawn as bits by a kernel of its own first (=pregenerated), to price each one, next to SDPA's flash kernels without bias (the bound). Each row is
 written to the JSON as soon as it is measured, so a run cut short by its time limit
 (MARCH_PROBE_BUDGET_S, default 240 s) keeps what it finished.
 MARCH_PROBE_DROPOUT=p gives every case's "full" rows dropout p (e.g. to sweep launch configs for it).
@@ -50,7 +50,7 @@ if os.environ.get("MARCH_PROBE_SWEEP") == "1":
 else:
     CANDIDATES = {key: list(v[: int(os.environ.get("MARCH_PROBE_CONFIGS", "2"))]) for key, v in attn._TUNE.items()}
 KERNELS = {"_t5_attn_fwd_kernel": "fwd", "_t5_attn_bwd_preprocess_kernel": "delta",
-           "_t5_attn_bwd_dq_kernel": "dq", "_t5_attn_bwd_dkdv_kernel": "dkdv"}
+           "_t5_attn_bwd_dq_kernel": "dq", "_t5_attn_bwd_dkdv_kernel": "dkdv", "_dropout_bits_kernel": "bits"}
 
 
 def _set_configs(block_d: int, i: int) -> dict:
@@ -136,6 +136,7 @@ def main(path: str) -> None:
             if case == "encoder L512 d64" and os.environ.get("MARCH_PROBE_VARIANTS", "1") == "1":
                 variants |= {"dropout_0.1": (table, kpm, 0.1, "recomputed"),
                              "dropout_0.1_stored_mask": (table, kpm, 0.1, "stored"),
+                             "dropout_0.1_pregenerated_mask": (table, kpm, 0.1, "pregenerated"),
                              "no_bias": (None, kpm, 0.0, None), "no_padding": (table, None, 0.0, None),
                              "no_table_grad": (table.detach(), kpm, 0.0, None), "plain": (None, None, 0.0, None)}
             for variant, (tab, mask, dropout_p, mask_mode) in variants.items():

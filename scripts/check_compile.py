@@ -146,20 +146,28 @@ def _exercise() -> None:
                         out = t5_attention(q, k, v, table, bidirectional=bidir, causal=causal,
                                            key_padding_mask=kpm, dropout_p=drop)
                         torch.autograd.grad(out.float().sum(), [t for t in (q, k, v, table) if t is not None])
-        # The opt-in stored dropout mask (forward writes bits, backward reads them).
-        os.environ["MARCH_ATTN_DROPOUT_MASK"] = "stored"
-        try:
-            for d in (32, 64, 80, 96, 128):
-                for causal, kpm in ((False, torch.ones(2, 130, dtype=torch.bool)), (True, None)):
-                    q, k, v = (torch.randn(2, 4, 130, d, dtype=torch.bfloat16, requires_grad=True) for _ in range(3))
-                    table = torch.randn(32, 4, requires_grad=True)
-                    out = t5_attention(q, k, v, table, bidirectional=not causal, causal=causal, key_padding_mask=kpm,
-                                       dropout_p=0.1)
-                    torch.autograd.grad(out.float().sum(), (q, k, v, table))
-        finally:
-            os.environ.pop("MARCH_ATTN_DROPOUT_MASK")
+        # The other dropout-mask modes (the loop above ran the default, "stored").
+        for mode in ("recomputed", "pregenerated"):
+            os.environ["MARCH_ATTN_DROPOUT_MASK"] = mode
+            try:
+                _dropout_modes()
+            finally:
+                os.environ.pop("MARCH_ATTN_DROPOUT_MASK")
     except ImportError:
         pass
+
+
+def _dropout_modes() -> None:
+    """Every head dim with dropout, encoder (padding) and causal decoder shapes."""
+    from march.kernels import t5_attention
+
+    for d in (32, 64, 80, 96, 128):
+        for causal, kpm in ((False, torch.ones(2, 130, dtype=torch.bool)), (True, None)):
+            q, k, v = (torch.randn(2, 4, 130, d, dtype=torch.bfloat16, requires_grad=True) for _ in range(3))
+            table = torch.randn(32, 4, requires_grad=True)
+            out = t5_attention(q, k, v, table, bidirectional=not causal, causal=causal, key_padding_mask=kpm,
+                               dropout_p=0.1)
+            torch.autograd.grad(out.float().sum(), (q, k, v, table))
 
 
 def main() -> int:

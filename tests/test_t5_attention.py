@@ -231,25 +231,29 @@ def test_dropout_mask_statistics_and_tile_independence(device):
 
 
 @pytest.mark.parametrize("causal,pad", [(False, "right"), (True, None)])
-def test_stored_dropout_mask_gives_the_same_bits(monkeypatch, device, causal, pad):
-    """MARCH_ATTN_DROPOUT_MASK=stored (the forward writes the keep-mask as bits, the backward reads
-    them) gives bit-identical outputs and gradients to the default (the backward draws the mask
+def test_dropout_mask_modes_give_the_same_bits(monkeypatch, device, causal, pad):
+    """MARCH_ATTN_DROPOUT_MASK=stored (default: the forward writes the keep-mask as bits, the
+    backward reads them) and =pregenerated (a separate kernel draws the bits, every attention kernel
+    reads them) give bit-identical outputs and gradients to =recomputed (each kernel draws the mask
     again); Lk not a multiple of 8, padding with a fully padded row, causal; compiled too."""
     bsz, heads, lq, lk, d = 3, 2, (45 if causal else 37), 45, 64
     q, k, v, table, kpm = _make(bsz, heads, lq, lk, d, BF16, device, pad=pad)
     grad = torch.randn(bsz, heads, lq, d, dtype=torch.float64).to(device)
     kw = dict(key_padding_mask=kpm, dropout_p=0.3, causal=causal, bidirectional=not causal)
     runs = {}
-    for mode in ("recomputed", "stored"):
+    for mode in ("recomputed", "stored", "pregenerated"):
         monkeypatch.setenv("MARCH_ATTN_DROPOUT_MASK", mode)
         torch.manual_seed(3)
         runs[mode] = _run(t5_attention, [q, k, v, table], grad, **kw)
         fwd = t5_attention_fwd_op(q, k, v, table, kpm, not causal, 32, 128, causal, 0, 1.0, 0.3)
-        assert fwd[3].shape == ((bsz * heads, lq, 6) if mode == "stored" else (0,))
+        assert fwd[3].shape == ((0,) if mode == "recomputed" else (bsz * heads, lq, 6))
     (out_r, grads_r), (out_s, grads_s) = runs["recomputed"], runs["stored"]
-    assert torch.equal(out_r, out_s)
-    for name, a, b in zip(("dq", "dk", "dv", "dtable"), grads_r, grads_s):
-        assert torch.equal(a, b), name
+    for mode in ("stored", "pregenerated"):
+        out_m, grads_m = runs[mode]
+        assert torch.equal(out_r, out_m), mode
+        for name, a, b in zip(("dq", "dk", "dv", "dtable"), grads_r, grads_m):
+            assert torch.equal(a, b), (mode, name)
+    monkeypatch.setenv("MARCH_ATTN_DROPOUT_MASK", "stored")
     backend = "inductor" if HAS_GPU else "aot_eager"
     compiled = torch.compile(lambda *t: t5_attention(*t, **kw), fullgraph=True, backend=backend)
     torch.manual_seed(3)

@@ -36,6 +36,7 @@ from march.kernels._utils import check_float, check_same_device, define_op, inte
 from march.kernels.t5_attention_kernels import (
     LOG2E,
     _bucket_probe_kernel,
+    _dropout_bits_kernel,
     _keep_probe_kernel,
     _key_range_kernel,
     _t5_attn_bwd_dkdv_kernel,
@@ -219,21 +220,29 @@ def _draw_seed(dropout_p: float, device: torch.device) -> torch.Tensor:
     return torch.randint(0, 2**62, (1,), dtype=torch.int64, device=device)
 
 
-def stored_dropout_mask() -> bool:
-    """MARCH_ATTN_DROPOUT_MASK, "stored" (default) or "recomputed": with dropout, the forward writes
-    the keep-mask as bits (B·H·Lq·⌈Lk/8⌉ bytes, 1/16 of the bf16 probabilities, kept for the backward)
-    and the backward kernels read it, or they draw it again with Philox (the same bits either way;
-    "recomputed" saves the memory). H200, encoder L=512 d=64 B=32, dropout 0.1 (probe_attention):
-    dq 0.26 -> 0.21 ms and dk/dv 0.55 -> 0.38 with the stored bits."""
+DROPOUT_MASK_MODES = ("stored", "recomputed", "pregenerated")
+
+
+def dropout_mask_mode() -> str:
+    """MARCH_ATTN_DROPOUT_MASK: how the attention kernels share the dropout keep-mask (the same bits
+    in every mode, so outputs and gradients are bit-identical):
+    - "stored" (default): the forward draws it with Philox and writes it as bits (B·H·Lq·⌈Lk/8⌉
+      bytes, 1/16 of the bf16 probabilities, kept for the backward); the backward kernels read them.
+      H200, encoder L=512 d=64 B=32, dropout 0.1 (probe_attention): fwd+bwd 0.86 ms.
+    - "recomputed": every kernel draws it again (no memory kept): 1.04 ms.
+    - "pregenerated" (opt-in, not yet measured on a GPU): a separate kernel draws the bits before the
+      forward, and the forward reads them like the backward (no Philox in any attention kernel;
+      predicted ~0.82 ms: the forward as dq's read costs, plus ~0.03 ms of integer work)."""
     mode = os.environ.get("MARCH_ATTN_DROPOUT_MASK", "stored")
-    if mode not in ("recomputed", "stored"):
-        raise ValueError(f"MARCH_ATTN_DROPOUT_MASK must be 'recomputed' or 'stored', got {mode!r}")
-    return mode == "stored"
+    if mode not in DROPOUT_MASK_MODES:
+        raise ValueError(f"MARCH_ATTN_DROPOUT_MASK must be one of {DROPOUT_MASK_MODES}, got {mode!r}")
+    return mode
 
 
 def _mask_shape(bsz, heads, lq, lk, dropout_p) -> tuple[int, ...]:
-    """Shape of the stored keep-mask bits, or (0,) when the backward draws the mask again."""
-    return (bsz * heads, lq, triton.cdiv(lk, 8)) if dropout_p > 0 and stored_dropout_mask() else (0,)
+    """Shape of the keep-mask bits, or (0,) when the backward draws the mask again."""
+    keeps = dropout_p > 0 and dropout_mask_mode() != "recomputed"
+    return (bsz * heads, lq, triton.cdiv(lk, 8)) if keeps else (0,)
 
 
 def _prepare(q, table, kpm, bidirectional, num_buckets, max_distance):
@@ -246,7 +255,7 @@ def _prepare(q, table, kpm, bidirectional, num_buckets, max_distance):
 def _attn_fwd(q, k, v, table, kpm, bidirectional, num_buckets, max_distance, causal, query_offset,
               scale, dropout_p, prep=None):
     """q (B, H, Lq, d), k/v (B, H, Lk, d) -> o (B, H, Lq, d), lse (B, H, Lq) fp32 (log2), seed (1,),
-    mask bits (B·H, Lq, ⌈Lk/8⌉) uint8 or (0,) (see ``stored_dropout_mask``)."""
+    mask bits (B·H, Lq, ⌈Lk/8⌉) uint8 or (0,) (see ``dropout_mask_mode``)."""
     q, k, v = _unit_last(q), _unit_last(k), _unit_last(v)
     bsz, heads, lq, d = q.shape
     lk = k.shape[2]
@@ -257,6 +266,10 @@ def _attn_fwd(q, k, v, table, kpm, bidirectional, num_buckets, max_distance, cau
     prep = prep or _prepare(q, table, kpm, bidirectional, num_buckets, max_distance)
     rows, _, sat_pos, r, kpm_t, skpm, klim = prep
     block_d = triton.next_power_of_2(d)
+    pregenerated = mask.numel() > 0 and dropout_mask_mode() == "pregenerated"
+    if pregenerated:  # every bit of MASK is written; the forward reads them
+        _dropout_bits_kernel[(triton.cdiv(lq, 64), triton.cdiv(lk, 64), bsz * heads)](
+            mask, lq, lk, dropout_p, seed, BLOCK_M=64, BLOCK_N=64)
     # O and LSE are fully overwritten by every launch, so autotuning's repeated launches are harmless.
     _kernel("fwd", block_d, autotuning())[lambda meta: (triton.cdiv(lq, meta["BLOCK_M"]), bsz * heads)](
         q, k, v, rows, kpm_t, klim, o, lse,
@@ -265,7 +278,8 @@ def _attn_fwd(q, k, v, table, kpm, bidirectional, num_buckets, max_distance, cau
         heads, lq, lk, query_offset, scale * LOG2E, sat_pos, r, dropout_p, seed, mask,
         _len_key(lq), _len_key(lk),
         HEAD_DIM=d, BLOCK_D=block_d, HAS_BIAS=table is not None, HAS_KPM=kpm is not None,
-        CAUSAL=causal, DROPOUT=dropout_p > 0.0, STORED_MASK=mask.numel() > 0,
+        CAUSAL=causal, DROPOUT=dropout_p > 0.0, STORED_MASK=mask.numel() > 0 and not pregenerated,
+        LOAD_MASK=pregenerated,
     )
     return o, lse, seed, mask
 

@@ -51,7 +51,8 @@ scaled by 1/(1 − p) as the reference does: a relative bias below 1e-5, far und
 By default (MARCH_ATTN_DROPOUT_MASK=stored) the forward also writes the mask as bits, (B·H, Lq,
 ⌈Lk/8⌉) uint8, packed from the Philox words before they are spread over the keys, and the backward
 kernels read them instead of running Philox again (the same bits either way; "recomputed" draws
-them again and saves the memory).
+them again and saves the memory; "pregenerated", opt-in and not yet measured on a GPU, draws the
+bits in a separate kernel before the forward, which then reads them as the backward does).
 """
 
 from __future__ import annotations
@@ -178,16 +179,20 @@ def _half_bits(w, thr, shift: tl.constexpr):
 
 
 @triton.jit
+def _keep_bytes(w0, w1, w2, w3, thr):
+    """The keep-mask of four words per 8-key group as bytes, in the words' (rows, groups) layout:
+    bit k of a byte = keep of key 8g + k (the halves in ``_spread``'s order)."""
+    return _half_bits(w0, thr, 0) | _half_bits(w2, thr, 2) | _half_bits(w1, thr, 4) | _half_bits(w3, thr, 6)
+
+
+@triton.jit
 def _keep_and_bits(seed, bh, m0, n0, Lk, dropout_p, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
-    """``_keep``, and the same mask as bytes (BM, BN/8) for MASK: bit k of byte (i, g) = keep of
-    key 8g + k. Packed in the words' own (BM, BN/8) layout, before they are spread over the keys:
-    packing the spread (BM, BN) tile (a reshape to (BM, BN/8, 8) and a sum) made the forward cost
-    0.30 instead of 0.19 ms at L=512 d=64 on the H200."""
+    """``_keep``, and the same mask as bytes (BM, BN/8) for MASK. Packed in the words' own (BM, BN/8)
+    layout, before they are spread over the keys: packing the spread (BM, BN) tile (a reshape to
+    (BM, BN/8, 8) and a sum) made the forward cost 0.30 instead of 0.23 ms at L=512 d=64 on the H200."""
     thr = _threshold(dropout_p)
     w0, w1, w2, w3 = _philox_words(seed, bh, m0, n0, Lk, BLOCK_M, BLOCK_N, False)
-    keep = _spread(w0, w1, w2, w3, BLOCK_M, BLOCK_N) >= thr
-    byte = _half_bits(w0, thr, 0) | _half_bits(w2, thr, 2) | _half_bits(w1, thr, 4) | _half_bits(w3, thr, 6)
-    return keep, byte
+    return _spread(w0, w1, w2, w3, BLOCK_M, BLOCK_N) >= thr, _keep_bytes(w0, w1, w2, w3, thr)
 
 
 @triton.jit
@@ -235,6 +240,18 @@ def _load_keep_t(MASK, bh, m0, n0, Lq, Lk, BLOCK_M: tl.constexpr, BLOCK_N: tl.co
     return tl.reshape((byte[:, None, :] >> lane[None, :, None]) & 1, (BLOCK_N, BLOCK_M)) != 0
 
 
+@triton.jit
+def _dropout_bits_kernel(MASK, Lq, Lk, dropout_p, SEED, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+    """MARCH_ATTN_DROPOUT_MASK=pregenerated: the keep-mask bits of BLOCK_M queries × BLOCK_N keys of
+    one (b, h), drawn before the forward (the same bits as ``_keep``), so that no attention kernel
+    runs Philox: pure integer work, without the attention kernels' register pressure."""
+    bh = tl.program_id(2)
+    m0 = tl.program_id(0) * BLOCK_M
+    n0 = tl.program_id(1) * BLOCK_N
+    w0, w1, w2, w3 = _philox_words(tl.load(SEED), bh, m0, n0, Lk, BLOCK_M, BLOCK_N, False)
+    _store_keep(MASK, _keep_bytes(w0, w1, w2, w3, _threshold(dropout_p)), bh, m0, n0, Lq, Lk, BLOCK_M, BLOCK_N)
+
+
 @triton.jit(do_not_specialize=["query_offset", "LQ_KEY", "LK_KEY"])
 def _t5_attn_fwd_kernel(
     Q, K, V, BIAS, KPM, KLIM, O, LSE,  # BIAS: (H, 2R+1) fp32 rows ; KPM: (B, Lk) uint8 ; LSE: (B·H, Lq) fp32
@@ -244,6 +261,7 @@ def _t5_attn_fwd_kernel(
     HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
     HAS_BIAS: tl.constexpr, HAS_KPM: tl.constexpr, CAUSAL: tl.constexpr, DROPOUT: tl.constexpr,
     STORED_MASK: tl.constexpr = False,  # also write the keep-mask bits to MASK for the backward
+    LOAD_MASK: tl.constexpr = False,  # read the keep-mask bits from MASK (drawn by _dropout_bits_kernel)
 ):
     """One program = BLOCK_M query rows of one (b, h); online softmax over key blocks (FA2)."""
     pid_m = tl.program_id(0)
@@ -293,7 +311,9 @@ def _t5_attn_fwd_kernel(
         alpha = tl.exp2(m_i - m_safe)
         l_i = l_i * alpha + tl.sum(p, 1)
         if DROPOUT:
-            if STORED_MASK:
+            if LOAD_MASK:
+                keep = _load_keep(MASK, bh, m0, n0, Lq, Lk, BLOCK_M, BLOCK_N)
+            elif STORED_MASK:
                 keep, byte = _keep_and_bits(seed, bh, m0, n0, Lk, dropout_p, BLOCK_M, BLOCK_N)
                 _store_keep(MASK, byte, bh, m0, n0, Lq, Lk, BLOCK_M, BLOCK_N)
             else:

@@ -23,7 +23,8 @@ the report's ``compile_graphs`` / ``compile_graph_breaks`` (1 / 0) show it.
 
 When it helps: on a GPU, where inductor fuses what march's kernels leave between them
 (benchmarks/test_bench_e2e.py on one H200, Baseline 64 x 512 -> 114 bf16, a bare step without
-DeepSpeed: 179.5 ms -> 124.7 ms after a ~40 s compile; not yet timed in this loop). On a CPU it only
+DeepSpeed, session 4: 112.5 ms -> 98.8 ms after a ~35 s compile; in this loop it runs as one graph
+on the H200, its step time not yet compared). On a CPU it only
 costs compile time (inductor: ~60 s for Tiny on 2 cores, and no faster steps after).
 
 CUDA-graph modes ("reduce-overhead", "max-autotune") are not used: a replay overwrites the previous
