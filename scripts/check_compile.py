@@ -146,8 +146,8 @@ def _exercise() -> None:
                         out = t5_attention(q, k, v, table, bidirectional=bidir, causal=causal,
                                            key_padding_mask=kpm, dropout_p=drop)
                         torch.autograd.grad(out.float().sum(), [t for t in (q, k, v, table) if t is not None])
-        # The other dropout-mask modes (the loop above ran the default, "stored").
-        for mode in ("recomputed", "pregenerated"):
+        # Every dropout-mask mode at encoder (padding) and causal shapes (the loop above: causal only).
+        for mode in ("stored", "recomputed", "pregenerated"):
             os.environ["MARCH_ATTN_DROPOUT_MASK"] = mode
             try:
                 _dropout_modes()
