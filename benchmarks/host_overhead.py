@@ -7,7 +7,12 @@ Per op: wall time of N back-to-back calls (fwd, and fwd+bwd) at a tiny shape, on
 divided by N. Also a bare Triton launch (a kernel with 2 arguments and one with 40) to separate
 Triton's launcher from march's own host code, and the e2e step (benchmarks/test_bench_e2e.py's step:
 forward, backward, fused AdamW) of the Baseline preset at batch 1 × 16 per implementation
-(MARCH_HOST_STEPS=0 skips them). GPU only.
+(MARCH_HOST_STEPS=0 skips them).
+
+Without a GPU (or with MARCH_HOST_NOOP=1): march's own host code only, on CPU tensors, with every
+Triton launch replaced by a no-op (the interpreter's launcher patched out; best of 5 rounds), so a
+change to the host path can be priced on a CPU machine. Triton's launcher and the CUDA launches are
+not in these figures; the steps are not run.
 """
 
 from __future__ import annotations
@@ -17,11 +22,28 @@ import os
 import sys
 import time
 
-import torch
-import triton
-import triton.language as tl
+NOOP = os.environ.get("MARCH_HOST_NOOP") == "1" or not __import__("torch").cuda.is_available()
+if NOOP:
+    os.environ["TRITON_INTERPRET"] = "1"  # before any kernel is defined: march then takes its Triton path on CPU
+
+import torch  # noqa: E402
+import triton  # noqa: E402
+import triton.language as tl  # noqa: E402
 
 N = 200
+DEVICE = "cpu" if NOOP else "cuda"
+
+
+def _sync():
+    if not NOOP:
+        torch.cuda.synchronize()
+
+
+def _noop_launches() -> None:
+    """Triton launches do nothing (outputs stay as allocated): only the host code around them runs."""
+    from triton.runtime.interpreter import InterpretedFunction
+
+    InterpretedFunction.run = lambda self, *args, **kwargs: None
 
 
 @triton.jit
@@ -37,20 +59,24 @@ def _empty40(X, a1, a2, a3, a4, a5, a6, a7, a8, a9, a10, a11, a12, a13, a14, a15
 
 
 def per_call_us(fn, n: int = N) -> float:
+    """Host µs per call; on the GPU one timed round, with no-op launches the best of 5 (CPU noise)."""
     for _ in range(5):
         fn()
-    torch.cuda.synchronize()
-    t0 = time.perf_counter()
-    for _ in range(n):
-        fn()
-    torch.cuda.synchronize()
-    return (time.perf_counter() - t0) / n * 1e6
+    best = float("inf")
+    for _ in range(5 if NOOP else 1):
+        _sync()
+        t0 = time.perf_counter()
+        for _ in range(n):
+            fn()
+        _sync()
+        best = min(best, (time.perf_counter() - t0) / n * 1e6)
+    return best
 
 
 def ops() -> dict:
     from march.kernels import add_rms_norm, glu, rms_norm, t5_attention
 
-    dev, bf = "cuda", torch.bfloat16
+    dev, bf = DEVICE, torch.bfloat16
     x = torch.randn(16, 768, device=dev, dtype=bf, requires_grad=True)
     w = torch.ones(768, device=dev, dtype=bf, requires_grad=True)
     g, u = (torch.randn(16, 2048, device=dev, dtype=bf, requires_grad=True) for _ in range(2))
@@ -59,9 +85,11 @@ def ops() -> dict:
     kpm = torch.ones(2, 16, dtype=torch.bool, device=dev)
     do = torch.randn_like(q)
     a = [1] * 36
-    out = {
+    out = {} if NOOP else {
         "triton_launch_2_args": per_call_us(lambda: _empty2[(1,)](x, 1)),
         "triton_launch_40_args": per_call_us(lambda: _empty40[(1,)](x, *a, B1=1, B2=2, B3=3)),
+    }
+    out |= {
         "torch_add": per_call_us(lambda: x.detach() + 1),
         "rms_norm_fwd": per_call_us(lambda: rms_norm(x.detach(), w.detach())),
         "rms_norm_fwd_bwd": per_call_us(lambda: rms_norm(x, w).backward(x.detach())),
@@ -74,8 +102,9 @@ def ops() -> dict:
             lambda kw=kw: t5_attention(q.detach(), k.detach(), v.detach(), table.detach(), key_padding_mask=kpm, **kw))
         out[f"t5_attention_fwd_bwd{name}"] = per_call_us(
             lambda kw=kw: t5_attention(q, k, v, table, key_padding_mask=kpm, **kw).backward(do))
-        out[f"sdpa_fwd_bwd{name}"] = per_call_us(
-            lambda kw=kw: torch.nn.functional.scaled_dot_product_attention(q, k, v, **kw).backward(do))
+        if not NOOP:  # on CPU SDPA computes for real: not a host-time figure
+            out[f"sdpa_fwd_bwd{name}"] = per_call_us(
+                lambda kw=kw: torch.nn.functional.scaled_dot_product_attention(q, k, v, **kw).backward(do))
     return out
 
 
@@ -101,12 +130,15 @@ def steps() -> dict:
 
 
 def main(path: str) -> None:
-    result = {"gpu": torch.cuda.get_device_name(), "torch": torch.__version__, "triton": triton.__version__,
+    if NOOP:
+        _noop_launches()
+    result = {"gpu": None if NOOP else torch.cuda.get_device_name(), "torch": torch.__version__,
+              "triton": triton.__version__, "noop_launches": NOOP,
               "unit": "microseconds of host time per call (ops), ms per step (steps)"}
     result["ops_us"] = ops()
     for k, v in result["ops_us"].items():
         print(f"{k:32s} {v:8.1f} us", flush=True)
-    result["steps"] = steps() if os.environ.get("MARCH_HOST_STEPS", "1") == "1" else {}
+    result["steps"] = steps() if os.environ.get("MARCH_HOST_STEPS", "1") == "1" and not NOOP else {}
     for k, v in result["steps"].items():
         print(f"{k:40s} {v}", flush=True)
     with open(path, "w") as f:
