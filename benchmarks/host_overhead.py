@@ -26,9 +26,9 @@ NOOP = os.environ.get("MARCH_HOST_NOOP") == "1" or not __import__("torch").cuda.
 if NOOP:
     os.environ["TRITON_INTERPRET"] = "1"  # before any kernel is defined: march then takes its Triton path on CPU
 
-import torch  # noqa: E402
-import triton  # noqa: E402
-import triton.language as tl  # noqa: E402
+import torch
+import triton
+import triton.language as tl
 
 N = 200
 DEVICE = "cpu" if NOOP else "cuda"
