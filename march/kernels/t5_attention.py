@@ -239,9 +239,10 @@ def dropout_mask_mode() -> str:
     return mode
 
 
-def _mask_shape(bsz, heads, lq, lk, dropout_p) -> tuple[int, ...]:
-    """Shape of the keep-mask bits, or (0,) when the backward draws the mask again."""
-    keeps = dropout_p > 0 and dropout_mask_mode() != "recomputed"
+def _mask_shape(bsz, heads, lq, lk, dropout_p, mode=None) -> tuple[int, ...]:
+    """Shape of the keep-mask bits, or (0,) when the backward draws the mask again (``mode``: the
+    caller's ``dropout_mask_mode()``, read here when not given)."""
+    keeps = dropout_p > 0 and (mode or dropout_mask_mode()) != "recomputed"
     return (bsz * heads, lq, triton.cdiv(lk, 8)) if keeps else (0,)
 
 
@@ -262,11 +263,12 @@ def _attn_fwd(q, k, v, table, kpm, bidirectional, num_buckets, max_distance, cau
     o = _empty_like_layout(q)
     lse = torch.empty((bsz, heads, lq), dtype=torch.float32, device=q.device)
     seed = _draw_seed(dropout_p, q.device)
-    mask = torch.empty(_mask_shape(bsz, heads, lq, lk, dropout_p), dtype=torch.uint8, device=q.device)
+    mode = dropout_mask_mode() if dropout_p > 0 else "recomputed"
+    mask = torch.empty(_mask_shape(bsz, heads, lq, lk, dropout_p, mode), dtype=torch.uint8, device=q.device)
     prep = prep or _prepare(q, table, kpm, bidirectional, num_buckets, max_distance)
     rows, _, sat_pos, r, kpm_t, skpm, klim = prep
     block_d = triton.next_power_of_2(d)
-    pregenerated = mask.numel() > 0 and dropout_mask_mode() == "pregenerated"
+    pregenerated = mode == "pregenerated"
     if pregenerated:  # every bit of MASK is written; the forward reads them
         _dropout_bits_kernel[(triton.cdiv(lq, 64), triton.cdiv(lk, 64), bsz * heads)](
             mask, lq, lk, dropout_p, seed, BLOCK_M=64, BLOCK_N=64)

@@ -12,7 +12,8 @@ method, stored on the instance): the module is not wrapped in an ``OptimizedModu
 keep their plain parameter names (no ``_orig_mod.``) and compiled and plain runs resume from each
 other's checkpoints. Not ``engine.compile()`` (``nn.Module.compile``, which compiles ``_call_impl``
 with its hooks): DeepSpeed's forward pre-hook is Python bookkeeping, and torch 2.11's dynamo
-graph-breaks on its ``ZeroStageEnum`` comparison, so the hooks run eagerly around the one graph. ZeRO 0-2 only (ZeRO-3's parameter gathering hooks do not trace; the config refuses it).
+graph-breaks on its ``ZeroStageEnum`` comparison, so the hooks run eagerly around the one graph.
+ZeRO 0-2 only (ZeRO-3's parameter gathering hooks do not trace; the config refuses it).
 ``dynamic=False``: dynamo traces the forward (AOTAutograd the backward) for the one training shape,
 (micro, input_length) -> (micro, target_length); the packed span-corruption batches never change
 shape, so a run compiles once, in its first step (``first_step_s`` in the report includes it). After
