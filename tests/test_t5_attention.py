@@ -232,9 +232,9 @@ def test_dropout_mask_statistics_and_tile_independence(device):
 
 @pytest.mark.parametrize("causal,pad", [(False, "right"), (True, None)])
 def test_dropout_mask_modes_give_the_same_bits(monkeypatch, device, causal, pad):
-    """MARCH_ATTN_DROPOUT_MASK=stored (default: the forward writes the keep-mask as bits, the
-    backward reads them) and =pregenerated (a separate kernel draws the bits, every attention kernel
-    reads them) give bit-identical outputs and gradients to =recomputed (each kernel draws the mask
+    """MARCH_ATTN_DROPOUT_MASK=pregenerated (default: a separate kernel draws the keep-mask bits,
+    every attention kernel reads them) and =stored (the forward writes the bits, the backward reads
+    them) give bit-identical outputs and gradients to =recomputed (each kernel draws the mask
     again); Lk not a multiple of 8, padding with a fully padded row, causal; compiled too."""
     bsz, heads, lq, lk, d = 3, 2, (45 if causal else 37), 45, 64
     q, k, v, table, kpm = _make(bsz, heads, lq, lk, d, BF16, device, pad=pad)
@@ -253,14 +253,17 @@ def test_dropout_mask_modes_give_the_same_bits(monkeypatch, device, causal, pad)
         assert torch.equal(out_r, out_m), mode
         for name, a, b in zip(("dq", "dk", "dv", "dtable"), grads_r, grads_m):
             assert torch.equal(a, b), (mode, name)
-    monkeypatch.setenv("MARCH_ATTN_DROPOUT_MASK", "stored")
     backend = "inductor" if HAS_GPU else "aot_eager"
-    compiled = torch.compile(lambda *t: t5_attention(*t, **kw), fullgraph=True, backend=backend)
-    torch.manual_seed(3)
-    out_c, grads_c = _run(compiled, [q, k, v, table], grad)
-    torch.testing.assert_close(out_c, out_s, atol=1e-2, rtol=1e-2)
-    for a, b in zip(grads_c, grads_s):
-        torch.testing.assert_close(a, b, atol=1e-2, rtol=1e-2)
+    for mode in ("pregenerated", "stored"):  # compiled: the custom ops in each mask mode
+        monkeypatch.setenv("MARCH_ATTN_DROPOUT_MASK", mode)
+        compiled = torch.compile(lambda *t: t5_attention(*t, **kw), fullgraph=True, backend=backend)
+        torch.manual_seed(3)
+        out_c, grads_c = _run(compiled, [q, k, v, table], grad)
+        torch.testing.assert_close(out_c, out_s, atol=1e-2, rtol=1e-2)
+        for a, b in zip(grads_c, grads_s):
+            torch.testing.assert_close(a, b, atol=1e-2, rtol=1e-2)
+        torch._dynamo.reset()
+    monkeypatch.setenv("MARCH_ATTN_DROPOUT_MASK", "stored")
     # The backward really reads the stored bits: inverted bits change every gradient.
     from march.kernels.t5_attention import t5_attention_bwd_op
 

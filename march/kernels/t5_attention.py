@@ -102,11 +102,13 @@ def _build_bucket_row(device: torch.device, bidirectional: bool, num_buckets: in
 # the fastest per kernel in benchmarks/probe_attention.py on the H200 (results/NVIDIA-H200/
 # attention_probe.json: encoder B=32 H=12 L=512 d=64 and B=8 H=8 L=2048 d=128, bias + padding).
 # At d=64 the dk/dv kernel was 0.505 ms at (64, 128, 8, 2) and 0.307 at (64, 64, 4, 3); at d=128,
-# 1.42 ms at (64, 64, 8, 2) and 0.90 at (64, 128, 8, 2). d=128 lists stay within the 227 KB of
+# 1.42 ms at (64, 64, 8, 2) and 0.90 at (64, 128, 8, 2). Session 5 (the bias gathered in the dot's
+# layout, results/NVIDIA-H200/attention_probe_s5_sweep.json): the d=128 forward at L=2048 took 0.33 ms
+# at (64, 64, 4, 3) against 0.37 at (128, 64, 8, 3), so it leads. d=128 lists stay within the 227 KB of
 # shared memory per block of sm_90 (scripts/check_compile.py checks every config).
 _TUNE = {
     ("fwd", 64): [(64, 64, 4, 3), (128, 64, 4, 3), (128, 128, 8, 3), (128, 32, 4, 4)],
-    ("fwd", 128): [(128, 64, 8, 3), (128, 32, 4, 3), (128, 64, 8, 2), (64, 64, 4, 3)],
+    ("fwd", 128): [(64, 64, 4, 3), (128, 64, 8, 3), (128, 32, 4, 3), (128, 64, 8, 2)],
     ("dkdv", 64): [(64, 64, 4, 3), (32, 64, 4, 3), (64, 128, 8, 2), (32, 128, 8, 2)],
     ("dkdv", 128): [(64, 128, 8, 2), (64, 128, 8, 3), (32, 64, 4, 2), (64, 64, 8, 2)],
     ("dq", 64): [(64, 64, 4, 3), (128, 32, 4, 3), (128, 64, 8, 2), (128, 128, 8, 2)],
@@ -225,15 +227,16 @@ DROPOUT_MASK_MODES = ("stored", "recomputed", "pregenerated")
 
 def dropout_mask_mode() -> str:
     """MARCH_ATTN_DROPOUT_MASK: how the attention kernels share the dropout keep-mask (the same bits
-    in every mode, so outputs and gradients are bit-identical):
-    - "stored" (default): the forward draws it with Philox and writes it as bits (B·H·Lq·⌈Lk/8⌉
-      bytes, 1/16 of the bf16 probabilities, kept for the backward); the backward kernels read them.
-      H200, encoder L=512 d=64 B=32, dropout 0.1 (probe_attention): fwd+bwd 0.86 ms.
-    - "recomputed": every kernel draws it again (no memory kept): 1.04 ms.
-    - "pregenerated" (opt-in, not yet measured on a GPU): a separate kernel draws the bits before the
-      forward, and the forward reads them like the backward (no Philox in any attention kernel;
-      predicted ~0.82 ms: the forward as dq's read costs, plus ~0.03 ms of integer work)."""
-    mode = os.environ.get("MARCH_ATTN_DROPOUT_MASK", "stored")
+    in every mode, so outputs and gradients are bit-identical). H200, encoder L=512 d=64 B=32 with
+    padding, dropout 0.1, fwd+bwd (benchmarks/probe_attention.py, session 5):
+    - "pregenerated" (default): a separate integer-only kernel draws the bits (B·H·Lq·⌈Lk/8⌉
+      bytes, 1/16 of the bf16 probabilities, kept for the backward) before the forward, and every
+      attention kernel reads them: no Philox under the attention kernels' register pressure. 0.77 ms.
+    - "stored": the forward draws the mask with Philox and writes the bits; the backward reads them.
+      0.81 ms (the forward's Philox costs 0.11 ms there, the separate kernel 0.065).
+    - "recomputed": every kernel draws it again (no memory kept). 1.04 ms before session 5's
+      kernels; not measured since."""
+    mode = os.environ.get("MARCH_ATTN_DROPOUT_MASK", "pregenerated")
     if mode not in DROPOUT_MASK_MODES:
         raise ValueError(f"MARCH_ATTN_DROPOUT_MASK must be one of {DROPOUT_MASK_MODES}, got {mode!r}")
     return mode

@@ -20,15 +20,17 @@ a program writes its (NB_P2,) fp32 sum into its first slot and zeros into the ot
 by each launch; the host sums it in a fixed order (bit-identical across runs with one config).
 
 Performance (H200, B=32 H=12 L=512 d=64 with padding, per-kernel CUPTI times from
-benchmarks/probe_attention.py; results/NVIDIA-H200/attention_probe.json):
-- fwd 0.14 ms, dq 0.18, dk/dv 0.31 (with the default configs), delta prepass 0.015: fwd+bwd
-  138 TFLOP/s against SDPA's 292 without any bias. The same kernels without bias and padding take
-  0.50 ms: the structure (FA2 in Triton, no warp specialisation, dq in its own kernel that
-  recomputes S and dP, deterministic) costs ~1.6x against SDPA; the bias gather adds ~0.05 ms to
-  the forward; the bias-table gradient ~0.1-0.3 ms to dk/dv (it depends on the block shape).
-- ptxas reports 255 registers per thread and spills for most configs (`python
-  scripts/check_compile.py --resources`); larger tiles spill more, which is why 64×64 tiles with
-  4 warps won at d=64.
+benchmarks/probe_attention.py; results/NVIDIA-H200/attention_probe_s5.json):
+- fwd 0.107 ms, dq 0.131, dk/dv 0.274, delta prepass 0.016: fwd+bwd 0.55 ms, against SDPA's 0.30
+  without any bias; the same kernels without bias and padding take 0.37 ms (the structure: FA2 in
+  Triton, no warp specialisation, dq in its own kernel that recomputes S and dP, deterministic).
+  The bias-table gradient is most of the rest: dk/dv takes 0.153 ms without it.
+- Band tiles gather their bias with an inline-asm load (``_gather_f32``): a ``tl.load`` gather got
+  a blocked layout and a (BM, BN) fp32 conversion through shared memory per tile, and the kernels
+  spilled. Session 5: fwd 0.133 -> 0.107 ms, dq 0.176 -> 0.131, dk/dv 0.302 -> 0.274 (L=2048 d=128:
+  1.92 -> 1.61 ms fwd+bwd); ptxas: the forward's spills 736 -> 0 B.
+- ptxas reports 245-255 registers per thread (`python scripts/check_compile.py --resources`);
+  larger tiles spill more, which is why 64×64 tiles with 4 warps win at d=64.
 - Launch configs per head-dim class in ``t5_attention.py`` (_TUNE; first = default, from the
   probe); autotuning over the lists is opt-in (MARCH_ATTN_AUTOTUNE=1), each new key costing ~12
   compiles.
@@ -48,19 +50,23 @@ software-pipelined loops (2-5 iterations each) pay three pipeline prologues and 
 Dropout (on probabilities): 16-bit Philox numbers, eight per call (``_keep``): keep = u ≥ round(p·2^16),
 so the keep probability is 1 − round(p·2^16)/2^16, within 2^-17 of 1 − p (the kept values are
 scaled by 1/(1 − p) as the reference does: a relative bias below 1e-5, far under bf16's 4e-3).
-By default (MARCH_ATTN_DROPOUT_MASK=stored) the forward also writes the mask as bits, (B·H, Lq,
-⌈Lk/8⌉) uint8, packed from the Philox words before they are spread over the keys, and the backward
-kernels read them instead of running Philox again (the same bits either way; "recomputed" draws
-them again and saves the memory; "pregenerated", opt-in and not yet measured on a GPU, draws the
-bits in a separate kernel before the forward, which then reads them as the backward does).
+By default (MARCH_ATTN_DROPOUT_MASK=pregenerated) ``_dropout_bits_kernel`` draws the mask as bits,
+(B·H, Lq, ⌈Lk/8⌉) uint8, before the forward, and all three attention kernels read them; "stored"
+draws them in the forward, packed from the Philox words before they are spread over the keys, for
+the backward to read; "recomputed" draws them in every kernel and keeps no memory. The same bits in
+every mode (``t5_attention.dropout_mask_mode`` has the timings).
 """
 
 from __future__ import annotations
+
+import os
 
 import triton
 import triton.language as tl
 
 LOG2E = 1.4426950408889634
+# Kernels are defined once per process, after TRITON_INTERPRET is set (see march.kernels._utils).
+_INTERPRET = tl.constexpr(os.environ.get("TRITON_INTERPRET", "0") not in ("", "0"))
 
 
 @triton.jit
@@ -68,6 +74,22 @@ def _bucket(rel, BROW, R):
     """HF relative-position bucket of int32 ``rel`` (a tensor or a scalar): one gather from the
     host-built row BROW[rel + R] (2R + 1 int32), rel clamped to [−R, R] where buckets saturate."""
     return tl.load(BROW + (tl.minimum(tl.maximum(rel, -R), R) + R))
+
+
+@triton.jit
+def _gather_f32(ptrs):
+    """fp32 values at a tile of addresses, loaded in the layout of the tile that uses them.
+
+    A ``tl.load`` of addresses with no contiguity gets a blocked layout from Triton's coalescing
+    pass and then a (BM, BN) fp32 layout conversion through shared memory into the dot's layout, on
+    every tile; an elementwise inline-asm load has no layout of its own, so the index arithmetic
+    and the load are placed in the dot's layout. (The interpreter cannot run PTX: ``tl.load``.)"""
+    if _INTERPRET:
+        vals = tl.load(ptrs)
+    else:
+        vals = tl.inline_asm_elementwise("ld.global.nc.f32 $0, [$1];", "=f,l", [ptrs], dtype=tl.float32,
+                                         is_pure=True, pack=1)
+    return vals
 
 
 @triton.jit
@@ -81,7 +103,7 @@ def _bias_log2(BIAS_H, rel, rel_lo, rel_hi, sat_pos, R):
         bias = tl.zeros(rel.shape, tl.float32) + tl.load(BIAS_H + tile_idx)
     else:
         idx = tl.minimum(tl.maximum(rel, -R), R) + R
-        bias = tl.load(BIAS_H + idx)
+        bias = _gather_f32(BIAS_H + idx)
     return bias
 
 
@@ -369,7 +391,7 @@ def _bucket_sums(dsT, BROW, rel_lo, rel_hi, shift, sat_pos, R,
         g = tl.gather(dsT, rr % BLOCK_N, 0)
         upper = rr < BLOCK_N
         d1 = tl.sum(tl.where(upper, g, 0.0), 1)  # (BN,) diagonal rel = r + shift
-        d2 = tl.sum(tl.where(upper, 0.0, g), 1)  # (BN,) diagonal rel = r − BN + shift
+        d2 = tl.sum(g, 1) - d1  # (BN,) diagonal rel = r − BN + shift: the rest of row r of g
         b1 = _bucket(r + shift, BROW, R)
         b2 = _bucket(r - BLOCK_N + shift, BROW, R)
         out = tl.sum(tl.where(b1[:, None] == nb[None, :], d1[:, None], 0.0), 0)
