@@ -75,15 +75,21 @@ def table(meta: dict) -> str:
              "march/models/flops.py.", "",
              "| model | implementation | step (ms) | tokens/s | TFLOP/s | MFU | peak memory (GiB) | warm-up / compile (s) | vs fastest HF + compile |",
              "|---|---|---|---|---|---|---|---|---|"]
+    # Rows merged from several sessions' runs (a `session` field that differs) get a column saying which.
+    mixed = len({r.get("session") for r in rows}) > 1
+    if mixed:
+        lines[-2] += " session |"
+        lines[-1] += "---|"
     for r in rows:
         peak = r.get("warmup_peak_gib") if r["impl"].endswith("-cg") else r.get("peak_gib")
+        session = f" {r.get('session', '–')} |" if mixed else ""
         if not _ok(r):
-            lines.append(f"| {r['case']} | {r['impl']} | {_not_measured(r)[:100].replace('|', '/')} | | | | | | |")
+            lines.append(f"| {r['case']} | {r['impl']} | {_not_measured(r)[:100].replace('|', '/')} | | | | | | |{session}")
             continue
         speedup = r["tokens_per_s"] / ref[r["case"]]["tokens_per_s"] if r["case"] in ref else None
         lines.append(f"| {r['case']} | {r['impl']} | {r['ms']:.1f} | {r['tokens_per_s']:,.0f} | {_fmt(r.get('TFLOP/s'), '.1f')} | "
                      f"{_fmt(r.get('mfu'), '.1%')} | {_fmt(peak, '.1f')} | {_fmt(r.get('warmup_s'), '.1f')} | "
-                     f"{_fmt(speedup, '.2f')}{'×' if speedup else ''} |")
+                     f"{_fmt(speedup, '.2f')}{'×' if speedup else ''} |{session}")
     if ref:
         lines += ["", "vs fastest HF + compile: tokens/s against the fastest compiled HF row of the same model ("
                   + ", ".join(f"{case}: {r['impl']}" for case, r in ref.items()) + "); `hf-autocast` rows keep fp32 "

@@ -156,3 +156,14 @@ def test_march_model_compiles_to_one_graph_with_the_fused_kernels():
     torch.testing.assert_close(loss_c, loss, rtol=0, atol=0)
     for name in grads:
         torch.testing.assert_close(grads_c[name], grads[name], rtol=0, atol=0, msg=name)
+
+
+def test_report_marks_the_session_of_merged_rows():
+    """A results file merged from two sessions' runs shows each row's session; one session: no column."""
+    row = {"case": "Baseline", "impl": "march", "ms": 80.0, "tokens_per_s": 5e5, "shape": [64, 512, 114]}
+    merged = report.table({"gpu": "NVIDIA H200", "rows": [row | {"session": 5},
+                                                          row | {"impl": "hf+compile", "session": 4}]})
+    lines = [line for line in merged.splitlines() if line.startswith("| Baseline")]
+    assert [line.rstrip(" |").split(" | ")[-1] for line in lines] == ["5", "4"]
+    assert "session |" in merged
+    assert "session" not in report.table({"gpu": "NVIDIA H200", "rows": [row | {"session": 5}]})
