@@ -46,6 +46,12 @@ before the band with a scalar bias, the band with the gather, saturated after) s
 tiles carry no gather code. It removed the forward's register spills per ptxas, yet at L=512 d=64
 the forward went from 0.137 to 0.285 ms, dq 0.179 -> 0.304, dk/dv 0.307 -> 0.436: three short
 software-pipelined loops (2-5 iterations each) pay three pipeline prologues and epilogues.
+Session 5 (results/NVIDIA-H200/attention_probe_s5_two_bucket_tiles.json): band tiles with a single
+bucket boundary in their rel range (12 of 34 at L=512 with 64×64 tiles, e.g. rel ∈ [65, 191] split
+at 91) took two masked tile sums instead of the diagonal gather, from a host-built "next boundary"
+row. Predicted dk/dv −0.04 ms; measured +0.006 (0.275 -> 0.281; with dropout 0.348 -> 0.360): the
+third branch raised ptxas's spills from 388 to 532 B. The rotation along the queries instead of the
+keys (``attention_probe_s5_row_rotation.json``) and a bf16 gather source were no better either.
 
 Dropout (on probabilities): 16-bit Philox numbers, eight per call (``_keep``): keep = u ≥ round(p·2^16),
 so the keep probability is 1 − round(p·2^16)/2^16, within 2^-17 of 1 − p (the kept values are
