@@ -119,8 +119,9 @@ def _exercise() -> None:
             x = torch.randn(4, d, dtype=dt, requires_grad=True)
             w = torch.ones(d, dtype=dt, requires_grad=True)
             torch.autograd.grad(rms_norm(x, w).float().sum(), (x, w), allow_unused=True)
-            y, s = add_rms_norm(x, x.detach().clone().requires_grad_(), w)
-            torch.autograd.grad((y.float().sum() + s.float().sum()), (x, w), allow_unused=True)
+            for p in (0.0, 0.1):  # the residual add with and without dropout on x
+                y, s = add_rms_norm(x, x.detach().clone().requires_grad_(), w, dropout_p=p, seed=1)
+                torch.autograd.grad((y.float().sum() + s.float().sum()), (x, w), allow_unused=True)
     try:
         from march.kernels import glu
         from march.kernels.glu import act_dropout

@@ -159,10 +159,14 @@ def test_opcheck(device):
     x = torch.randn(5, 40, device=device, requires_grad=True)
     r = torch.randn(5, 40, device=device, requires_grad=True)
     w = torch.randn(40, device=device, requires_grad=True)
-    torch.library.opcheck(rms_norm_fwd_op, (x, None, w, 1e-6))
-    torch.library.opcheck(rms_norm_fwd_op, (x, r, w, 1e-6))
+    seed = torch.tensor([7], device=device)
+    torch.library.opcheck(rms_norm_fwd_op, (x, None, w, 1e-6, 0.0, None))
+    torch.library.opcheck(rms_norm_fwd_op, (x, r, w, 1e-6, 0.0, None))
+    torch.library.opcheck(rms_norm_fwd_op, (x, r, w, 1e-6, 0.25, seed))
     rstd = torch.rand(5, device=device) + 0.5
-    torch.library.opcheck(rms_norm_bwd_op, (torch.randn(5, 40, device=device), x.detach(), w.detach(), rstd, None))
+    dy = torch.randn(5, 40, device=device)
+    torch.library.opcheck(rms_norm_bwd_op, (dy, x.detach(), w.detach(), rstd, None, 0.0, None))
+    torch.library.opcheck(rms_norm_bwd_op, (dy, x.detach(), w.detach(), rstd, dy.clone(), 0.25, seed))
 
 
 def test_module_state_dict_matches_hf_names_and_compiles(device):
@@ -176,3 +180,77 @@ def test_module_state_dict_matches_hf_names_and_compiles(device):
     y.sum().backward()
     torch.testing.assert_close(y, norm(x), rtol=0, atol=0)
     assert norm.weight.grad is not None and x.grad is not None
+
+
+# ----------------------------------------------------------------------------------------------
+# add_rms_norm with dropout on x: s = residual + dropout(x)
+# ----------------------------------------------------------------------------------------------
+
+
+def _dropout_ref(keep, p):
+    """add_rms_norm with dropout, in plain PyTorch, for a given keep mask (eager's rounding: the
+    dropped x in its own dtype, then the sum)."""
+    def fn(x, r, w):
+        return reference.add_rms_norm((x * keep.to(x.dtype) / (1 - p)).to(x.dtype), r, w)
+    return fn
+
+
+@pytest.mark.parametrize("m,d", [(7, 33), (199, 768), (3, 65536 + 4)], ids=str)
+def test_add_rms_norm_dropout_matches_oracle(m, d, device):
+    """Values and all three gradients vs a float64 oracle that applies the kernel's own mask, so
+    the backward must draw the forward's mask again (looped kernels too: d > 8192)."""
+    p = 0.3
+    x, w, r = _inputs(m, d, torch.bfloat16, torch.bfloat16, device, residual=True)
+    dy = [torch.randn(m, d, dtype=torch.float64), torch.randn(m, d, dtype=torch.float64)]
+    fused = lambda x, r, w: add_rms_norm(x, r, w, dropout_p=p, seed=1234)
+    (y, s), (dx, dr, dw) = _grads(fused, [x, r, w], [g.to(device) for g in dy])
+    # The mask depends on (seed, row, column) only: read it back from x = 1, residual = 0.
+    keep = add_rms_norm(torch.ones_like(x), torch.zeros_like(r), w, dropout_p=p, seed=1234)[1].cpu() != 0
+    assert 0.6 < keep.double().mean().item() < 0.8, keep.double().mean().item()
+    (y_e, s_e), (dx_e, dr_e, dw_e) = _grads(_dropout_ref(keep, p), _cpu([x, r, w]), dy)
+    (y_o, s_o), (dx_o, dr_o, dw_o) = _grads(_dropout_ref(keep, p), [t.double().cpu() for t in (x, r, w)], dy)
+    for name, a, e, o in (("y", y, y_e, y_o), ("s", s, s_e, s_o), ("dx", dx, dx_e, dx_o), ("dresidual", dr, dr_e, dr_o),
+                          ("dw", dw, dw_e, dw_o)):
+        assert_close_to_oracle(name, a, e, o)
+    assert (dx.cpu()[~keep] == 0).all()  # dropped elements get no gradient
+
+
+def test_add_rms_norm_dropout_seeds_and_rate(device):
+    """The same seed gives the same output; another seed another mask; the keep rate is 1 − p;
+    p = 0 is the plain fused add (bit-identical); torch.manual_seed fixes a drawn seed."""
+    x, w, r = _inputs(64, 768, torch.bfloat16, torch.bfloat16, device, residual=True)
+    a = add_rms_norm(x, r, w, dropout_p=0.1, seed=5)[1]
+    assert torch.equal(a, add_rms_norm(x, r, w, dropout_p=0.1, seed=5)[1])
+    assert not torch.equal(a, add_rms_norm(x, r, w, dropout_p=0.1, seed=6)[1])
+    ones = add_rms_norm(torch.ones_like(x), torch.zeros_like(r), w, dropout_p=0.1, seed=5)[1]
+    assert set(ones.unique().tolist()) <= {0.0, float(torch.tensor(1 / 0.9, dtype=ones.dtype))}
+    keep = (ones != 0).double().mean().item()
+    assert abs(keep - 0.9) < 0.01, keep
+    assert torch.equal(add_rms_norm(x, r, w, dropout_p=0.0, seed=5)[1], add_rms_norm(x, r, w)[1])
+    torch.manual_seed(0)
+    b = add_rms_norm(x, r, w, dropout_p=0.1)[1]
+    torch.manual_seed(0)
+    assert torch.equal(b, add_rms_norm(x, r, w, dropout_p=0.1)[1])
+
+
+@pytest.mark.parametrize("bad", [dict(dropout_p=-0.1), dict(dropout_p=1.5), dict(dropout_p="0.1"),
+                                 dict(dropout_p=0.1, seed=-1), dict(dropout_p=0.1, seed=torch.zeros(2))])
+def test_add_rms_norm_dropout_bad_inputs(bad):
+    x, r, w = torch.randn(2, 8), torch.randn(2, 8), torch.randn(8)
+    with pytest.raises(ValueError, match="dropout_p|seed"):
+        add_rms_norm(x, r, w, **bad)
+
+
+def test_add_rms_norm_dropout_compiles(device):
+    """fullgraph compile: the custom op with its seed; the same seed gives eager's bits."""
+    x, w, r = _inputs(16, 768, torch.bfloat16, torch.bfloat16, device, residual=True)
+    seed = torch.tensor([11], device=device)
+    fn = lambda x, r, w: add_rms_norm(x, r, w, dropout_p=0.2, seed=seed)
+    backend = "inductor" if torch.cuda.is_available() else "aot_eager"
+    compiled = torch.compile(fn, fullgraph=True, backend=backend)
+    dy = [torch.randn(16, 768, dtype=torch.float64).to(device)] * 2
+    (y, s), grads = _grads(fn, [x, r, w], dy)
+    (y_c, s_c), grads_c = _grads(compiled, [x, r, w], dy)
+    assert torch.equal(s, s_c) and torch.equal(y, y_c)
+    for a, b in zip(grads, grads_c):
+        torch.testing.assert_close(a, b, atol=1e-2, rtol=1e-2)

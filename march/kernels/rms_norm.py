@@ -3,8 +3,12 @@
     rstd = rsqrt(mean(x², -1) + eps)                  (fp32)
     y    = weight · cast_to(weight.dtype, x · rstd)   (exactly HF ``T5LayerNorm``)
 
-``add_rms_norm`` first forms the residual stream s = x + residual (in x's dtype, as the eager
-``hidden + sublayer_out`` does), writes it, and normalises it in the same pass.
+``add_rms_norm`` first forms the residual stream s = residual + dropout(x) (in x's dtype, as the
+eager ``hidden + dropout(sublayer_out)`` does: the dropped x rounded, then the sum), writes it, and
+normalises it in the same pass. Dropout's keep mask comes from Philox in the kernel (glu.py's
+``_keep_mask``: four columns per draw, a function of (seed, row, column)) and is drawn again by the
+backward, which writes the residual's gradient ds and the dropped addend's, keep · ds / (1 − p):
+no mask tensor, no separate dropout kernels (T5 applies this dropout to every sublayer output).
 
 Backward, with n = x · rstd and g = dy · weight (all fp32):
     dx = rstd · (g − n · mean(g · n, -1))             (+ ds, the gradient of s, for add_rms_norm)
@@ -25,6 +29,7 @@ import triton.language as tl
 
 from march.kernels import reference
 from march.kernels._utils import FLOAT_DTYPES, check_float, check_same_device, define_op, num_sms, use_triton
+from march.kernels.glu import _dropout_args, _keep_mask, check_dropout, check_seed, make_seed
 
 # Rows wider than this are processed in chunks of LOOPED_BLOCK_N (two passes over the row) instead
 # of being held in registers whole.
@@ -40,13 +45,26 @@ BWD_PROGRAMS_PER_SM = 4
 
 
 @triton.jit
+def _dropped(v, keep, scale, dtype: tl.constexpr):
+    """Inverted dropout of fp32 ``v``, rounded to ``dtype`` as eager's dropout output is, back in fp32."""
+    return tl.where(keep, v * scale, 0.0).to(dtype).to(tl.float32)
+
+
+@triton.jit
+def _keep_row(SEED, row, off, N, p, BLOCK_N: tl.constexpr):
+    """``_keep_mask`` of columns off .. off + BLOCK_N of one row (the looped kernels), (BLOCK_N,)."""
+    return tl.reshape(_keep_mask(SEED, row.to(tl.int64), off // BLOCK_N, N, p, 1, BLOCK_N), (BLOCK_N,))
+
+
+@triton.jit
 def _rms_norm_fwd_kernel(
-    X, R, W, Y, S, RSTD,  # X, R, S: (M, N) ; W: (N,) ; Y: (M, N) in W's dtype ; RSTD: (M,) fp32
+    X, R, W, Y, S, RSTD, SEED,  # X, R, S: (M, N) ; W: (N,) ; Y: (M, N) in W's dtype ; RSTD: (M,) fp32
     stride_x, stride_r, stride_y, stride_s,
-    M, N, eps,
+    M, N, eps, p, scale,  # p, scale: dropout probability and 1 / (1 − p) (HAS_DROPOUT only)
     HAS_RESIDUAL: tl.constexpr,
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
+    HAS_DROPOUT: tl.constexpr = False,
 ):
     """BLOCK_M whole rows per program, each row held in registers."""
     rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
@@ -59,6 +77,8 @@ def _rms_norm_fwd_kernel(
     # Upcast right after the load: fp32 math everywhere (also what keeps the interpreter right).
     x = tl.load(X + rows64 * stride_x + cols[None, :], mask=mask, other=0.0).to(tl.float32)
     if HAS_RESIDUAL:
+        if HAS_DROPOUT:  # x dropped and rounded to its dtype first, as eager's dropout(x) is
+            x = _dropped(x, _keep_mask(SEED, rows64, 0, N, p, BLOCK_M, BLOCK_N), scale, S.dtype.element_ty)
         r = tl.load(R + rows64 * stride_r + cols[None, :], mask=mask, other=0.0).to(tl.float32)
         # The residual stream is stored in its own dtype and normalised as stored.
         s = (x + r).to(S.dtype.element_ty)
@@ -74,11 +94,12 @@ def _rms_norm_fwd_kernel(
 
 @triton.jit
 def _rms_norm_fwd_looped_kernel(
-    X, R, W, Y, S, RSTD,
+    X, R, W, Y, S, RSTD, SEED,
     stride_x, stride_r, stride_y, stride_s,
-    M, N, eps,
+    M, N, eps, p, scale,
     HAS_RESIDUAL: tl.constexpr,
     BLOCK_N: tl.constexpr,
+    HAS_DROPOUT: tl.constexpr = False,
 ):
     """One row per program, in chunks of BLOCK_N: pass 1 sums squares, pass 2 writes y."""
     row = tl.program_id(0).to(tl.int64)
@@ -88,6 +109,8 @@ def _rms_norm_fwd_looped_kernel(
         mask = cols < N
         x = tl.load(X + row * stride_x + cols, mask=mask, other=0.0).to(tl.float32)
         if HAS_RESIDUAL:
+            if HAS_DROPOUT:
+                x = _dropped(x, _keep_row(SEED, row, off, N, p, BLOCK_N), scale, S.dtype.element_ty)
             r = tl.load(R + row * stride_r + cols, mask=mask, other=0.0).to(tl.float32)
             s = (x + r).to(S.dtype.element_ty)
             tl.store(S + row * stride_s + cols, s, mask=mask)
@@ -100,6 +123,8 @@ def _rms_norm_fwd_looped_kernel(
         mask = cols < N
         x = tl.load(X + row * stride_x + cols, mask=mask, other=0.0).to(tl.float32)
         if HAS_RESIDUAL:  # recompute s rather than re-read it: no read-after-write in one launch
+            if HAS_DROPOUT:
+                x = _dropped(x, _keep_row(SEED, row, off, N, p, BLOCK_N), scale, S.dtype.element_ty)
             r = tl.load(R + row * stride_r + cols, mask=mask, other=0.0).to(tl.float32)
             x = (x + r).to(S.dtype.element_ty).to(tl.float32)
         w = tl.load(W + cols, mask=mask, other=0.0).to(tl.float32)
@@ -109,12 +134,13 @@ def _rms_norm_fwd_looped_kernel(
 
 @triton.jit
 def _rms_norm_bwd_kernel(
-    DY, X, W, RSTD, DS, DX, DW_PARTIAL,  # DW_PARTIAL: (num_programs, N) fp32
-    stride_dy, stride_x, stride_ds, stride_dx,
-    M, N, rows_per_program,
+    DY, X, W, RSTD, DS, DX, DW_PARTIAL, DXD, SEED,  # DW_PARTIAL: (num_programs, N) fp32 ; DXD: (M, N)
+    stride_dy, stride_x, stride_ds, stride_dx, stride_dxd,
+    M, N, rows_per_program, p, scale,
     HAS_DS: tl.constexpr,
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
+    HAS_DROPOUT: tl.constexpr = False,  # also DXD = dropout's backward of DX (the dropped addend's grad)
 ):
     """Each program owns rows [pid·rows_per_program, +rows_per_program) and one dw partial row."""
     pid = tl.program_id(0)
@@ -139,17 +165,23 @@ def _rms_norm_bwd_kernel(
         dx = rstd[:, None] * (g - n * c[:, None])
         if HAS_DS:
             dx += tl.load(DS + rows64 * stride_ds + cols[None, :], mask=mask, other=0.0).to(tl.float32)
-        tl.store(DX + rows64 * stride_dx + cols[None, :], dx.to(DX.dtype.element_ty), mask=mask)
+        dx = dx.to(DX.dtype.element_ty)
+        tl.store(DX + rows64 * stride_dx + cols[None, :], dx, mask=mask)
+        if HAS_DROPOUT:
+            dxd = _dropped(dx.to(tl.float32), _keep_mask(SEED, rows64, 0, N, p, BLOCK_M, BLOCK_N), scale,
+                           DXD.dtype.element_ty)
+            tl.store(DXD + rows64 * stride_dxd + cols[None, :], dxd.to(DXD.dtype.element_ty), mask=mask)
     tl.store(DW_PARTIAL + pid.to(tl.int64) * N + cols, tl.sum(dw_acc, axis=0), mask=col_mask)
 
 
 @triton.jit
 def _rms_norm_bwd_looped_kernel(
-    DY, X, W, RSTD, DS, DX, DW_PARTIAL,
-    stride_dy, stride_x, stride_ds, stride_dx,
-    M, N, rows_per_program,
+    DY, X, W, RSTD, DS, DX, DW_PARTIAL, DXD, SEED,
+    stride_dy, stride_x, stride_ds, stride_dx, stride_dxd,
+    M, N, rows_per_program, p, scale,
     HAS_DS: tl.constexpr,
     BLOCK_N: tl.constexpr,
+    HAS_DROPOUT: tl.constexpr = False,
 ):
     """Wide rows: one row at a time in chunks; the program's dw partial row lives in DW_PARTIAL."""
     pid = tl.program_id(0)
@@ -178,7 +210,12 @@ def _rms_norm_bwd_looped_kernel(
             dx = rstd * (dy * w - n * c)
             if HAS_DS:
                 dx += tl.load(DS + row64 * stride_ds + cols, mask=mask, other=0.0).to(tl.float32)
-            tl.store(DX + row64 * stride_dx + cols, dx.to(DX.dtype.element_ty), mask=mask)
+            dx = dx.to(DX.dtype.element_ty)
+            tl.store(DX + row64 * stride_dx + cols, dx, mask=mask)
+            if HAS_DROPOUT:
+                dxd = _dropped(dx.to(tl.float32), _keep_row(SEED, row64, off, N, p, BLOCK_N), scale,
+                               DXD.dtype.element_ty)
+                tl.store(DXD + row64 * stride_dxd + cols, dxd.to(DXD.dtype.element_ty), mask=mask)
             # Same program, same element-to-thread layout: each thread re-reads only what it wrote.
             part = tl.load(dwp + cols, mask=mask, other=0.0)
             tl.store(dwp + cols, part + dy * n.to(W.dtype.element_ty).to(tl.float32), mask=mask)
@@ -193,7 +230,7 @@ def _fwd_config(n: int) -> tuple[int, int, int]:
     """(BLOCK_M, BLOCK_N, num_warps) for rows held whole in registers: ~4K elements and 4 warps a
     program (≤ 32 fp32 values a thread per tensor: the backward holds three without spilling).
     Measured on an H200 (benchmarks/tune_rmsnorm.py): 3.7 TB/s fwd, 2.6 TB/s bwd at 32768×768."""
-    block_n = triton.next_power_of_2(n)
+    block_n = max(4, triton.next_power_of_2(n))  # ≥ 4: the dropout mask comes four columns a draw
     block_m = max(1, min(16, 4096 // block_n))
     num_warps = 4 if block_n <= 4096 else 8
     return block_m, block_n, num_warps
@@ -208,8 +245,9 @@ def _row_major(t: torch.Tensor) -> torch.Tensor:
     return t if t.stride(-1) == 1 else t.contiguous()
 
 
-def _rms_norm_fwd(x, residual, weight, eps):
-    """x, residual: (M, N); weight: (N,). Returns y (M, N) in weight's dtype, s (M, N) or (0,), rstd (M,)."""
+def _rms_norm_fwd(x, residual, weight, eps, dropout_p=0.0, seed=None):
+    """x, residual: (M, N); weight: (N,). Returns y (M, N) in weight's dtype, s (M, N) or (0,), rstd (M,).
+    With a residual, s = residual + dropout(x) (mask from ``seed``, (1,) int64, when dropout_p > 0)."""
     x = _row_major(x)
     weight = weight.contiguous()
     m, n = x.shape
@@ -224,29 +262,35 @@ def _rms_norm_fwd(x, residual, weight, eps):
         return y, s, rstd
     strides = (x.stride(0), residual.stride(0), y.stride(0), s.stride(0) if s.dim() == 2 else 0)
     has_residual = s.numel() > 0
+    has_dropout, seed, scale = _dropout_args(dropout_p if has_residual else 0.0, seed, rstd)
     if n <= MAX_FUSED_N:
         block_m, block_n, num_warps = _fwd_config(n)
         _rms_norm_fwd_kernel[(triton.cdiv(m, block_m),)](
-            x, residual, weight, y, s if has_residual else y, rstd, *strides, m, n, eps,
-            HAS_RESIDUAL=has_residual, BLOCK_M=block_m, BLOCK_N=block_n, num_warps=num_warps,
+            x, residual, weight, y, s if has_residual else y, rstd, seed, *strides, m, n, eps, dropout_p, scale,
+            HAS_RESIDUAL=has_residual, BLOCK_M=block_m, BLOCK_N=block_n, HAS_DROPOUT=has_dropout,
+            num_warps=num_warps,
         )
     else:
         _rms_norm_fwd_looped_kernel[(m,)](
-            x, residual, weight, y, s if has_residual else y, rstd, *strides, m, n, eps,
-            HAS_RESIDUAL=has_residual, BLOCK_N=LOOPED_BLOCK_N, num_warps=16,
+            x, residual, weight, y, s if has_residual else y, rstd, seed, *strides, m, n, eps, dropout_p, scale,
+            HAS_RESIDUAL=has_residual, BLOCK_N=LOOPED_BLOCK_N, HAS_DROPOUT=has_dropout, num_warps=16,
         )
     return y, s, rstd
 
 
-def _rms_norm_bwd(dy, xs, weight, rstd, ds):
+def _rms_norm_bwd(dy, xs, weight, rstd, ds, dropout_p=0.0, seed=None):
     """dy: (M, N) grad of y; xs: (M, N) the normalised input (x, or s for add_rms_norm);
-    ds: (M, N) grad of s or None. Returns dx (M, N) in xs's dtype and dw (N,) in weight's dtype."""
+    ds: (M, N) grad of s or None. Returns dx (M, N) in xs's dtype (the gradient of s, or of x for
+    rms_norm), dxd (M, N) = dropout's backward of dx with the forward's mask (the gradient of the
+    dropped addend) or (0,) without dropout, and dw (N,) in weight's dtype."""
     dy, xs = _row_major(dy), _row_major(xs)
     weight = weight.contiguous()
     m, n = xs.shape
     dx = torch.empty((m, n), dtype=xs.dtype, device=xs.device)
+    has_dropout, seed, scale = _dropout_args(dropout_p, seed, rstd)
+    dxd = torch.empty((m, n) if has_dropout else (0,), dtype=xs.dtype, device=xs.device)
     if m == 0:
-        return dx, torch.zeros_like(weight)
+        return dx, dxd, torch.zeros_like(weight)
     has_ds = ds is not None
     ds = _row_major(ds) if has_ds else dy
     looped = n > MAX_FUSED_N
@@ -258,15 +302,16 @@ def _rms_norm_bwd(dy, xs, weight, rstd, ds):
     programs = triton.cdiv(m, rows_per_program)
     alloc = torch.zeros if looped else torch.empty
     dw_partial = alloc((programs, n), dtype=torch.float32, device=xs.device)
-    args = (dy, xs, weight, rstd, ds, dx, dw_partial,
-            dy.stride(0), xs.stride(0), ds.stride(0), dx.stride(0), m, n, rows_per_program)
+    args = (dy, xs, weight, rstd, ds, dx, dw_partial, dxd if has_dropout else dx, seed,
+            dy.stride(0), xs.stride(0), ds.stride(0), dx.stride(0), n, m, n, rows_per_program, dropout_p, scale)
     if looped:
-        _rms_norm_bwd_looped_kernel[(programs,)](*args, HAS_DS=has_ds, BLOCK_N=block_n, num_warps=num_warps)
+        _rms_norm_bwd_looped_kernel[(programs,)](*args, HAS_DS=has_ds, BLOCK_N=block_n, HAS_DROPOUT=has_dropout,
+                                                 num_warps=num_warps)
     else:
         _rms_norm_bwd_kernel[(programs,)](
-            *args, HAS_DS=has_ds, BLOCK_M=block_m, BLOCK_N=block_n, num_warps=num_warps
+            *args, HAS_DS=has_ds, BLOCK_M=block_m, BLOCK_N=block_n, HAS_DROPOUT=has_dropout, num_warps=num_warps
         )
-    return dx, dw_partial.sum(0).to(weight.dtype)
+    return dx, dxd, dw_partial.sum(0).to(weight.dtype)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -274,36 +319,41 @@ def _rms_norm_bwd(dy, xs, weight, rstd, ds):
 # ----------------------------------------------------------------------------------------------
 
 
-def _rms_norm_fwd_fake(x, residual, weight, eps):
+def _rms_norm_fwd_fake(x, residual, weight, eps, dropout_p, seed):
     m, n = x.shape
     s = x.new_empty((m, n)) if residual is not None else x.new_empty(0)
     return x.new_empty((m, n), dtype=weight.dtype), s, x.new_empty((m,), dtype=torch.float32)
 
 
-def _rms_norm_bwd_fake(dy, xs, weight, rstd, ds):
-    return torch.empty_like(xs, memory_format=torch.contiguous_format), torch.empty_like(weight)
+def _rms_norm_bwd_fake(dy, xs, weight, rstd, ds, dropout_p, seed):
+    m, n = xs.shape
+    dxd = xs.new_empty((m, n) if dropout_p > 0 else (0,))
+    return torch.empty_like(xs, memory_format=torch.contiguous_format), dxd, torch.empty_like(weight)
 
 
 rms_norm_fwd_op = define_op(
-    "rms_norm_fwd", "(Tensor x, Tensor? residual, Tensor weight, float eps) -> (Tensor, Tensor, Tensor)",
+    "rms_norm_fwd",
+    "(Tensor x, Tensor? residual, Tensor weight, float eps, float dropout_p, Tensor? seed) -> (Tensor, Tensor, Tensor)",
     _rms_norm_fwd, _rms_norm_fwd_fake)
 rms_norm_bwd_op = define_op(
-    "rms_norm_bwd", "(Tensor dy, Tensor xs, Tensor weight, Tensor rstd, Tensor? ds) -> (Tensor, Tensor)",
+    "rms_norm_bwd",
+    "(Tensor dy, Tensor xs, Tensor weight, Tensor rstd, Tensor? ds, float dropout_p, Tensor? seed) "
+    "-> (Tensor, Tensor, Tensor)",
     _rms_norm_bwd, _rms_norm_bwd_fake)
 
 
 def _setup_context(ctx, inputs, output):
-    x, residual, weight, _ = inputs
+    x, residual, weight, _, ctx.dropout_p, seed = inputs
     _, s, rstd = output
     ctx.has_residual = residual is not None
-    ctx.save_for_backward(s if ctx.has_residual else x, weight, rstd)
+    ctx.save_for_backward(s if ctx.has_residual else x, weight, rstd, seed)
 
 
 def _backward(ctx, dy, ds, _drstd=None, bwd=rms_norm_bwd_op):
-    xs, weight, rstd = ctx.saved_tensors
-    dx, dw = bwd(dy, xs, weight, rstd, ds if ctx.has_residual else None)
-    # The sum s = x + residual passes the same gradient to both addends.
-    return dx, (dx if ctx.has_residual else None), dw, None
+    xs, weight, rstd, seed = ctx.saved_tensors
+    dx, dxd, dw = bwd(dy, xs, weight, rstd, ds if ctx.has_residual else None, ctx.dropout_p, seed)
+    # s = residual + dropout(x): the residual gets the gradient of s, x dropout's backward of it.
+    return (dxd if ctx.dropout_p > 0 else dx), (dx if ctx.has_residual else None), dw, None, None, None
 
 
 torch.library.register_autograd("march::rms_norm_fwd", _backward, setup_context=_setup_context)
@@ -316,9 +366,9 @@ class _RMSNormFunction(torch.autograd.Function):
     # Old-style forward(ctx, ...): a separate setup_context makes every apply() bind its arguments
     # through inspect.signature (~20 µs of host time a call).
     @staticmethod
-    def forward(ctx, x, residual, weight, eps):
-        out = _rms_norm_fwd(x, residual, weight, eps)
-        _setup_context(ctx, (x, residual, weight, eps), out)
+    def forward(ctx, x, residual, weight, eps, dropout_p, seed):
+        out = _rms_norm_fwd(x, residual, weight, eps, dropout_p, seed)
+        _setup_context(ctx, (x, residual, weight, eps, dropout_p, seed), out)
         ctx.mark_non_differentiable(out[2])
         return out
 
@@ -327,10 +377,10 @@ class _RMSNormFunction(torch.autograd.Function):
         return _backward(ctx, dy, ds, drstd, bwd=_rms_norm_bwd)
 
 
-def _fwd(x, residual, weight, eps):
+def _fwd(x, residual, weight, eps, dropout_p=0.0, seed=None):
     if torch.compiler.is_compiling():
-        return rms_norm_fwd_op(x, residual, weight, eps)
-    return _RMSNormFunction.apply(x, residual, weight, eps)
+        return rms_norm_fwd_op(x, residual, weight, eps, dropout_p, seed)
+    return _RMSNormFunction.apply(x, residual, weight, eps, dropout_p, seed)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -375,22 +425,32 @@ def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float = 1e-6) -> torch.
     if not use_triton(x, weight):
         return reference.rms_norm(x, weight, eps)
     d = x.shape[-1]
-    y, _, _ = _fwd(x.reshape(-1, d), None, weight, float(eps))
+    y, _, _ = _fwd(x.reshape(-1, d), None, weight, float(eps), 0.0, None)
     return y.view(*x.shape[:-1], d)
 
 
 def add_rms_norm(
-    x: torch.Tensor, residual: torch.Tensor, weight: torch.Tensor, eps: float = 1e-6
+    x: torch.Tensor, residual: torch.Tensor, weight: torch.Tensor, eps: float = 1e-6, dropout_p: float = 0.0,
+    seed=None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Fused pre-norm step: s = x + residual; returns (rms_norm(s, weight, eps), s).
+    """Fused pre-norm step: s = residual + dropout(x); returns (rms_norm(s, weight, eps), s).
 
     x, residual: (..., D), same dtype; s has that dtype, the normed output has weight's dtype.
+    ``dropout_p``: inverted dropout on x (the sublayer output, as T5's ``h + dropout(out)``), its
+    mask drawn in the kernel (four columns per Philox draw, from ``seed``: None = torch's RNG on the
+    device, an int, or a 1-element tensor) and drawn again by the backward, never stored. CPU
+    tensors without the interpreter take the reference, with torch's own dropout mask.
     """
+    dropout_p = check_dropout(dropout_p)
+    check_seed(seed)
     _check(x, weight, eps, residual)
     if not use_triton(x, residual, weight):
+        if dropout_p > 0:
+            x = torch.nn.functional.dropout(x, dropout_p)
         return reference.add_rms_norm(x, residual, weight, eps)
     d = x.shape[-1]
-    y, s, _ = _fwd(x.reshape(-1, d), residual.reshape(-1, d), weight, float(eps))
+    seed_t = make_seed(seed, x.device) if dropout_p > 0 else None
+    y, s, _ = _fwd(x.reshape(-1, d), residual.reshape(-1, d), weight, float(eps), dropout_p, seed_t)
     return y.view(*x.shape[:-1], d), s.view(*x.shape[:-1], d)
 
 

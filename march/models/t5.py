@@ -13,8 +13,9 @@ state_dict loads as is (``march.models.hf``):
 
 The relative-bias table lives in the first block of each stack and is passed to every layer of the
 stack (``bias_table``), as HF shares the first layer's position bias. With fused kernels the
-residual add and the next sublayer's norm are one ``add_rms_norm`` call (s = x + h; norm(s)); with
-``kernels="eager"`` they are the plain ``h + x`` and ``RMSNorm`` — the same numbers.
+sublayer output's dropout, the residual add and the next sublayer's norm are one ``add_rms_norm``
+call (s = h + dropout(x); norm(s)); with ``kernels="eager"`` they are the plain ``h +
+dropout(x)`` and ``RMSNorm`` — the same numbers without dropout (with it, another mask).
 """
 
 from __future__ import annotations
@@ -97,14 +98,16 @@ class T5Stack(nn.Module):
         self.dropout = nn.Dropout(config.dropout)
 
     def _add_norm(self, x: torch.Tensor, h: torch.Tensor, norm: RMSNorm):
-        """(norm(h + x), h + x): the residual add fused with the next sublayer's norm."""
+        """(norm(h + dropout(x)), h + dropout(x)): the sublayer output's dropout and the residual add
+        fused with the next sublayer's norm (one kernel; its backward draws the mask again)."""
         if x.dtype != h.dtype:  # e.g. under autocast: the residual stream is promoted as eager's h + x
             dtype = torch.promote_types(x.dtype, h.dtype)
             x, h = x.to(dtype), h.to(dtype)
         if self.kernels == "eager":
-            h = h + x
+            h = h + self.dropout(x)
             return norm(h), h
-        return add_rms_norm(x, h, norm.weight, norm.eps)
+        p = self.dropout.p if self.training else 0.0
+        return add_rms_norm(x, h, norm.weight, norm.eps, dropout_p=p)
 
     def forward(
         self,
@@ -144,7 +147,7 @@ class T5Stack(nn.Module):
                 out = sub.DenseReluDense(normed)
                 if self.is_decoder:
                     presents.append((self_kv, cross_kv))
-            normed, h = self._add_norm(self.dropout(out), h, next_norm)
+            normed, h = self._add_norm(out, h, next_norm)
         return self.dropout(normed), (presents if use_cache and self.is_decoder else None)
 
 
