@@ -241,6 +241,16 @@ def test_add_rms_norm_dropout_bad_inputs(bad):
         add_rms_norm(x, r, w, **bad)
 
 
+def test_rms_norm_op_refuses_dropout_without_residual(device):
+    """The op's dropout is on x of s = residual + dropout(x): without a residual it is an error, not
+    silently ignored (the backward would otherwise mask x's gradient)."""
+    from march.kernels.rms_norm import rms_norm_fwd_op
+
+    x, w = torch.randn(4, 8, device=device), torch.randn(8, device=device)
+    with pytest.raises(ValueError, match="needs a residual"):
+        rms_norm_fwd_op(x, None, w, 1e-6, 0.1, torch.tensor([1], device=device))
+
+
 def test_add_rms_norm_dropout_compiles(device):
     """fullgraph compile: the custom op with its seed; the same seed gives eager's bits."""
     x, w, r = _inputs(16, 768, torch.bfloat16, torch.bfloat16, device, residual=True)

@@ -248,6 +248,8 @@ def _row_major(t: torch.Tensor) -> torch.Tensor:
 def _rms_norm_fwd(x, residual, weight, eps, dropout_p=0.0, seed=None):
     """x, residual: (M, N); weight: (N,). Returns y (M, N) in weight's dtype, s (M, N) or (0,), rstd (M,).
     With a residual, s = residual + dropout(x) (mask from ``seed``, (1,) int64, when dropout_p > 0)."""
+    if dropout_p > 0 and residual is None:  # the dropout is on the addend of s = residual + dropout(x)
+        raise ValueError(f"dropout_p={dropout_p} needs a residual (add_rms_norm); rms_norm has no dropout")
     x = _row_major(x)
     weight = weight.contiguous()
     m, n = x.shape
@@ -262,7 +264,7 @@ def _rms_norm_fwd(x, residual, weight, eps, dropout_p=0.0, seed=None):
         return y, s, rstd
     strides = (x.stride(0), residual.stride(0), y.stride(0), s.stride(0) if s.dim() == 2 else 0)
     has_residual = s.numel() > 0
-    has_dropout, seed, scale = _dropout_args(dropout_p if has_residual else 0.0, seed, rstd)
+    has_dropout, seed, scale = _dropout_args(dropout_p, seed, rstd)
     if n <= MAX_FUSED_N:
         block_m, block_n, num_warps = _fwd_config(n)
         _rms_norm_fwd_kernel[(triton.cdiv(m, block_m),)](

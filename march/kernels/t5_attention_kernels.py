@@ -65,14 +65,14 @@ every mode (``t5_attention.dropout_mask_mode`` has the timings).
 
 from __future__ import annotations
 
-import os
-
 import triton
 import triton.language as tl
 
+from march.kernels._utils import interpreting
+
 LOG2E = 1.4426950408889634
-# Kernels are defined once per process, after TRITON_INTERPRET is set (see march.kernels._utils).
-_INTERPRET = tl.constexpr(os.environ.get("TRITON_INTERPRET", "0") not in ("", "0"))
+# Kernels are defined once per process, after TRITON_INTERPRET is set.
+_INTERPRET = tl.constexpr(interpreting())
 
 
 @triton.jit
