@@ -30,7 +30,7 @@ attn = importlib.import_module("march.kernels.t5_attention")  # the module (the 
 ITERS = 10
 # Candidates: the first MARCH_PROBE_CONFIGS (default 2) entries of march's own lists (attn._TUNE,
 # the first = the default), or the wider sweep below with MARCH_PROBE_SWEEP=1 (the sweep that picked
-# the defaults; dk/dv needs BLOCK_M ≤ BLOCK_N and BLOCK_N a multiple of attn.SLOT_N).
+# the defaults; dq needs BLOCK_M a multiple of attn.SLOT_M).
 SWEEP = {
     ("fwd", 64): [(128, 64, 4, 3), (128, 128, 8, 3), (64, 64, 4, 3), (128, 64, 8, 3), (128, 128, 8, 2),
                   (64, 128, 4, 3)],
@@ -50,7 +50,8 @@ if os.environ.get("MARCH_PROBE_SWEEP") == "1":
 else:
     CANDIDATES = {key: list(v[: int(os.environ.get("MARCH_PROBE_CONFIGS", "2"))]) for key, v in attn._TUNE.items()}
 KERNELS = {"_t5_attn_fwd_kernel": "fwd", "_t5_attn_bwd_preprocess_kernel": "delta",
-           "_t5_attn_bwd_dq_kernel": "dq", "_t5_attn_bwd_dkdv_kernel": "dkdv", "_dropout_bits_kernel": "bits"}
+           "_t5_attn_bwd_dq_kernel": "dq", "_t5_attn_bwd_dkdv_kernel": "dkdv", "_dropout_bits_kernel": "bits",
+           "_t5_attn_bwd_bias_band_kernel": "band"}
 
 
 def _set_configs(block_d: int, i: int) -> dict:

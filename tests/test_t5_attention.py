@@ -313,24 +313,29 @@ def test_bias_table_gradient_is_deterministic(device):
 
 
 @pytest.mark.skipif(HAS_GPU, reason="interpreter config switch; the GPU autotunes over these configs")
-def test_bias_grad_partials_do_not_depend_on_block_n(monkeypatch):
-    """The bias-gradient partial slots are SLOT_N keys wide whatever BLOCK_N the autotuner picks:
-    a dkdv config with BLOCK_N = 2·SLOT_N (zero-filled second slots, the last one past Lk) gives the
-    same gradients as the default config."""
+@pytest.mark.parametrize("dq_block,band_block", [((128, 32), (32, 64)), ((128, 64), (32, 64)), ((64, 64), (16, 16))])
+def test_bias_grad_does_not_depend_on_block_sizes(monkeypatch, dq_block, band_block):
+    """The dq kernel sums the saturated tiles of its own tile grid and the band kernel the others,
+    in the dq grid: other block sizes (a dq BLOCK_M of 2·SLOT_M, whose second slot is zero-filled,
+    the last one past Lq; band tiles smaller than the dq tiles) give the same gradients. Saturated
+    tiles on both sides (max_distance 16), padding."""
     import importlib
 
     mod = importlib.import_module("march.kernels.t5_attention")  # the module (the package exports the function)
 
-    q, k, v, table, kpm = _make(1, 2, 17, 130, 64, BF16, "cpu", pad="right")
-    grad = torch.randn(1, 2, 17, 64)
-    base = _run(lambda *a: t5_attention(*a, key_padding_mask=kpm), [q, k, v, table], grad)[1]
-    monkeypatch.setitem(mod._INTERP, "dkdv", (32, 2 * mod.SLOT_N))
+    q, k, v, table, kpm = _make(2, 2, 130, 97, 64, BF16, "cpu", pad="right", nb=8)
+    grad = torch.randn(2, 2, 130, 64)
+    run = lambda: _run(lambda *a: t5_attention(*a, key_padding_mask=kpm, num_buckets=8, max_distance=16),
+                       [q, k, v, table], grad)[1]
+    base = run()
+    monkeypatch.setitem(mod._INTERP, "dq", dq_block)
+    monkeypatch.setattr(mod, "_INTERP_BAND", band_block)
     mod._kernel.cache_clear()
     try:
-        wide = _run(lambda *a: t5_attention(*a, key_padding_mask=kpm), [q, k, v, table], grad)[1]
+        other = run()
     finally:
         mod._kernel.cache_clear()
-    for a, b in zip(base, wide):
+    for a, b in zip(base, other):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
 
 

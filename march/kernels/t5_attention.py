@@ -39,6 +39,7 @@ from march.kernels.t5_attention_kernels import (
     _dropout_bits_kernel,
     _keep_probe_kernel,
     _key_range_kernel,
+    _t5_attn_bwd_bias_band_kernel,
     _t5_attn_bwd_dkdv_kernel,
     _t5_attn_bwd_dq_kernel,
     _t5_attn_bwd_preprocess_kernel,
@@ -111,18 +112,23 @@ _TUNE = {
     ("fwd", 128): [(64, 64, 4, 3), (128, 64, 8, 3), (128, 32, 4, 3), (128, 64, 8, 2)],
     ("dkdv", 64): [(64, 64, 4, 3), (32, 64, 4, 3), (64, 128, 8, 2), (32, 128, 8, 2)],
     ("dkdv", 128): [(64, 128, 8, 2), (64, 128, 8, 3), (32, 64, 4, 2), (64, 64, 8, 2)],
-    ("dq", 64): [(64, 64, 4, 3), (128, 32, 4, 3), (128, 64, 8, 2), (128, 128, 8, 2)],
-    ("dq", 128): [(128, 64, 8, 3), (128, 64, 8, 2), (64, 32, 4, 3), (64, 64, 8, 2)],
+    ("dq", 64): [(64, 64, 4, 3), (128, 64, 8, 2), (128, 128, 8, 2), (64, 128, 4, 3)],
+    ("dq", 128): [(128, 64, 8, 3), (128, 64, 8, 2), (64, 64, 8, 2), (64, 64, 4, 3)],
 }
 # 4 configs each: every new key costs 12 compiles (~1-2 s each) + short timings, once per process.
 _INTERP = {"fwd": (64, 32), "dkdv": (32, 64), "dq": (64, 32)}
 _KERNELS = {"fwd": _t5_attn_fwd_kernel, "dkdv": _t5_attn_bwd_dkdv_kernel, "dq": _t5_attn_bwd_dq_kernel}
 # Autotune key: bucketed lengths (LQ_KEY, LK_KEY: next power of 2, so ragged batches do not re-tune)
 # and every constexpr that changes the work; tensor dtypes are added by Triton itself.
-_KEY = ["LQ_KEY", "LK_KEY", "HEAD_DIM", "HAS_BIAS", "HAS_KPM", "CAUSAL", "DROPOUT", "STORED_MASK"]
-# Bias-gradient partials are written per SLOT_N keys whatever BLOCK_N is chosen (see the kernel).
-SLOT_N = min(min(c[1] for c in v) for (name, _), v in _TUNE.items() if name == "dkdv")
-SLOT_N = min(SLOT_N, _INTERP["dkdv"][1])
+_KEY = ["LQ_KEY", "LK_KEY", "HEAD_DIM", "HAS_BIAS", "HAS_KPM", "CAUSAL", "DROPOUT", "STORED_MASK", "BIAS_GRAD"]
+# The dq kernel's bias-gradient partials are written per SLOT_M queries whatever BLOCK_M is chosen.
+SLOT_M = min(min(c[0] for c in v) for (name, _), v in _TUNE.items() if name == "dq")
+SLOT_M = min(SLOT_M, _INTERP["dq"][0])
+# The band kernel (bias-table gradient of the unsaturated tiles) is not autotuned: (BLOCK_M, BLOCK_N,
+# num_warps, num_stages) per head-dim class, tiles capped by the dq kernel's (they must divide them)
+# and BLOCK_M ≤ BLOCK_N (its diagonal reduction).
+_BAND = {64: (64, 64, 4, 3), 128: (64, 64, 8, 2)}
+_INTERP_BAND = (32, 64)
 
 
 def autotuning() -> bool:
@@ -313,30 +319,73 @@ def _attn_bwd(do, q, k, v, o, lse, seed, mask, table, kpm, bidirectional, num_bu
     qkv_do = (q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
               v.stride(0), v.stride(1), v.stride(2), do.stride(0), do.stride(1), do.stride(2))
 
-    # dq first: it also writes the exact row term delta + r (see the dq kernel) that dk/dv use.
-    # Every output (dq, delta_exact; dk, dv and each dtab slot) is fully overwritten by each launch
-    # whatever the config, so the autotuner's repeated launches need no reset; the slot layout does
-    # not depend on BLOCK_N.
+    # dq first: it also writes the exact row term delta + r (see the dq kernel) that dk/dv and the
+    # band kernel use, and the saturated tiles' bias-table gradient. Every output (dq, delta_exact,
+    # each dtab slot; dk, dv) is fully overwritten by each launch whatever the config, so the
+    # autotuner's repeated launches need no reset; the slot layout does not depend on BLOCK_M.
     delta_exact = torch.empty_like(delta)
     tune = autotuning()
-    _kernel("dq", block_d, tune)[lambda meta: (triton.cdiv(lq, meta["BLOCK_M"]), bsz * heads)](
-        q, k, v, do, rows, kpm_t, klim, lse, delta, dq, delta_exact, *qkv_do,
-        dq.stride(0), dq.stride(1), dq.stride(2), skpm, *scalars, *keys, **common,
+    # Table-gradient partials, (H, ROWS, NB_P2) fp32: per head, B·n_slots rows from the dq kernel
+    # (saturated tiles) then the band kernel's rows; every row is written by every launch.
+    n_slots = triton.cdiv(lq, SLOT_M)
+    band = _band_plan(q, k, sat_pos, r, common["BLOCK_D"]) if bias_grad else None
+    n_rows = bsz * n_slots + (band["rows"] if bias_grad else 0)
+    dtab = torch.empty((heads, n_rows, nb_p2) if bias_grad else (1,), dtype=torch.float32, device=q.device)
+    dq_kernel = _kernel("dq", block_d, tune)
+    dq_kernel[lambda meta: (triton.cdiv(lq, meta["BLOCK_M"]), bsz * heads)](
+        q, k, v, do, rows, brow, kpm_t, klim, lse, delta, dq, delta_exact, dtab, *qkv_do,
+        dq.stride(0), dq.stride(1), dq.stride(2), skpm, *scalars, n_slots, n_rows, *keys,
+        BIAS_GRAD=bias_grad, NB_P2=nb_p2, SLOT_M=SLOT_M, **common,
     )
-    n_slots = triton.cdiv(lk, SLOT_N)
-    dtab = torch.empty((bsz * heads, n_slots, nb_p2) if bias_grad else (1,), dtype=torch.float32,
-                       device=q.device)
     _kernel("dkdv", block_d, tune)[lambda meta: (triton.cdiv(lk, meta["BLOCK_N"]), bsz * heads)](
-        q, k, v, do, rows, brow, kpm_t, klim, lse, delta_exact, dk, dv, dtab, *qkv_do,
+        q, k, v, do, rows, kpm_t, klim, lse, delta_exact, dk, dv, *qkv_do,
         dk.stride(0), dk.stride(1), dk.stride(2), dv.stride(0), dv.stride(1), dv.stride(2), skpm, *scalars,
-        n_slots, *keys, BIAS_GRAD=bias_grad, NB_P2=nb_p2, SLOT_N=SLOT_N, **common,
+        *keys, **common,
     )
     if not bias_grad:
         return dq, dk, dv, q.new_zeros(0)
-    # Fixed-order reduction of the per-slot partials: (B, H, n_slots, NB_P2) -> (NB, H).
-    dtab = dtab.view(bsz, heads, n_slots, nb_p2).sum(dim=(0, 2))[:, :num_buckets]
+    dq_bm, dq_bn = _block_mn(dq_kernel)
+    bm, bn, n_t = band["BLOCK_M"], band["BLOCK_N"], band["n_t"]
+    if dq_bm % bm or dq_bn % bn or band["rows"] != triton.cdiv(lk, bn) * n_t:
+        raise RuntimeError(f"band tiles {bm}x{bn} must divide the dq kernel's {dq_bm}x{dq_bn}")
+    _, _, _, query_offset, _, scale_log2, _, _, dropout_p, seed, mask = scalars
+    _t5_attn_bwd_bias_band_kernel[(triton.cdiv(lk, bn) * n_t, heads)](
+        q, k, v, do, rows, brow, kpm_t, lse, delta_exact, dtab, *qkv_do, skpm,
+        bsz, heads, lq, lk, query_offset, scale_log2, sat_pos, r, dropout_p, seed, mask,
+        n_rows, bsz * n_slots, n_t, HEAD_DIM=d, BLOCK_D=block_d, BLOCK_M=bm, BLOCK_N=bn,
+        HAS_KPM=common["HAS_KPM"], CAUSAL=causal, DROPOUT=common["DROPOUT"], NB_P2=nb_p2,
+        DQ_BM=dq_bm, DQ_BN=dq_bn, STORED_MASK=common["STORED_MASK"], **band["launch"],
+    )
+    dtab = dtab.sum(dim=1)[:, :num_buckets]  # fixed-order reduction of the partials -> (H, NB)
     out = torch.empty((num_buckets, heads), dtype=table.dtype, device=table.device)
     return dq, dk, dv, out.copy_(dtab.t())  # (NB, H) contiguous, cast and transpose in one copy kernel
+
+
+def _block_mn(launcher) -> tuple[int, int]:
+    """(BLOCK_M, BLOCK_N) of the config a launcher ran with (an Autotuner's pick, or the fixed one)."""
+    config = launcher.config if isinstance(launcher, _Fixed) else launcher.best_config
+    return config.kwargs["BLOCK_M"], config.kwargs["BLOCK_N"]
+
+
+def _band_plan(q, k, sat_pos, r, block_d) -> dict:
+    """The band kernel's tiles and grid, fixed before the dq kernel runs (it writes into the same
+    buffer): BLOCK_M ≤ BLOCK_N (its diagonal reduction), both dividing the tile of every config the
+    dq kernel may run with (the powers of two are capped by the smallest); n_t band query blocks per
+    key block at most (the span of unsaturated dq tiles: < DQ_BN + R + sat_pos + 2·DQ_BM queries)."""
+    lq, lk = q.shape[2], k.shape[2]
+    if interpreting():
+        (bm, bn), launch = _INTERP_BAND, dict(STAGES=1)
+    else:
+        bm, bn, w, st = _BAND[64 if block_d <= 64 else 128]
+        if os.environ.get("MARCH_ATTN_BAND_CONFIG"):  # benchmarks/probe_attention.py sweeps: "BM,BN,warps,stages"
+            bm, bn, w, st = (int(x) for x in os.environ["MARCH_ATTN_BAND_CONFIG"].split(","))
+        launch = dict(num_warps=w, num_stages=st, STAGES=st)
+    dq_tiles = [(c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"]) for c in _configs("dq", block_d)]
+    bn = min([bn] + [t[1] for t in dq_tiles])
+    bm = min([bm, bn] + [t[0] for t in dq_tiles])
+    span = max(t[1] for t in dq_tiles) + r + sat_pos + 2 * max(t[0] for t in dq_tiles)
+    n_t = min(triton.cdiv(lq, bm), triton.cdiv(span, bm))
+    return dict(BLOCK_M=bm, BLOCK_N=bn, n_t=n_t, rows=triton.cdiv(lk, bn) * n_t, launch=launch)
 
 
 # ----------------------------------------------------------------------------------------------
