@@ -98,8 +98,8 @@ def _build_bucket_row(device: torch.device, bidirectional: bool, num_buckets: in
 # Launch configurations: autotuned on the GPU over small lists, one config under the interpreter
 # ----------------------------------------------------------------------------------------------
 
-# (BLOCK_M, BLOCK_N, num_warps, num_stages). dkdv tiles are (keys BLOCK_N × queries BLOCK_M) and
-# need BLOCK_M ≤ BLOCK_N (the diagonal reduction of the bias gradient). First entry = the default:
+# (BLOCK_M, BLOCK_N, num_warps, num_stages). dkdv tiles are (keys BLOCK_N × queries BLOCK_M). dq
+# tiles are at least 64 × 64 (the band kernel's tiles must divide them; SLOT_M). First entry = the default:
 # the fastest per kernel in benchmarks/probe_attention.py on the H200 (results/NVIDIA-H200/
 # attention_probe.json: encoder B=32 H=12 L=512 d=64 and B=8 H=8 L=2048 d=128, bias + padding).
 # At d=64 the dk/dv kernel was 0.505 ms at (64, 128, 8, 2) and 0.307 at (64, 64, 4, 3); at d=128,

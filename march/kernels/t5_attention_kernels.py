@@ -11,20 +11,34 @@ one gather, bit-identical to HF's buckets by construction (no fp32 log in the ke
 A tile whose relative positions all lie beyond saturation (rel ≥ R, or ≤ −R; one-sided: rel ≥ 0)
 has one bucket: it adds a scalar and skips the per-element gather.
 
-Bias gradient. d table[b, h] = Σ_{i,j: bucket(i,j)=b} dS_ij. The dk/dv kernel owns a key block and
-walks the query blocks; per tile it sums dS along its diagonals (rel is constant along a diagonal)
-with one ``tl.gather`` that rotates each column, then adds the ≤ 2·BLOCK_N diagonal sums to their
-buckets. Partials are kept per SLOT_N-key slot (SLOT_N = the smallest dkdv BLOCK_N of any config):
-a program writes its (NB_P2,) fp32 sum into its first slot and zeros into the others, so the buffer
-(B·H, cdiv(Lk, SLOT_N), NB_P2) has one shape for every autotuned config and is fully overwritten
-by each launch; the host sums it in a fixed order (bit-identical across runs with one config).
+Bias gradient. d table[k, h] = Σ_{b, i, j: bucket(i, j) = k} dS_bij, in two parts over the dq
+kernel's tile grid, so that each element is counted once whatever the block sizes:
+- Saturated tiles (every rel ≥ sat_pos, or every rel ≤ −R: one bucket) are the dq kernel's: it
+  keeps per-row sums of ds and of P over them and, once the row term r (below) is known, adds
+  Σ_i (Σ_j ds_ij − r_i Σ_j P_ij) to the bucket of +R or −R.
+- Band tiles are ``_t5_attn_bwd_bias_band_kernel``'s: one program per (h, key block, band query
+  block) recomputes dS for every batch row (two products) into one (BN, BM) fp32 tile, then sums
+  it along its diagonals (rel is constant along one) with one ``tl.gather`` that rotates each
+  column, and adds the ≤ 2·BLOCK_N diagonal sums to their buckets: one diagonal reduction per tile
+  position instead of per (b, tile), since the buckets do not depend on b.
+Partials go to an (H, ROWS, NB_P2) fp32 buffer whose every row each launch writes (the dq kernel's
+per SLOT_M-query slot, whatever BLOCK_M the autotuner picks); the host sums it in a fixed order
+(bit-identical across runs).
 
 Performance (H200, B=32 H=12 L=512 d=64 with padding, per-kernel CUPTI times from
-benchmarks/probe_attention.py; results/NVIDIA-H200/attention_probe_s5.json):
-- fwd 0.107 ms, dq 0.131, dk/dv 0.274, delta prepass 0.016: fwd+bwd 0.55 ms, against SDPA's 0.30
-  without any bias; the same kernels without bias and padding take 0.37 ms (the structure: FA2 in
-  Triton, no warp specialisation, dq in its own kernel that recomputes S and dP, deterministic).
-  The bias-table gradient is most of the rest: dk/dv takes 0.153 ms without it.
+benchmarks/probe_attention.py; results/NVIDIA-H200/attention_probe_s6.json):
+- fwd 0.106 ms, dq 0.143, dk/dv 0.155, band 0.077, delta prepass 0.015: fwd+bwd 0.52 ms, against
+  SDPA's 0.30 without any bias; the same kernels without bias and padding take 0.37 ms (the
+  structure: FA2 in Triton, no warp specialisation, dq in its own kernel that recomputes S and dP,
+  deterministic). L=2048 d=128: 1.51 ms (band 0.19).
+- Session 6: the bias-table gradient moved out of the dk/dv kernel, where (255 registers, spills)
+  its per-tile diagonal reduction cost 0.11 of 0.27 ms; dk/dv now takes 0.155. A first band kernel
+  that reduced every (b, tile) took 0.135 ms (fwd+bwd 0.59: worse than inside dk/dv); summing over
+  the batch first, 0.077 (``attention_probe_s6_band_per_tile.json``, ``..._band_configs.json``).
+  Its loop over b is a ``tl.range`` with explicit stages: Triton did not pipeline a plain range
+  (no dot accumulates across iterations), and the kernel spilled. It reloads k, v, q, dO per tile
+  and batch row (~430 MB from L2 at L=512), so it is bound by that traffic, not by the reduction.
+  With dropout 0.1 the gain vanishes (0.765 ms before and after).
 - Band tiles gather their bias with an inline-asm load (``_gather_f32``): a ``tl.load`` gather got
   a blocked layout and a (BM, BN) fp32 conversion through shared memory per tile, and the kernels
   spilled. Session 5: fwd 0.133 -> 0.107 ms, dq 0.176 -> 0.131, dk/dv 0.302 -> 0.274 (L=2048 d=128:
@@ -33,7 +47,7 @@ benchmarks/probe_attention.py; results/NVIDIA-H200/attention_probe_s5.json):
   larger tiles spill more, which is why 64×64 tiles with 4 warps win at d=64.
 - Launch configs per head-dim class in ``t5_attention.py`` (_TUNE; first = default, from the
   probe); autotuning over the lists is opt-in (MARCH_ATTN_AUTOTUNE=1), each new key costing ~12
-  compiles.
+  compiles. The band kernel has one config per class (_BAND).
 - Padded key blocks at either end of a row are skipped (per-row key range, one small kernel).
 
 Indexing: the (b, h) base offsets are int64; offsets inside one (b, h) slice are int32 (64-bit
@@ -47,11 +61,14 @@ tiles carry no gather code. It removed the forward's register spills per ptxas, 
 the forward went from 0.137 to 0.285 ms, dq 0.179 -> 0.304, dk/dv 0.307 -> 0.436: three short
 software-pipelined loops (2-5 iterations each) pay three pipeline prologues and epilogues.
 Session 5 (results/NVIDIA-H200/attention_probe_s5_two_bucket_tiles.json): band tiles with a single
-bucket boundary in their rel range (12 of 34 at L=512 with 64×64 tiles, e.g. rel ∈ [65, 191] split
-at 91) took two masked tile sums instead of the diagonal gather, from a host-built "next boundary"
-row. Predicted dk/dv −0.04 ms; measured +0.006 (0.275 -> 0.281; with dropout 0.348 -> 0.360): the
-third branch raised ptxas's spills from 388 to 532 B. The rotation along the queries instead of the
-keys (``attention_probe_s5_row_rotation.json``) and a bf16 gather source were no better either.
+bucket boundary in their rel range took two masked tile sums instead of the diagonal gather.
+Predicted dk/dv −0.04 ms; measured +0.006 (spills 388 -> 532 B). The rotation along the queries
+instead of the keys (``attention_probe_s5_row_rotation.json``) and a bf16 gather source were no
+better either. Session 6, inside the dk/dv kernel (``attention_probe_s6_ab.json``): one one-hot
+reduction for both diagonal halves −0.008 ms (kept in ``_bucket_sums``); saturated tiles as per-key
+row sums reduced once per program +0.005 at L=512 (−0.014 at L=2048 d=128); a two-operand
+reduction for both halves, no better. Timing-only variants priced the parts: the one-hot 0.022 ms,
+the rotation 0.04, and 0.056 for the rest (the reductions, the branch, the register pressure).
 
 Dropout (on probabilities): 16-bit Philox numbers, eight per call (``_keep``): keep = u ≥ round(p·2^16),
 so the keep probability is 1 − round(p·2^16)/2^16, within 2^-17 of 1 − p (the kept values are
