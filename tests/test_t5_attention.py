@@ -498,3 +498,15 @@ def test_dropout_gpu(device):
     assert_close_to_oracle("out", out, out_e, out_o)
     for name, g, ge, go in zip(("dq", "dk", "dv", "dtable"), grads, grads_e, grads_o):
         assert_close_to_oracle(name, g, ge, go)
+
+
+@pytest.mark.parametrize("value", ["64,64,4", "64,32,4,3", "48,64,4,3", "a,b,c,d", "64,64,4,0"])
+def test_band_config_override_rejects_bad_values(monkeypatch, value):
+    import importlib
+
+    mod = importlib.import_module("march.kernels.t5_attention")
+    monkeypatch.setenv("MARCH_ATTN_BAND_CONFIG", value)
+    with pytest.raises(ValueError, match="MARCH_ATTN_BAND_CONFIG"):
+        mod._band_config_override()
+    monkeypatch.setenv("MARCH_ATTN_BAND_CONFIG", "32,64,8,2")
+    assert mod._band_config_override() == (32, 64, 8, 2)

@@ -33,11 +33,10 @@ import triton
 
 from march.kernels import reference
 from march.kernels._utils import check_float, check_same_device, define_op, interpreting, use_triton
+from march.kernels.t5_attention_dropout import _dropout_bits_kernel, _keep_probe_kernel
 from march.kernels.t5_attention_kernels import (
     LOG2E,
     _bucket_probe_kernel,
-    _dropout_bits_kernel,
-    _keep_probe_kernel,
     _key_range_kernel,
     _t5_attn_bwd_bias_band_kernel,
     _t5_attn_bwd_dkdv_kernel,
@@ -367,6 +366,22 @@ def _block_mn(launcher) -> tuple[int, int]:
     return config.kwargs["BLOCK_M"], config.kwargs["BLOCK_N"]
 
 
+def _band_config_override() -> tuple[int, int, int, int] | None:
+    """MARCH_ATTN_BAND_CONFIG="BLOCK_M,BLOCK_N,num_warps,num_stages": the band kernel's launch config
+    instead of _BAND's (for timing sweeps with benchmarks/probe_attention.py)."""
+    value = os.environ.get("MARCH_ATTN_BAND_CONFIG", "")
+    if not value:
+        return None
+    parts = value.split(",")
+    ok = len(parts) == 4 and all(p.strip().isdigit() for p in parts)
+    config = tuple(int(p) for p in parts) if ok else ()
+    pow2 = all(x > 0 and x & (x - 1) == 0 for x in config[:3])
+    if not ok or not pow2 or config[0] > config[1] or config[0] < 16 or config[3] < 1:
+        raise ValueError(f"MARCH_ATTN_BAND_CONFIG must be 'BLOCK_M,BLOCK_N,num_warps,num_stages' with powers "
+                         f"of two, 16 ≤ BLOCK_M ≤ BLOCK_N and num_stages ≥ 1, got {value!r}")
+    return config
+
+
 def _band_plan(q, k, sat_pos, r, block_d) -> dict:
     """The band kernel's tiles and grid, fixed before the dq kernel runs (it writes into the same
     buffer): BLOCK_M ≤ BLOCK_N (its diagonal reduction), both dividing the tile of every config the
@@ -376,9 +391,7 @@ def _band_plan(q, k, sat_pos, r, block_d) -> dict:
     if interpreting():
         (bm, bn), launch = _INTERP_BAND, dict(STAGES=1)
     else:
-        bm, bn, w, st = _BAND[64 if block_d <= 64 else 128]
-        if os.environ.get("MARCH_ATTN_BAND_CONFIG"):  # benchmarks/probe_attention.py sweeps: "BM,BN,warps,stages"
-            bm, bn, w, st = (int(x) for x in os.environ["MARCH_ATTN_BAND_CONFIG"].split(","))
+        bm, bn, w, st = _band_config_override() or _BAND[64 if block_d <= 64 else 128]
         launch = dict(num_warps=w, num_stages=st, STAGES=st)
     dq_tiles = [(c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"]) for c in _configs("dq", block_d)]
     bn = min([bn] + [t[1] for t in dq_tiles])
