@@ -510,3 +510,22 @@ def test_band_config_override_rejects_bad_values(monkeypatch, value):
         mod._band_config_override()
     monkeypatch.setenv("MARCH_ATTN_BAND_CONFIG", "32,64,8,2")
     assert mod._band_config_override() == (32, 64, 8, 2)
+
+
+@pytest.mark.skipif(HAS_GPU, reason="the interpreter's program target is the switch")
+def test_bias_grad_with_the_batch_split_over_band_programs(monkeypatch):
+    """The band kernel sums its chunk of the batch per program: one chunk per batch row, or the
+    whole batch in one, give the same table gradient (up to fp32 reassociation) and the same dq/dk/dv."""
+    import importlib
+
+    mod = importlib.import_module("march.kernels.t5_attention")
+    q, k, v, table, kpm = _make(3, 2, 37, 45, 64, BF16, "cpu", pad="right")
+    grad = torch.randn(3, 2, 37, 64)
+    results = {}
+    for target in (1, 10**6):
+        monkeypatch.setattr(mod, "_INTERP_BAND_PROGRAMS", target)
+        plan = mod._band_plan(q, k, 128, 128, 64)
+        results[plan["n_chunks"]] = _run(lambda *a: t5_attention(*a, key_padding_mask=kpm), [q, k, v, table], grad)[1]
+    assert sorted(results) == [1, 3]
+    for a, b in zip(results[1], results[3]):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)

@@ -128,6 +128,11 @@ SLOT_M = min(SLOT_M, _INTERP["dq"][0])
 # and BLOCK_M ≤ BLOCK_N (its diagonal reduction).
 _BAND = {64: (64, 64, 4, 3), 128: (64, 64, 8, 2)}
 _INTERP_BAND = (32, 64)
+# The band kernel splits the batch over programs when (tile positions × heads) is below this many
+# per SM (L=512: 8 key blocks × 7 positions × 12 heads = 672 programs, no split; decoder L=114:
+# 2 × 2 × 12 = 48 programs of 32 batch rows each would leave most SMs idle).
+_BAND_PROGRAMS_PER_SM = 4
+_INTERP_BAND_PROGRAMS = 16  # under the interpreter: small enough that the tests' shapes split
 
 
 def autotuning() -> bool:
@@ -345,13 +350,13 @@ def _attn_bwd(do, q, k, v, o, lse, seed, mask, table, kpm, bidirectional, num_bu
         return dq, dk, dv, q.new_zeros(0)
     dq_bm, dq_bn = _block_mn(dq_kernel)
     bm, bn, n_t = band["BLOCK_M"], band["BLOCK_N"], band["n_t"]
-    if dq_bm % bm or dq_bn % bn or band["rows"] != triton.cdiv(lk, bn) * n_t:
+    if dq_bm % bm or dq_bn % bn or band["rows"] != triton.cdiv(lk, bn) * n_t * band["n_chunks"]:
         raise RuntimeError(f"band tiles {bm}x{bn} must divide the dq kernel's {dq_bm}x{dq_bn}")
     _, _, _, query_offset, _, scale_log2, _, _, dropout_p, seed, mask = scalars
-    _t5_attn_bwd_bias_band_kernel[(triton.cdiv(lk, bn) * n_t, heads)](
+    _t5_attn_bwd_bias_band_kernel[(triton.cdiv(lk, bn) * n_t, heads, band["n_chunks"])](
         q, k, v, do, rows, brow, kpm_t, lse, delta_exact, dtab, *qkv_do, skpm,
         bsz, heads, lq, lk, query_offset, scale_log2, sat_pos, r, dropout_p, seed, mask,
-        n_rows, bsz * n_slots, n_t, HEAD_DIM=d, BLOCK_D=block_d, BLOCK_M=bm, BLOCK_N=bn,
+        n_rows, bsz * n_slots, n_t, band["b_chunk"], HEAD_DIM=d, BLOCK_D=block_d, BLOCK_M=bm, BLOCK_N=bn,
         HAS_KPM=common["HAS_KPM"], CAUSAL=causal, DROPOUT=common["DROPOUT"], NB_P2=nb_p2,
         DQ_BM=dq_bm, DQ_BN=dq_bn, STORED_MASK=common["STORED_MASK"], **band["launch"],
     )
@@ -398,7 +403,21 @@ def _band_plan(q, k, sat_pos, r, block_d) -> dict:
     bm = min([bm, bn] + [t[0] for t in dq_tiles])
     span = max(t[1] for t in dq_tiles) + r + sat_pos + 2 * max(t[0] for t in dq_tiles)
     n_t = min(triton.cdiv(lq, bm), triton.cdiv(span, bm))
-    return dict(BLOCK_M=bm, BLOCK_N=bn, n_t=n_t, rows=triton.cdiv(lk, bn) * n_t, launch=launch)
+    # Batch chunks: enough programs to fill the GPU, each summing its chunk before its one reduction.
+    bsz, heads = q.shape[0], q.shape[1]
+    target = _INTERP_BAND_PROGRAMS if interpreting() else _BAND_PROGRAMS_PER_SM * _sm_count(q.device)
+    n_chunks = max(1, min(bsz, target // (triton.cdiv(lk, bn) * n_t * heads)))
+    b_chunk = triton.cdiv(bsz, n_chunks)
+    n_chunks = triton.cdiv(bsz, b_chunk)
+    return dict(BLOCK_M=bm, BLOCK_N=bn, n_t=n_t, n_chunks=n_chunks, b_chunk=b_chunk,
+                rows=triton.cdiv(lk, bn) * n_t * n_chunks, launch=launch)
+
+
+@functools.lru_cache(maxsize=None)
+def _sm_count(device: torch.device) -> int:
+    """Streaming multiprocessors of a CUDA device (an H100/H200's 132 for other devices: the kernels
+    reach here on CPU tensors only when compiled without a launch, scripts/check_compile.py)."""
+    return torch.cuda.get_device_properties(device).multi_processor_count if device.type == "cuda" else 132
 
 
 # ----------------------------------------------------------------------------------------------

@@ -475,27 +475,30 @@ def _store_slots(PTR, part, slot0, n_slots, SLOTS: tl.constexpr, NB_P2: tl.const
 def _t5_attn_bwd_bias_band_kernel(
     Q, K, V, DO, BIAS, BROW, KPM, LSE, DELTA, DTAB,  # DELTA: the dq kernel's exact delta + r
     sqb, sqh, sqm, skb, skh, skn, svb, svh, svn, sdob, sdoh, sdom, skpm,
-    B, H, Lq, Lk, query_offset, scale_log2, sat_pos, R, dropout_p, SEED, MASK, ROWS, ROW0, N_T,
+    B, H, Lq, Lk, query_offset, scale_log2, sat_pos, R, dropout_p, SEED, MASK, ROWS, ROW0, N_T, B_CHUNK,
     HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
     HAS_KPM: tl.constexpr, CAUSAL: tl.constexpr, DROPOUT: tl.constexpr, NB_P2: tl.constexpr,
     DQ_BM: tl.constexpr, DQ_BN: tl.constexpr,  # the dq kernel's tile, multiples of BLOCK_M, BLOCK_N
     STAGES: tl.constexpr, STORED_MASK: tl.constexpr = False,
 ):
     """Bias-table gradient of one band tile position (BLOCK_N keys from n0 × BLOCK_M queries from
-    m0, the t-th band query block of key block n) of head h, summed over the batch.
+    m0, the t-th band query block of key block n) of head h, summed over batch rows
+    [c·B_CHUNK, (c + 1)·B_CHUNK) (c = program_id(2); the host splits the batch only when there are
+    too few tile positions to fill the GPU, e.g. decoder self-attention at L=114).
 
     The bucket of (i, j) does not depend on b, so dS is recomputed for every batch row (two
     products per tile) and accumulated in a (BN, BM) fp32 tile, and the diagonal reduction into
     buckets (``_bucket_sums``: a shared-memory rotation and a one-hot sum, the expensive part) runs
-    once per program instead of once per (b, tile): B times fewer. (Inside the dk/dv kernel, once per
+    once per program instead of once per (b, tile): B_CHUNK times fewer. (Inside the dk/dv kernel, once per
     tile at 255 registers, the table gradient cost 0.11 ms of its 0.27 at L=512 d=64 on the H200.)
 
     Band = inside a tile of the dq kernel's (DQ_BM, DQ_BN) grid whose rel range is not saturated: the
     dq kernel sums exactly the other tiles of that grid, so every element is counted once whatever
-    the two kernels' block sizes. Partial row ROW0 + n·N_T + t of head h (zeros where the position is
-    not a band tile), rows after the dq kernel's in the same (H, ROWS, NB_P2) buffer."""
+    the two kernels' block sizes. Partial row ROW0 + c·(n_kb·N_T) + n·N_T + t of head h (zeros where the
+    position is not a band tile), rows after the dq kernel's in the same (H, ROWS, NB_P2) buffer."""
     pid = tl.program_id(0)
     h = tl.program_id(1)
+    chunk = tl.program_id(2)
     h64 = h.to(tl.int64)
     pid_n = pid // N_T
     t = pid % N_T
@@ -511,9 +514,10 @@ def _t5_attn_bwd_bias_band_kernel(
     if CAUSAL:  # queries i with i + query_offset ≥ n0 only (earlier blocks are fully masked)
         lo = tl.maximum(lo, (tl.maximum(n0 - query_offset, 0) // BLOCK_M) * BLOCK_M)
     m0 = lo + t * BLOCK_M
-    b_end = B
+    b_start = chunk * B_CHUNK
+    b_end = tl.minimum(B, b_start + B_CHUNK)
     if m0 >= hi:  # no band tile here: a zero partial
-        b_end = 0
+        b_end = b_start
 
     offs_n = n0 + tl.arange(0, BLOCK_N)
     offs_m = m0 + tl.arange(0, BLOCK_M)
@@ -534,7 +538,7 @@ def _t5_attn_bwd_bias_band_kernel(
     Q += h64 * sqh
     DO += h64 * sdoh
     acc = tl.zeros([BLOCK_N, BLOCK_M], tl.float32)
-    for b in tl.range(0, b_end, num_stages=STAGES):  # (a plain range was not pipelined: no dot chain)
+    for b in tl.range(b_start, b_end, num_stages=STAGES):  # (a plain range was not pipelined: no dot chain)
         b64 = h64 * 0 + b  # int64 (a plain int under the interpreter)
         bh = b * H + h
         k = tl.load(K + b64 * skb + (offs_n[:, None] * skn + offs_d[None, :]), mask=kv_mask, other=0.0)
@@ -557,9 +561,9 @@ def _t5_attn_bwd_bias_band_kernel(
         acc += pT * (dpT - delta[None, :])
     nb = tl.arange(0, NB_P2)
     dtab = tl.zeros([NB_P2], tl.float32)
-    if b_end > 0:
+    if b_end > b_start:
         dtab = _bucket_sums(acc, BROW, n0 - m0 - query_offset, R, BLOCK_N, BLOCK_M, NB_P2)
-    tl.store(DTAB + (h64 * ROWS + ROW0 + pid) * NB_P2 + nb, dtab)
+    tl.store(DTAB + (h64 * ROWS + ROW0 + chunk * tl.num_programs(0) + pid) * NB_P2 + nb, dtab)
 
 
 @triton.jit
