@@ -38,7 +38,9 @@ benchmarks/probe_attention.py; results/NVIDIA-H200/attention_probe_s6.json):
   Its loop over b is a ``tl.range`` with explicit stages: Triton did not pipeline a plain range
   (no dot accumulates across iterations), and the kernel spilled. It reloads k, v, q, dO per tile
   and batch row (~430 MB from L2 at L=512), so it is bound by that traffic, not by the reduction.
-  With dropout 0.1 the gain vanishes (0.765 ms before and after).
+  With dropout 0.1 the gain vanishes (0.765 ms before and after). Decoder self-attention (every
+  tile in the band) at L=114 went 0.085 -> 0.113 ms: 48 band programs of 32 batch rows each; the
+  batch is now split over programs when the grid is that small (not yet measured).
 - Band tiles gather their bias with an inline-asm load (``_gather_f32``): a ``tl.load`` gather got
   a blocked layout and a (BM, BN) fp32 conversion through shared memory per tile, and the kernels
   spilled. Session 5: fwd 0.133 -> 0.107 ms, dq 0.176 -> 0.131, dk/dv 0.302 -> 0.274 (L=2048 d=128:
