@@ -145,6 +145,17 @@ def _load_keep_t(MASK, bh, m0, n0, Lq, Lk, BLOCK_M: tl.constexpr, BLOCK_N: tl.co
 
 
 @triton.jit
+def _keep_tile(MASK, seed, bh, m0, n0, Lq, Lk, dropout_p, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+               STORED_MASK: tl.constexpr):
+    """The backward's (BM queries, BN keys) keep tile: read from MASK, or drawn again."""
+    if STORED_MASK:
+        keep = _load_keep(MASK, bh, m0, n0, Lq, Lk, BLOCK_M, BLOCK_N)
+    else:
+        keep = _keep(seed, bh, m0, n0, Lk, dropout_p, BLOCK_M, BLOCK_N)
+    return keep
+
+
+@triton.jit
 def _keep_tile_t(MASK, seed, bh, m0, n0, Lq, Lk, dropout_p, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
                  STORED_MASK: tl.constexpr):
     """The backward's (BN keys, BM queries) keep tile: read from MASK, or drawn again."""

@@ -81,7 +81,7 @@ import triton
 import triton.language as tl
 
 from march.kernels._utils import interpreting
-from march.kernels.t5_attention_dropout import _keep, _keep_and_bits, _keep_tile_t, _load_keep, _store_keep
+from march.kernels.t5_attention_dropout import _keep, _keep_and_bits, _keep_tile, _keep_tile_t, _load_keep, _store_keep
 
 LOG2E = 1.4426950408889634
 # Kernels are defined once per process, after TRITON_INTERPRET is set.
@@ -112,6 +112,12 @@ def _gather_f32(ptrs):
 
 
 @triton.jit
+def _bias_gather(BIAS_H, rel, R):
+    """Bias · log2(e) (fp32) at every element of a tile of relative positions: BIAS_H[clamp(rel) + R]."""
+    return _gather_f32(BIAS_H + (tl.minimum(tl.maximum(rel, -R), R) + R))
+
+
+@triton.jit
 def _bias_log2(BIAS_H, rel, rel_lo, rel_hi, sat_pos, R):
     """Bias · log2(e) (fp32) of a tile of relative positions ``rel`` (in [rel_lo, rel_hi]): a gather
     from the head's precomputed row BIAS_H[rel + R] = table[bucket(rel), h] · log2(e)."""
@@ -121,8 +127,7 @@ def _bias_log2(BIAS_H, rel, rel_lo, rel_hi, sat_pos, R):
         tile_idx = tl.minimum(tl.maximum(rel_lo, -R), R) + R
         bias = tl.zeros(rel.shape, tl.float32) + tl.load(BIAS_H + tile_idx)
     else:
-        idx = tl.minimum(tl.maximum(rel, -R), R) + R
-        bias = _gather_f32(BIAS_H + idx)
+        bias = _bias_gather(BIAS_H, rel, R)
     return bias
 
 
@@ -379,7 +384,7 @@ def _t5_attn_bwd_dq_kernel(
     rel ≤ −R: the bucket of −R): Σ dS over them = Σ_i (Σ_j ds_ij − r_i Σ_j P_ij), with the exact
     dS = ds − r·P, from two row sums per side kept over the loop (no cross-warp reduction per tile;
     r is only known at the end). Band tiles are ``_t5_attn_bwd_bias_band_kernel``'s. Partials per
-    SLOT_M-query slot, as the band kernel's (the first slot gets the sum, the others zeros)."""
+    SLOT_M-query slot: the first of a program's slots gets its sum, the others zeros."""
     pid_m = tl.program_id(0)
     bh = tl.program_id(1)
     b = (bh // H).to(tl.int64)
@@ -432,10 +437,7 @@ def _t5_attn_bwd_dq_kernel(
         p = tl.where(valid, tl.exp2(s - lse[:, None]), 0.0)
         dp = tl.dot(do, vT)  # (BM, BN)
         if DROPOUT:
-            if STORED_MASK:
-                keep = _load_keep(MASK, bh, m0, n0, Lq, Lk, BLOCK_M, BLOCK_N)
-            else:
-                keep = _keep(seed, bh, m0, n0, Lk, dropout_p, BLOCK_M, BLOCK_N)
+            keep = _keep_tile(MASK, seed, bh, m0, n0, Lq, Lk, dropout_p, BLOCK_M, BLOCK_N, STORED_MASK)
             dp = tl.where(keep, dp * inv_keep, 0.0)
         ds = p * (dp - delta[:, None])
         dq += tl.dot(ds.to(kT.dtype), tl.trans(kT))
@@ -530,7 +532,7 @@ def _t5_attn_bwd_bias_band_kernel(
     kv_mask = n_mask[:, None] & d_mask[None, :]
     rel = offs_n[:, None] - (offs_m[None, :] + query_offset)  # (BN, BM)
     # The same for every b: the tile's bias (log2 units) and its causal mask, kept in registers.
-    bias = _gather_f32(BIAS + h * (2 * R + 1) + (tl.minimum(tl.maximum(rel, -R), R) + R))
+    bias = _bias_gather(BIAS + h * (2 * R + 1), rel, R)
     if CAUSAL:
         bias = tl.where(rel <= 0, bias, float("-inf"))
     seed = tl.load(SEED)
