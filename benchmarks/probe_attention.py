@@ -5,8 +5,9 @@ of candidates), one fwd+bwd is profiled (CUPTI kernel times, averaged over
 ITERS calls): forward, delta prepass, dq, dk/dv and the rest (key range, table gather/sum).
 At the L=512 d=64 encoder case the default config is also profiled with features switched off
 (no bias, no padding, no table gradient, neither) and with dropout 0.1 (the research's setting), the
-keep-mask drawn again in the backward (MARCH_ATTN_DROPOUT_MASK=recomputed), stored as bits by the
-forward (=stored, the default) or drawn as bits by a kernel of its own first (=pregenerated), to price each one, next to SDPA's flash kernels without bias (the bound). Each row is
+keep-mask drawn again in every kernel (MARCH_ATTN_DROPOUT_MASK=recomputed) or drawn as bits by a
+kernel of its own first (=pregenerated, the default; session 4-6 also had =stored), to price each
+one, next to SDPA's flash kernels without bias (the bound). Each row is
 written to the JSON as soon as it is measured, so a run cut short by its time limit
 (MARCH_PROBE_BUDGET_S, default 240 s) keeps what it finished.
 MARCH_PROBE_DROPOUT=p gives every case's "full" rows dropout p (e.g. to sweep launch configs for it).
@@ -97,7 +98,7 @@ def _step(q, k, v, table, kpm, kind, dout, dropout_p=0.0, mask_mode=None):
             if t is not None:
                 t.grad = None
         saved = os.environ.get("MARCH_ATTN_DROPOUT_MASK")
-        if mask_mode:  # read per call by the op: "stored" keeps the keep-mask bits for the backward
+        if mask_mode:  # read per call by the op
             os.environ["MARCH_ATTN_DROPOUT_MASK"] = mask_mode
         try:
             o = attn.t5_attention(q, k, v, table, key_padding_mask=kpm, **kw)
@@ -136,7 +137,6 @@ def main(path: str) -> None:
             variants = {"full": (table, kpm, float(os.environ.get("MARCH_PROBE_DROPOUT", "0")), None)}
             if case == "encoder L512 d64" and os.environ.get("MARCH_PROBE_VARIANTS", "1") == "1":
                 variants |= {"dropout_0.1": (table, kpm, 0.1, "recomputed"),
-                             "dropout_0.1_stored_mask": (table, kpm, 0.1, "stored"),
                              "dropout_0.1_pregenerated_mask": (table, kpm, 0.1, "pregenerated"),
                              "no_bias": (None, kpm, 0.0, None), "no_padding": (table, None, 0.0, None),
                              "no_table_grad": (table.detach(), kpm, 0.0, None), "plain": (None, None, 0.0, None)}

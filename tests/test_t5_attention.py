@@ -232,49 +232,51 @@ def test_dropout_mask_statistics_and_tile_independence(device):
 
 @pytest.mark.parametrize("causal,pad", [(False, "right"), (True, None)])
 def test_dropout_mask_modes_give_the_same_bits(monkeypatch, device, causal, pad):
-    """MARCH_ATTN_DROPOUT_MASK=pregenerated (default: a separate kernel draws the keep-mask bits,
-    every attention kernel reads them) and =stored (the forward writes the bits, the backward reads
-    them) give bit-identical outputs and gradients to =recomputed (each kernel draws the mask
-    again); Lk not a multiple of 8, padding with a fully padded row, causal; compiled too."""
+    """MARCH_ATTN_DROPOUT_MASK=pregenerated (default: a separate kernel draws the keep-mask words,
+    query-major and key-major, and every attention kernel reads them) gives bit-identical outputs
+    and gradients to =recomputed (each kernel draws the mask again); Lq, Lk not multiples of 32,
+    padding with a fully padded row, causal; compiled too."""
     bsz, heads, lq, lk, d = 3, 2, (45 if causal else 37), 45, 64
     q, k, v, table, kpm = _make(bsz, heads, lq, lk, d, BF16, device, pad=pad)
     grad = torch.randn(bsz, heads, lq, d, dtype=torch.float64).to(device)
     kw = dict(key_padding_mask=kpm, dropout_p=0.3, causal=causal, bidirectional=not causal)
     runs = {}
-    for mode in ("recomputed", "stored", "pregenerated"):
+    for mode in ("recomputed", "pregenerated"):
         monkeypatch.setenv("MARCH_ATTN_DROPOUT_MASK", mode)
         torch.manual_seed(3)
         runs[mode] = _run(t5_attention, [q, k, v, table], grad, **kw)
         fwd = t5_attention_fwd_op(q, k, v, table, kpm, not causal, 32, 128, causal, 0, 1.0, 0.3)
-        assert fwd[3].shape == ((0,) if mode == "recomputed" else (bsz * heads, lq, 6))
-    (out_r, grads_r), (out_s, grads_s) = runs["recomputed"], runs["stored"]
-    for mode in ("stored", "pregenerated"):
-        out_m, grads_m = runs[mode]
-        assert torch.equal(out_r, out_m), mode
-        for name, a, b in zip(("dq", "dk", "dv", "dtable"), grads_r, grads_m):
-            assert torch.equal(a, b), (mode, name)
+        words = lq * 2 + lk * 2  # ⌈Lk/32⌉ = ⌈Lq/32⌉ = 2 words per row, query-major then key-major
+        assert fwd[3].shape == ((0,) if mode == "recomputed" else (bsz * heads, words))
+    (out_r, grads_r), (out_m, grads_m) = runs["recomputed"], runs["pregenerated"]
+    assert torch.equal(out_r, out_m)
+    for name, a, b in zip(("dq", "dk", "dv", "dtable"), grads_r, grads_m):
+        assert torch.equal(a, b), name
     backend = "inductor" if HAS_GPU else "aot_eager"
-    for mode in ("pregenerated", "stored"):  # compiled: the custom ops in each mask mode
-        monkeypatch.setenv("MARCH_ATTN_DROPOUT_MASK", mode)
-        compiled = torch.compile(lambda *t: t5_attention(*t, **kw), fullgraph=True, backend=backend)
-        torch.manual_seed(3)
-        out_c, grads_c = _run(compiled, [q, k, v, table], grad)
-        torch.testing.assert_close(out_c, out_s, atol=1e-2, rtol=1e-2)
-        for a, b in zip(grads_c, grads_s):
-            torch.testing.assert_close(a, b, atol=1e-2, rtol=1e-2)
-        torch._dynamo.reset()
-    monkeypatch.setenv("MARCH_ATTN_DROPOUT_MASK", "stored")
-    # The backward really reads the stored bits: inverted bits change every gradient.
+    monkeypatch.setenv("MARCH_ATTN_DROPOUT_MASK", "pregenerated")  # compiled: the custom ops
+    compiled = torch.compile(lambda *t: t5_attention(*t, **kw), fullgraph=True, backend=backend)
+    torch.manual_seed(3)
+    out_c, grads_c = _run(compiled, [q, k, v, table], grad)
+    torch.testing.assert_close(out_c, out_m, atol=1e-2, rtol=1e-2)
+    for a, b in zip(grads_c, grads_m):
+        torch.testing.assert_close(a, b, atol=1e-2, rtol=1e-2)
+    torch._dynamo.reset()
+    # The backward really reads the words, both copies: inverting the query-major ones changes dq
+    # (and the table's saturated tiles), not dv; inverting the key-major ones, dk and dv, not dq.
     from march.kernels.t5_attention import t5_attention_bwd_op
 
     o, lse, seed, mask = t5_attention_fwd_op(q, k, v, table, kpm, not causal, 32, 128, causal, 0, 1.0, 0.3)
     flags = (kpm, not causal, 32, 128, causal, 0, 1.0, 0.3, True)
     do = grad.to(BF16)
     same = t5_attention_bwd_op(do, q, k, v, o, lse, seed, mask, table, *flags)
-    flipped = t5_attention_bwd_op(do, q, k, v, o, lse, seed, mask ^ 0xFF, table, *flags)
-    for a, b in zip(same, flipped):
-        assert not torch.equal(a, b)
-    monkeypatch.setenv("MARCH_ATTN_DROPOUT_MASK", "bits")
+    flip_q, flip_k = mask.clone(), mask.clone()
+    flip_q[:, : lq * 2] ^= -1
+    flip_k[:, lq * 2:] ^= -1
+    dq_q, _, dv_q, _ = t5_attention_bwd_op(do, q, k, v, o, lse, seed, flip_q, table, *flags)
+    dq_k, dk_k, dv_k, _ = t5_attention_bwd_op(do, q, k, v, o, lse, seed, flip_k, table, *flags)
+    assert not torch.equal(dq_q, same[0]) and torch.equal(dv_q, same[2])
+    assert torch.equal(dq_k, same[0]) and not torch.equal(dk_k, same[1]) and not torch.equal(dv_k, same[2])
+    monkeypatch.setenv("MARCH_ATTN_DROPOUT_MASK", "stored")  # session 4-6's mode, removed
     with pytest.raises(ValueError, match="MARCH_ATTN_DROPOUT_MASK"):
         t5_attention(q, k, v, table, dropout_p=0.1)
 

@@ -232,20 +232,21 @@ def _draw_seed(dropout_p: float, device: torch.device) -> torch.Tensor:
     return torch.randint(0, 2**62, (1,), dtype=torch.int64, device=device)
 
 
-DROPOUT_MASK_MODES = ("stored", "recomputed", "pregenerated")
+DROPOUT_MASK_MODES = ("recomputed", "pregenerated")
 
 
 def dropout_mask_mode() -> str:
     """MARCH_ATTN_DROPOUT_MASK: how the attention kernels share the dropout keep-mask (the same bits
-    in every mode, so outputs and gradients are bit-identical). H200, encoder L=512 d=64 B=32 with
+    in both modes, so outputs and gradients are bit-identical). H200, encoder L=512 d=64 B=32 with
     padding, dropout 0.1, fwd+bwd (benchmarks/probe_attention.py, session 5):
-    - "pregenerated" (default): a separate integer-only kernel draws the bits (B·H·Lq·⌈Lk/8⌉
-      bytes, 1/16 of the bf16 probabilities, kept for the backward) before the forward, and every
-      attention kernel reads them: no Philox under the attention kernels' register pressure. 0.77 ms.
-    - "stored": the forward draws the mask with Philox and writes the bits; the backward reads them.
-      0.81 ms (the forward's Philox costs 0.11 ms there, the separate kernel 0.065).
+    - "pregenerated" (default): a separate integer-only kernel draws the bits before the forward,
+      as 32-bit words, query-major and key-major (2·B·H·Lq·Lk bits, 1/8 of the bf16 probabilities,
+      kept for the backward), and every attention kernel reads whole words per row of its tile: no
+      Philox under the attention kernels' register pressure. 0.77 ms with session 5's byte layout.
     - "recomputed": every kernel draws it again (no memory kept). 1.04 ms before session 5's
-      kernels; not measured since."""
+      kernels; not measured since.
+    (Session 4-6's "stored", where the forward drew the mask and wrote the bits, 0.81 ms, was
+    dropped in session 7 with the byte layout it wrote.)"""
     mode = os.environ.get("MARCH_ATTN_DROPOUT_MASK", "pregenerated")
     if mode not in DROPOUT_MASK_MODES:
         raise ValueError(f"MARCH_ATTN_DROPOUT_MASK must be one of {DROPOUT_MASK_MODES}, got {mode!r}")
@@ -253,10 +254,11 @@ def dropout_mask_mode() -> str:
 
 
 def _mask_shape(bsz, heads, lq, lk, dropout_p, mode=None) -> tuple[int, ...]:
-    """Shape of the keep-mask bits, or (0,) when the backward draws the mask again (``mode``: the
-    caller's ``dropout_mask_mode()``, read here when not given)."""
+    """Shape of the keep-mask words (int32; ``t5_attention_dropout._mask_base``), or (0,) when the
+    backward draws the mask again (``mode``: the caller's ``dropout_mask_mode()``, read here when
+    not given)."""
     keeps = dropout_p > 0 and (mode or dropout_mask_mode()) != "recomputed"
-    return (bsz * heads, lq, triton.cdiv(lk, 8)) if keeps else (0,)
+    return (bsz * heads, lq * triton.cdiv(lk, 32) + lk * triton.cdiv(lq, 32)) if keeps else (0,)
 
 
 def _prepare(q, table, kpm, bidirectional, num_buckets, max_distance):
@@ -269,7 +271,7 @@ def _prepare(q, table, kpm, bidirectional, num_buckets, max_distance):
 def _attn_fwd(q, k, v, table, kpm, bidirectional, num_buckets, max_distance, causal, query_offset,
               scale, dropout_p, prep=None):
     """q (B, H, Lq, d), k/v (B, H, Lk, d) -> o (B, H, Lq, d), lse (B, H, Lq) fp32 (log2), seed (1,),
-    mask bits (B·H, Lq, ⌈Lk/8⌉) uint8 or (0,) (see ``dropout_mask_mode``)."""
+    mask words (B·H, Lq·⌈Lk/32⌉ + Lk·⌈Lq/32⌉) int32 or (0,) (see ``dropout_mask_mode``)."""
     q, k, v = _unit_last(q), _unit_last(k), _unit_last(v)
     bsz, heads, lq, d = q.shape
     lk = k.shape[2]
@@ -277,7 +279,7 @@ def _attn_fwd(q, k, v, table, kpm, bidirectional, num_buckets, max_distance, cau
     lse = torch.empty((bsz, heads, lq), dtype=torch.float32, device=q.device)
     seed = _draw_seed(dropout_p, q.device)
     mode = dropout_mask_mode() if dropout_p > 0 else "recomputed"
-    mask = torch.empty(_mask_shape(bsz, heads, lq, lk, dropout_p, mode), dtype=torch.uint8, device=q.device)
+    mask = torch.empty(_mask_shape(bsz, heads, lq, lk, dropout_p, mode), dtype=torch.int32, device=q.device)
     prep = prep or _prepare(q, table, kpm, bidirectional, num_buckets, max_distance)
     rows, _, sat_pos, r, kpm_t, skpm, klim = prep
     block_d = triton.next_power_of_2(d)
@@ -293,8 +295,7 @@ def _attn_fwd(q, k, v, table, kpm, bidirectional, num_buckets, max_distance, cau
         heads, lq, lk, query_offset, scale * LOG2E, sat_pos, r, dropout_p, seed, mask,
         _len_key(lq), _len_key(lk),
         HEAD_DIM=d, BLOCK_D=block_d, HAS_BIAS=table is not None, HAS_KPM=kpm is not None,
-        CAUSAL=causal, DROPOUT=dropout_p > 0.0, STORED_MASK=mask.numel() > 0 and not pregenerated,
-        LOAD_MASK=pregenerated,
+        CAUSAL=causal, DROPOUT=dropout_p > 0.0, LOAD_MASK=pregenerated,
     )
     return o, lse, seed, mask
 
@@ -430,7 +431,7 @@ def _attn_fwd_fake(q, k, v, table, key_padding_mask, bidirectional, num_buckets,
     bsz, heads, lq, d = q.shape
     return (_empty_like_layout(q), q.new_empty((bsz, heads, lq), dtype=torch.float32),
             torch.empty((1,), dtype=torch.int64, device=q.device),
-            torch.empty(_mask_shape(bsz, heads, lq, k.shape[2], dropout_p), dtype=torch.uint8, device=q.device))
+            torch.empty(_mask_shape(bsz, heads, lq, k.shape[2], dropout_p), dtype=torch.int32, device=q.device))
 
 
 def _attn_bwd_fake(do, q, k, v, o, lse, seed, mask, table, key_padding_mask, bidirectional, num_buckets, max_distance,

@@ -4,11 +4,10 @@ element (i, j) of (b, h) in every kernel and every tiling, a function of (seed, 
 Dropout on the probabilities: 16-bit Philox numbers, eight per call (``_keep``): keep = u ≥ round(p·2^16),
 so the keep probability is 1 − round(p·2^16)/2^16, within 2^-17 of 1 − p (the kept values are
 scaled by 1/(1 − p) as the reference does: a relative bias below 1e-5, far under bf16's 4e-3).
-By default (MARCH_ATTN_DROPOUT_MASK=pregenerated) ``_dropout_bits_kernel`` draws the mask as bits,
-(B·H, Lq, ⌈Lk/8⌉) uint8, before the forward, and all three attention kernels read them; "stored"
-draws them in the forward, packed from the Philox words before they are spread over the keys, for
-the backward to read; "recomputed" draws them in every kernel and keeps no memory. The same bits in
-every mode (``t5_attention.dropout_mask_mode`` has the timings).
+By default (MARCH_ATTN_DROPOUT_MASK=pregenerated) ``_dropout_bits_kernel`` draws the mask before
+the forward as 32-bit words, query-major and key-major (``_mask_base``), and all attention kernels
+read them; "recomputed" draws them in every kernel and keeps no memory. The same bits in both modes
+(``t5_attention.dropout_mask_mode`` has the timings).
 """
 
 from __future__ import annotations
@@ -75,6 +74,58 @@ def _keep_t(seed, bh, m0, n0, Lk, dropout_p, BLOCK_M: tl.constexpr, BLOCK_N: tl.
 
 
 @triton.jit
+def _mask_base(MASK, bh, Lq, Lk, KEY_MAJOR: tl.constexpr):
+    """The keep-mask words of one (b, h) in MASK (B·H, Lq·⌈Lk/32⌉ + Lk·⌈Lq/32⌉) int32: query-major
+    (row i, word j // 32, bit j % 32) for the forward and dq kernels, then key-major (row j, word
+    i // 32, bit i % 32) for the dk/dv and band kernels, so that every kernel reads whole words per
+    row of its tile (the row index is its tile's first axis)."""
+    per_bh = Lq * ((Lk + 31) // 32) + Lk * ((Lq + 31) // 32)
+    base = MASK + bh.to(tl.int64) * per_bh
+    if KEY_MAJOR:
+        base += Lq * ((Lk + 31) // 32)
+    return base
+
+
+@triton.jit
+def _unpack_rows(ROWS, rows_ok, word0, n_words, NCOL: tl.constexpr):
+    """(R, NCOL) keep bits of R rows from words word0.. of each row (ROWS: (R,) pointers to word 0).
+
+    One 32-bit load per row and word, in the layout of the tile's rows (a slice of the dot's layout,
+    as lse's and delta's loads): no layout conversion of the tile. The byte-per-8-keys layout of
+    sessions 4-6, broadcast over a reshape, cost a shared-memory conversion per tile and made ptxas
+    serialise the wgmma of the forward, dq and dk/dv kernels (C7515). H200, L=512 d=64 B=32,
+    dropout 0.1 (results/NVIDIA-H200/attention_probe_s7*.json): fwd 0.136 -> 0.131 ms, dq 0.190 ->
+    0.166, dk/dv 0.222 -> 0.204, band 0.108 -> 0.113, bits kernel 0.065 -> 0.096: 0.767 -> 0.758.
+    Reading the transposed tiles from the query-major words (one load per query and word, no
+    key-major copy): bits 0.063 but dk/dv 0.212 and band 0.173 (0.787)."""
+    tl.static_assert(NCOL % 32 == 0, "keep-mask tiles are whole 32-bit words wide")
+    col = tl.arange(0, NCOL)
+    word = tl.load(ROWS + word0, mask=rows_ok & (word0 < n_words), other=0)[:, None] + (col * 0)[None, :]
+    for t in tl.static_range(1, NCOL // 32):
+        w_t = tl.load(ROWS + (word0 + t), mask=rows_ok & (word0 + t < n_words), other=0)
+        word = tl.where((col // 32 == t)[None, :], w_t[:, None], word)
+    return ((word >> (col % 32)[None, :]) & 1) != 0
+
+
+@triton.jit
+def _load_keep(MASK, bh, m0, n0, Lq, Lk, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+    """The pregenerated keep tile (BM queries, BN keys), from the query-major words."""
+    offs_m = m0 + tl.arange(0, BLOCK_M)
+    n_words = (Lk + 31) // 32
+    rows = _mask_base(MASK, bh, Lq, Lk, False) + offs_m * n_words
+    return _unpack_rows(rows, offs_m < Lq, n0 // 32, n_words, BLOCK_N)
+
+
+@triton.jit
+def _load_keep_t(MASK, bh, m0, n0, Lq, Lk, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+    """``_load_keep`` transposed, (BN keys, BM queries), from the key-major words."""
+    offs_n = n0 + tl.arange(0, BLOCK_N)
+    n_words = (Lq + 31) // 32
+    rows = _mask_base(MASK, bh, Lq, Lk, True) + offs_n * n_words
+    return _unpack_rows(rows, offs_n < Lk, m0 // 32, n_words, BLOCK_M)
+
+
+@triton.jit
 def _half_bits(w, thr, shift: tl.constexpr):
     """Bits `shift`, `shift + 1` of a group's mask byte: keep of word w's low and high halves."""
     lo = ((w & 0xFFFF).to(tl.int32) >= thr).to(tl.int32)
@@ -84,64 +135,21 @@ def _half_bits(w, thr, shift: tl.constexpr):
 
 @triton.jit
 def _keep_bytes(w0, w1, w2, w3, thr):
-    """The keep-mask of four words per 8-key group as bytes, in the words' (rows, groups) layout:
-    bit k of a byte = keep of key 8g + k (the halves in ``_spread``'s order)."""
+    """The keep-mask of four Philox words per 8-key group as bytes, in the words' (rows, groups)
+    layout: bit k of a byte = keep of key 8g + k (the halves in ``_spread``'s order)."""
     return _half_bits(w0, thr, 0) | _half_bits(w2, thr, 2) | _half_bits(w1, thr, 4) | _half_bits(w3, thr, 6)
 
 
 @triton.jit
-def _keep_and_bits(seed, bh, m0, n0, Lk, dropout_p, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
-    """``_keep``, and the same mask as bytes (BM, BN/8) for MASK. Packed in the words' own (BM, BN/8)
-    layout, before they are spread over the keys: packing the spread (BM, BN) tile (a reshape to
-    (BM, BN/8, 8) and a sum) made the forward cost 0.30 instead of 0.23 ms at L=512 d=64 on the H200."""
-    thr = _threshold(dropout_p)
-    w0, w1, w2, w3 = _philox_words(seed, bh, m0, n0, Lk, BLOCK_M, BLOCK_N, False)
-    return _spread(w0, w1, w2, w3, BLOCK_M, BLOCK_N) >= thr, _keep_bytes(w0, w1, w2, w3, thr)
-
-
-@triton.jit
-def _mask_ptrs(MASK, bh, m0, n0, Lq, Lk, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, TRANSPOSED: tl.constexpr):
-    """Addresses and bounds of the mask bytes of a tile: byte (i, j // 8) of MASK (B·H, Lq, ⌈Lk/8⌉),
-    (BM, BN/8), or (BN/8, BM) when TRANSPOSED."""
-    lkb = (Lk + 7) // 8
-    offs_m = m0 + tl.arange(0, BLOCK_M)
-    groups = n0 // 8 + tl.arange(0, BLOCK_N // 8)
-    base = MASK + bh.to(tl.int64) * Lq * lkb
-    if TRANSPOSED:
-        ptrs = base + (offs_m[None, :] * lkb + groups[:, None])
-        inb = (offs_m < Lq)[None, :] & (groups < lkb)[:, None]
-    else:
-        ptrs = base + (offs_m[:, None] * lkb + groups[None, :])
-        inb = (offs_m < Lq)[:, None] & (groups < lkb)[None, :]
-    return ptrs, inb
-
-
-@triton.jit
-def _store_keep(MASK, byte, bh, m0, n0, Lq, Lk, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
-    """The forward's mask bytes (BM, BN/8) from ``_keep_and_bits`` into MASK."""
-    ptrs, inb = _mask_ptrs(MASK, bh, m0, n0, Lq, Lk, BLOCK_M, BLOCK_N, False)
-    tl.store(ptrs, byte.to(tl.uint8), mask=inb)
-
-
-@triton.jit
-def _load_keep(MASK, bh, m0, n0, Lq, Lk, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
-    """The stored keep tile (BM queries, BN keys): the bits ``_store_keep`` wrote, each byte's eight
-    bits broadcast over its keys. (Unpacking through ``_spread``, as the words are, measured slower on
-    the H200: dq 0.23 vs 0.21 ms, dk/dv 0.40 vs 0.38 at L=512 d=64.)"""
-    ptrs, inb = _mask_ptrs(MASK, bh, m0, n0, Lq, Lk, BLOCK_M, BLOCK_N, False)
-    byte = tl.load(ptrs, mask=inb, other=0).to(tl.int32)  # (BM, BN/8)
-    lane = tl.arange(0, 8)
-    return tl.reshape((byte[:, :, None] >> lane[None, None, :]) & 1, (BLOCK_M, BLOCK_N)) != 0
-
-
-@triton.jit
-def _load_keep_t(MASK, bh, m0, n0, Lq, Lk, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
-    """``_load_keep`` transposed, (BN keys, BM queries), for the dk/dv kernel: bytes loaded as
-    (BN/8, BM) and the eight bits of each laid down the rows (no transpose of the tile)."""
-    ptrs, inb = _mask_ptrs(MASK, bh, m0, n0, Lq, Lk, BLOCK_M, BLOCK_N, True)
-    byte = tl.load(ptrs, mask=inb, other=0).to(tl.int32)  # (BN/8, BM)
-    lane = tl.arange(0, 8)
-    return tl.reshape((byte[:, None, :] >> lane[None, :, None]) & 1, (BLOCK_N, BLOCK_M)) != 0
+def _transpose_bits_8x8(x):
+    """Each uint64 of x as an 8×8 bit matrix (bit 8r + c = element (r, c)) transposed: 3 delta
+    swaps (Hacker's Delight, 7-3), a few integer ops per 64 bits."""
+    t = (x ^ (x >> 7)) & 0x00AA00AA00AA00AA
+    x = x ^ t ^ (t << 7)
+    t = (x ^ (x >> 14)) & 0x0000CCCC0000CCCC
+    x = x ^ t ^ (t << 14)
+    t = (x ^ (x >> 28)) & 0x00000000F0F0F0F0
+    return x ^ t ^ (t << 28)
 
 
 @triton.jit
@@ -168,14 +176,38 @@ def _keep_tile_t(MASK, seed, bh, m0, n0, Lq, Lk, dropout_p, BLOCK_M: tl.constexp
 
 @triton.jit
 def _dropout_bits_kernel(MASK, Lq, Lk, dropout_p, SEED, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
-    """MARCH_ATTN_DROPOUT_MASK=pregenerated: the keep-mask bits of BLOCK_M queries × BLOCK_N keys of
-    one (b, h), drawn before the forward (the same bits as ``_keep``), so that no attention kernel
-    runs Philox: pure integer work, without the attention kernels' register pressure."""
+    """MARCH_ATTN_DROPOUT_MASK=pregenerated: the keep-mask of BLOCK_M queries × BLOCK_N keys of one
+    (b, h), drawn before the forward (the same bits as ``_keep``) and written twice, query-major and
+    key-major (``_mask_base``), so that no attention kernel runs Philox: integer work only, without
+    the attention kernels' register pressure. Every word of MASK is written (bits of rows or columns
+    past Lq, Lk included: they are never used)."""
     bh = tl.program_id(2)
     m0 = tl.program_id(0) * BLOCK_M
     n0 = tl.program_id(1) * BLOCK_N
+    thr = _threshold(dropout_p)
     w0, w1, w2, w3 = _philox_words(tl.load(SEED), bh, m0, n0, Lk, BLOCK_M, BLOCK_N, False)
-    _store_keep(MASK, _keep_bytes(w0, w1, w2, w3, _threshold(dropout_p)), bh, m0, n0, Lq, Lk, BLOCK_M, BLOCK_N)
+    wk = (Lk + 31) // 32
+    wq = (Lq + 31) // 32
+    offs_m = m0 + tl.arange(0, BLOCK_M)
+    # Query-major: bytes packed straight from the Philox words (little-endian: byte g of a row is
+    # bits 8(g % 4).. of word g // 4).
+    groups = n0 // 8 + tl.arange(0, BLOCK_N // 8)
+    qm = (_mask_base(MASK, bh, Lq, Lk, False).to(tl.pointer_type(tl.uint8))
+          + offs_m[:, None] * (4 * wk) + groups[None, :])  # (BM, BN/8)
+    byte = _keep_bytes(w0, w1, w2, w3, thr).to(tl.uint8)  # (BM, BN/8)
+    tl.store(qm, byte, mask=(offs_m < Lq)[:, None] & (groups < 4 * wk)[None, :])
+    # Key-major: 8 queries × 8 keys at a time (8 bytes of 8 consecutive rows, one uint64) transposed
+    # as a bit matrix: byte c of block (ib, g) = key 8g + c, bit r = query 8·ib + r. H200, L=512
+    # d=64 B=32: 0.096 ms (0.065 writing the query-major bytes only; spreading the tile and packing
+    # it down the rows instead, 0.115).
+    row = tl.arange(0, 8)
+    rows8 = tl.reshape(byte.to(tl.uint64), (BLOCK_M // 8, 8, BLOCK_N // 8)) << (8 * row).to(tl.uint64)[None, :, None]
+    blocks = _transpose_bits_8x8(tl.sum(rows8, 1))  # (BM/8, BN/8): distinct bits, so the sum is their OR
+    key_bytes = ((blocks[:, :, None] >> (8 * row).to(tl.uint64)[None, None, :]) & 0xFF).to(tl.uint8)  # (ib, g, c)
+    keys = n0 + 8 * tl.arange(0, BLOCK_N // 8)[None, :, None] + row[None, None, :]
+    qbytes = m0 // 8 + tl.arange(0, BLOCK_M // 8)[:, None, None]
+    km = _mask_base(MASK, bh, Lq, Lk, True).to(tl.pointer_type(tl.uint8)) + keys * (4 * wq) + qbytes
+    tl.store(km, key_bytes, mask=(keys < Lk) & (qbytes < 4 * wq))
 
 
 @triton.jit

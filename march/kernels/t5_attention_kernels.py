@@ -81,7 +81,7 @@ import triton
 import triton.language as tl
 
 from march.kernels._utils import interpreting
-from march.kernels.t5_attention_dropout import _keep, _keep_and_bits, _keep_tile, _keep_tile_t, _load_keep, _store_keep
+from march.kernels.t5_attention_dropout import _keep, _keep_tile, _keep_tile_t, _load_keep
 
 LOG2E = 1.4426950408889634
 # Kernels are defined once per process, after TRITON_INTERPRET is set.
@@ -167,7 +167,6 @@ def _t5_attn_fwd_kernel(
     LQ_KEY, LK_KEY,  # bucketed Lq, Lk: autotune keys only, unused here
     HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
     HAS_BIAS: tl.constexpr, HAS_KPM: tl.constexpr, CAUSAL: tl.constexpr, DROPOUT: tl.constexpr,
-    STORED_MASK: tl.constexpr = False,  # also write the keep-mask bits to MASK for the backward
     LOAD_MASK: tl.constexpr = False,  # read the keep-mask bits from MASK (drawn by _dropout_bits_kernel)
 ):
     """One program = BLOCK_M query rows of one (b, h); online softmax over key blocks (FA2)."""
@@ -220,9 +219,6 @@ def _t5_attn_fwd_kernel(
         if DROPOUT:
             if LOAD_MASK:
                 keep = _load_keep(MASK, bh, m0, n0, Lq, Lk, BLOCK_M, BLOCK_N)
-            elif STORED_MASK:
-                keep, byte = _keep_and_bits(seed, bh, m0, n0, Lk, dropout_p, BLOCK_M, BLOCK_N)
-                _store_keep(MASK, byte, bh, m0, n0, Lq, Lk, BLOCK_M, BLOCK_N)
             else:
                 keep = _keep(seed, bh, m0, n0, Lk, dropout_p, BLOCK_M, BLOCK_N)
             p = tl.where(keep, p, 0.0)
@@ -346,8 +342,8 @@ def _t5_attn_bwd_dkdv_kernel(
         dpT = tl.dot(v, tl.trans(do))  # (BN, BM)
         if DROPOUT:
             keep = _keep_tile_t(MASK, seed, bh, m0, n0, Lq, Lk, dropout_p, BLOCK_M, BLOCK_N, STORED_MASK)
-            dv += tl.dot(tl.where(keep, pT * inv_keep, 0.0).to(do.dtype), do)
-            dpT = tl.where(keep, dpT * inv_keep, 0.0)
+            dv += tl.dot(tl.where(keep, pT, 0.0).to(do.dtype), do)  # × 1/(1 − p) once, at the store
+            dpT = tl.where(keep, dpT, 0.0) * inv_keep  # (select, then one FFMA with − delta below)
         else:
             dv += tl.dot(pT.to(do.dtype), do)
         dsT = pT * (dpT - delta[None, :])  # dL/d(score), fp32
@@ -355,6 +351,8 @@ def _t5_attn_bwd_dkdv_kernel(
 
     tl.store(DK + b * sdkb + h64 * sdkh + rows_n * sdkn + offs_d[None, :], (dk * scale).to(DK.dtype.element_ty),
              mask=kv_mask)
+    if DROPOUT:
+        dv *= inv_keep
     tl.store(DV + b * sdvb + h64 * sdvh + rows_n * sdvn + offs_d[None, :], dv.to(DV.dtype.element_ty),
              mask=kv_mask)
 
@@ -438,7 +436,7 @@ def _t5_attn_bwd_dq_kernel(
         dp = tl.dot(do, vT)  # (BM, BN)
         if DROPOUT:
             keep = _keep_tile(MASK, seed, bh, m0, n0, Lq, Lk, dropout_p, BLOCK_M, BLOCK_N, STORED_MASK)
-            dp = tl.where(keep, dp * inv_keep, 0.0)
+            dp = tl.where(keep, dp, 0.0) * inv_keep  # (select, then one FFMA with − delta below)
         ds = p * (dp - delta[:, None])
         dq += tl.dot(ds.to(kT.dtype), tl.trans(kT))
         pk += tl.dot(p.to(kT.dtype), tl.trans(kT))
@@ -561,7 +559,7 @@ def _t5_attn_bwd_bias_band_kernel(
         dpT = tl.dot(v, tl.trans(do))  # (BN, BM)
         if DROPOUT:
             keep = _keep_tile_t(MASK, seed, bh, m0, n0, Lq, Lk, dropout_p, BLOCK_M, BLOCK_N, STORED_MASK)
-            dpT = tl.where(keep, dpT * inv_keep, 0.0)
+            dpT = tl.where(keep, dpT, 0.0) * inv_keep
         acc += pT * (dpT - delta[None, :])
     nb = tl.arange(0, NB_P2)
     dtab = tl.zeros([NB_P2], tl.float32)
