@@ -45,8 +45,17 @@ benchmarks/probe_attention.py; results/NVIDIA-H200/attention_probe_s6.json):
   a blocked layout and a (BM, BN) fp32 conversion through shared memory per tile, and the kernels
   spilled. Session 5: fwd 0.133 -> 0.107 ms, dq 0.176 -> 0.131, dk/dv 0.302 -> 0.274 (L=2048 d=128:
   1.92 -> 1.61 ms fwd+bwd); ptxas: the forward's spills 736 -> 0 B.
-- ptxas reports 245-255 registers per thread (`python scripts/check_compile.py --resources`);
-  larger tiles spill more, which is why 64×64 tiles with 4 warps win at d=64.
+- At d=64 these kernels are bound by instruction issue, not by the tensor cores: SASS of the
+  launched (specialised) sm_90 compile has 632 / 711 / 768 / 439 instructions per 64×64 tile in the
+  forward / dq / dk/dv / band loops (~20-24 per score element; the products are 8-16 of them), and
+  each kernel's time tracks its count (dropout's extra instructions matched its extra time to a few
+  %). Registers: 141 (fwd), 226 (dq), 255 (dk/dv), 241 (band) at d=64 (session 7; before that
+  `scripts/check_compile.py` compiled without the JIT's divisibility specialisation and reported
+  245-255 with spills for every kernel); larger tiles spill, which is why 64×64 tiles with 4 warps
+  win at d=64.
+- Dropout (session 7): the keep-mask is read as 32-bit words per row of each tile (the byte layout
+  before forced a shared-memory conversion per tile and made ptxas serialise the wgmma: C7515);
+  0.767 -> 0.758 ms at L=512 d=64 with dropout 0.1 (``t5_attention_dropout._unpack_rows``).
 - Launch configs per head-dim class in ``t5_attention.py`` (_TUNE; first = default, from the
   probe); autotuning over the lists is opt-in (MARCH_ATTN_AUTOTUNE=1), each new key costing ~12
   compiles. The band kernel has one config per class (_BAND).
