@@ -36,6 +36,7 @@ from march.kernels._utils import check_float, check_same_device, define_op, inte
 from march.kernels.t5_attention_dropout import _dropout_bits_kernel, _keep_probe_kernel
 from march.kernels.t5_attention_kernels import (
     LOG2E,
+    REL_PAD,
     _bucket_probe_kernel,
     _key_range_kernel,
     _t5_attn_bwd_bias_band_kernel,
@@ -62,8 +63,10 @@ def _bucket_params(bidirectional: bool, num_buckets: int) -> tuple[int, int]:
 
 @functools.lru_cache(maxsize=None)
 def _bucket_row(device: torch.device, bidirectional: bool, num_buckets: int, max_distance: int):
-    """(BROW, BROW int32, R): BROW[rel + R] = HF's bucket of rel for rel in [−R, R] (int64 on device), where R is
-    the distance from which buckets saturate (every |rel| ≥ R on a side has the bucket of ±R).
+    """(index, BROW, R): BROW[rel + R] = HF's bucket of rel for rel in [−R, R] (int32 on the device),
+    where R is the distance from which buckets saturate (every |rel| ≥ R on a side has the bucket of
+    ±R); index[rel + R + REL_PAD] = the same bucket for rel in [−R − REL_PAD, R + REL_PAD] (int64),
+    the bias rows' gather index.
     Evaluated by the reference itself on the tensors' device, so the kernels' buckets equal HF's.
 
     Built in a helper thread: CUDA-graph trees (torch.compile mode="reduce-overhead") send every
@@ -86,8 +89,11 @@ def _build_bucket_row(device: torch.device, bidirectional: bool, num_buckets: in
     # First distance from which both sides are constant.
     r = max(int((f == f[-1]).nonzero()[0]), int((g == g[-1]).nonzero()[0]), 1)
     rel = torch.arange(-r, r + 1, device=device)
-    brow = reference.relative_position_bucket(rel, bidirectional, num_buckets, max_distance).to(torch.long)
-    brow32 = brow.to(torch.int32)
+    brow32 = reference.relative_position_bucket(rel, bidirectional, num_buckets, max_distance).to(torch.int32)
+    # The bias rows' gather index: rel in [−R − REL_PAD, R + REL_PAD], saturated beyond ±R, so that
+    # a band tile (every rel within REL_PAD of [−R, R]) indexes them without a clamp.
+    padded = torch.arange(-r - REL_PAD, r + REL_PAD + 1, device=device).clamp_(-r, r) + r
+    brow = brow32.to(torch.long)[padded]
     if brow.is_cuda:  # the caller's stream may differ from this thread's: finish before returning
         torch.cuda.current_stream(brow.device).synchronize()
     return brow, brow32, r
@@ -199,12 +205,13 @@ def _empty_like_layout(t: torch.Tensor) -> torch.Tensor:
 
 
 def _bias_args(q, table, bidirectional, num_buckets, max_distance):
-    """(bias rows (H, 2R+1) fp32 = table[bucket(rel), h] · log2(e) for rel in [−R, R], bucket row
-    (2R+1,) int32, sat_pos, R) for the kernels; dummies without a table."""
+    """(bias rows (H, 2R + 1 + 2·REL_PAD) fp32 = table[bucket(rel), h] · log2(e) for rel in
+    [−R − REL_PAD, R + REL_PAD], bucket row (2R+1,) int32, sat_pos, R) for the kernels; dummies
+    without a table."""
     if table is None:  # never read by the kernels: no fill kernel
         return q, torch.empty(1, dtype=torch.int32, device=q.device), 0, 0
     brow, brow32, r = _bucket_row(q.device, bidirectional, num_buckets, max_distance)
-    # (H, 2R+1) contiguous, fp32 math: one gather, one cast (bf16 tables), one in-place scale.
+    # (H, 2R+1+2·REL_PAD) contiguous, fp32 math: one gather, one cast (bf16 tables), one in-place scale.
     rows = torch.index_select(table.detach().t(), 1, brow).float().mul_(LOG2E)
     sat_pos = r if bidirectional else 0  # one-sided: every rel ≥ 0 is bucket 0
     return rows, brow32, sat_pos, r

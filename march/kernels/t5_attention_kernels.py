@@ -5,9 +5,10 @@ Scores are kept in log2 units: s2 = (scale · q·kᵀ + bias) · log2(e), so sof
 Bias. Buckets depend only on rel = j − (i + query_offset) and saturate beyond a distance R (HF:
 log-spaced up to max_distance, then the last bucket). The host evaluates HF's own bucket function
 (``reference.relative_position_bucket``) once per (device, config) for rel ∈ [−R, R] into BROW
-(2R+1 int32), and per call gathers BIAS[h, rel + R] = table[BROW[rel + R], h] · log2(e) (H × (2R+1)
-fp32, ~1-4 KB per head, L1/L2 resident). In the kernel the bias of an element is then one clamp and
-one gather, bit-identical to HF's buckets by construction (no fp32 log in the kernel).
+(2R+1 int32), and per call gathers the bias rows table[bucket(rel), h] · log2(e) for rel in
+[−R − REL_PAD, R + REL_PAD] (H × (2R+1+2·REL_PAD) fp32, ~3-5 KB per head, L1/L2 resident). In a
+band tile the bias of an element is then one gather at rel, no clamp, bit-identical to HF's
+buckets by construction (no fp32 log in the kernel).
 A tile whose relative positions all lie beyond saturation (rel ≥ R, or ≤ −R; one-sided: rel ≥ 0)
 has one bucket: it adds a scalar and skips the per-element gather.
 
@@ -93,6 +94,10 @@ from march.kernels._utils import interpreting
 from march.kernels.t5_attention_dropout import _keep, _keep_tile, _keep_tile_t, _load_keep
 
 LOG2E = 1.4426950408889634
+# The bias rows cover rel in [−R − REL_PAD, R + REL_PAD]: every element of a band tile (a tile whose
+# rel range meets (−R, R)) is then within them, for tiles up to BLOCK_M + BLOCK_N ≤ REL_PAD + 2.
+REL_PAD = 256
+_REL_PAD = tl.constexpr(REL_PAD)
 # Kernels are defined once per process, after TRITON_INTERPRET is set.
 _INTERPRET = tl.constexpr(interpreting())
 
@@ -121,23 +126,32 @@ def _gather_f32(ptrs):
 
 
 @triton.jit
-def _bias_gather(BIAS_H, rel, R):
-    """Bias · log2(e) (fp32) at every element of a tile of relative positions: BIAS_H[clamp(rel) + R]."""
-    return _gather_f32(BIAS_H + (tl.minimum(tl.maximum(rel, -R), R) + R))
+def _bias_gather(BIAS_H, rel):
+    """Bias · log2(e) (fp32) at every element of a band tile of relative positions: BIAS_H[rel + R +
+    REL_PAD] (BIAS_H points at rel = 0, i.e. R + REL_PAD into the head's row). No clamp: the rows are
+    padded past saturation (H200, session 7: two integer ops fewer per element of a band tile)."""
+    return _gather_f32(BIAS_H + rel)
 
 
 @triton.jit
 def _bias_log2(BIAS_H, rel, rel_lo, rel_hi, sat_pos, R):
     """Bias · log2(e) (fp32) of a tile of relative positions ``rel`` (in [rel_lo, rel_hi]): a gather
-    from the head's precomputed row BIAS_H[rel + R] = table[bucket(rel), h] · log2(e)."""
+    from the head's precomputed row, BIAS_H[rel] = table[bucket(rel), h] · log2(e)."""
+    tl.static_assert(rel.shape[0] + rel.shape[1] <= _REL_PAD + 2, "tile too large for the padded bias rows")
     # (Branch-local names differ on purpose: compiled Triton requires a variable assigned in both
     # branches to have one type, and the index is a scalar in one and a tile in the other.)
     if (rel_lo >= sat_pos) | (rel_hi <= -R):  # one bucket for the whole tile: a scalar
-        tile_idx = tl.minimum(tl.maximum(rel_lo, -R), R) + R
+        tile_idx = tl.minimum(tl.maximum(rel_lo, -R), R)
         bias = tl.zeros(rel.shape, tl.float32) + tl.load(BIAS_H + tile_idx)
     else:
-        bias = _bias_gather(BIAS_H, rel, R)
+        bias = _bias_gather(BIAS_H, rel)
     return bias
+
+
+@triton.jit
+def _bias_row(BIAS, h, R):
+    """Head h's bias row, pointing at rel = 0: rows are 2R + 1 + 2·REL_PAD long (rel from −R − REL_PAD)."""
+    return BIAS + h * (2 * R + 1 + 2 * _REL_PAD) + (R + _REL_PAD)
 
 
 @triton.jit
@@ -192,7 +206,7 @@ def _t5_attn_fwd_kernel(
                 mask=m_mask[:, None] & d_mask[None, :], other=0.0)  # (BM, BD)
     K += b * skb + h.to(tl.int64) * skh
     V += b * svb + h.to(tl.int64) * svh
-    BIAS_H = BIAS + h * (2 * R + 1)
+    BIAS_H = _bias_row(BIAS, h, R)
     seed = tl.load(SEED)  # the dropout seed (a dummy without dropout)
 
     m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
@@ -316,7 +330,7 @@ def _t5_attn_bwd_dkdv_kernel(
         kvalid &= tl.load(KPM + b * skpm + offs_n, mask=n_mask, other=0) != 0
     Q += b * sqb + h64 * sqh
     DO += b * sdob + h64 * sdoh
-    BIAS_H = BIAS + h * (2 * R + 1)
+    BIAS_H = _bias_row(BIAS, h, R)
     seed = tl.load(SEED)  # the dropout seed (a dummy without dropout)
     inv_keep = 1.0 / (1.0 - dropout_p)
 
@@ -410,7 +424,7 @@ def _t5_attn_bwd_dq_kernel(
     delta = tl.load(DELTA + bh.to(tl.int64) * Lq + offs_m, mask=m_mask, other=0.0)
     K += b * skb + h64 * skh
     V += b * svb + h64 * svh
-    BIAS_H = BIAS + h * (2 * R + 1)
+    BIAS_H = _bias_row(BIAS, h, R)
     seed = tl.load(SEED)  # the dropout seed (a dummy without dropout)
     inv_keep = 1.0 / (1.0 - dropout_p)
 
@@ -539,7 +553,8 @@ def _t5_attn_bwd_bias_band_kernel(
     kv_mask = n_mask[:, None] & d_mask[None, :]
     rel = offs_n[:, None] - (offs_m[None, :] + query_offset)  # (BN, BM)
     # The same for every b: the tile's bias (log2 units) and its causal mask, kept in registers.
-    bias = _bias_gather(BIAS + h * (2 * R + 1), rel, R)
+    tl.static_assert(DQ_BM + DQ_BN <= _REL_PAD + 2, "tile too large for the padded bias rows")
+    bias = _bias_gather(_bias_row(BIAS, h, R), rel)
     if CAUSAL:
         bias = tl.where(rel <= 0, bias, float("-inf"))
     seed = tl.load(SEED)
