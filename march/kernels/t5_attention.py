@@ -218,18 +218,16 @@ def _bias_args(q, table, bidirectional, num_buckets, max_distance):
 
 
 def _kpm_args(q, kpm):
-    """(key bias (B, Lk) fp32 = 0 for a real key, −inf for padding; its row stride; key range (B, 2)
-    int32 = [first real key, last real key + 1], [Lk, 0] for a fully padded row) — dummies without
-    a mask. The range lets the kernels skip padded key blocks at either end; the key bias is added
-    to the scores instead of a per-element mask. One small kernel writes both (no host sync)."""
+    """(mask bytes (B, Lk) uint8, its row stride, key range (B, 2) int32 = [first real key, last
+    real key + 1], [Lk, 0] for a fully padded row) — dummies without a mask. The range lets the
+    kernels skip padded key blocks at either end (no host sync: computed on the device)."""
     if kpm is None:
         return q, 0, q
     bsz, lk = kpm.shape
     kpm = kpm.contiguous().view(torch.uint8)  # bool -> bytes, no copy
     klim = torch.empty((bsz, 2), dtype=torch.int32, device=kpm.device)
-    key_bias = torch.empty((bsz, lk), dtype=torch.float32, device=kpm.device)
-    _key_range_kernel[(bsz,)](kpm, klim, key_bias, lk, kpm.stride(0), BLOCK=min(1024, triton.next_power_of_2(lk)))
-    return key_bias, key_bias.stride(0), klim
+    _key_range_kernel[(bsz,)](kpm, klim, lk, kpm.stride(0), BLOCK=min(1024, triton.next_power_of_2(lk)))
+    return kpm, kpm.stride(0), klim
 
 
 def _draw_seed(dropout_p: float, device: torch.device) -> torch.Tensor:
@@ -272,7 +270,7 @@ def _mask_shape(bsz, heads, lq, lk, dropout_p, mode=None) -> tuple[int, ...]:
 
 def _prepare(q, table, kpm, bidirectional, num_buckets, max_distance):
     """What the forward and backward kernels both need besides q/k/v: (bias rows, bucket row,
-    sat_pos, R, key bias, its row stride, key range). The eager path computes it once per call
+    sat_pos, R, mask bytes, mask row stride, key range). The eager path computes it once per call
     and keeps it for the backward (four small launches fewer); the custom op recomputes it."""
     return (*_bias_args(q, table, bidirectional, num_buckets, max_distance), *_kpm_args(q, kpm))
 

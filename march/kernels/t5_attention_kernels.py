@@ -134,32 +134,18 @@ def _bias_gather(BIAS_H, rel):
 
 
 @triton.jit
-def _bias_log2(BIAS_H, rel, rel_lo, rel_hi, sat_pos, R, kb):
-    """Bias · log2(e) (fp32) of a tile of relative positions ``rel`` (in [rel_lo, rel_hi]), plus the
-    key bias ``kb`` ((1, BN) or (BN, 1): 0 or −inf, ``_key_bias``): a gather from the head's
-    precomputed row, BIAS_H[rel] = table[bucket(rel), h] · log2(e). In a saturated tile the sum is
-    a vector, so the scores take it in the same FFMA as the scale: no per-element mask."""
+def _bias_log2(BIAS_H, rel, rel_lo, rel_hi, sat_pos, R):
+    """Bias · log2(e) (fp32) of a tile of relative positions ``rel`` (in [rel_lo, rel_hi]): a gather
+    from the head's precomputed row, BIAS_H[rel] = table[bucket(rel), h] · log2(e)."""
     tl.static_assert(rel.shape[0] + rel.shape[1] <= _REL_PAD + 2, "tile too large for the padded bias rows")
     # (Branch-local names differ on purpose: compiled Triton requires a variable assigned in both
     # branches to have one type, and the index is a scalar in one and a tile in the other.)
     if (rel_lo >= sat_pos) | (rel_hi <= -R):  # one bucket for the whole tile: a scalar
         tile_idx = tl.minimum(tl.maximum(rel_lo, -R), R)
-        bias = tl.broadcast_to(tl.load(BIAS_H + tile_idx) + kb, rel.shape)
+        bias = tl.zeros(rel.shape, tl.float32) + tl.load(BIAS_H + tile_idx)
     else:
-        bias = _bias_gather(BIAS_H, rel) + kb
+        bias = _bias_gather(BIAS_H, rel)
     return bias
-
-
-@triton.jit
-def _key_bias(KB, b, offs_n, Lk, skpm, HAS_KPM: tl.constexpr):
-    """(BN,) fp32 added to the scores of keys offs_n: 0 for a real key, −inf for padding (KB (B, Lk),
-    written by ``_key_range_kernel``) or past Lk. (Per-element masks of the padding cost ~85 of the
-    forward's 632 loop instructions per 64×64 tile at d=64, session 7.)"""
-    if HAS_KPM:
-        kb = tl.load(KB + b * skpm + offs_n, mask=offs_n < Lk, other=float("-inf"))
-    else:
-        kb = tl.where(offs_n < Lk, 0.0, float("-inf"))
-    return kb
 
 
 @triton.jit
@@ -182,16 +168,14 @@ def _key_range(KLIM, b, Lk, HAS_KPM: tl.constexpr, BLOCK_N: tl.constexpr):
 
 
 @triton.jit
-def _key_range_kernel(KPM, KLIM, KB, Lk, skpm, BLOCK: tl.constexpr):
-    """KLIM[b] = (first real key, last real key + 1) of mask row b; (Lk, 0) if it has none. KB[b] =
-    the row as a key bias (B, Lk) fp32: 0 for a real key, −inf for padding."""
+def _key_range_kernel(KPM, KLIM, Lk, skpm, BLOCK: tl.constexpr):
+    """KLIM[b] = (first real key, last real key + 1) of mask row b; (Lk, 0) if it has none."""
     b = tl.program_id(0)
     first = Lk
     end = Lk * 0
     for n0 in range(0, Lk, BLOCK):
         offs = n0 + tl.arange(0, BLOCK)
         real = tl.load(KPM + b.to(tl.int64) * skpm + offs, mask=offs < Lk, other=0) != 0
-        tl.store(KB + b.to(tl.int64) * Lk + offs, tl.where(real, 0.0, float("-inf")), mask=offs < Lk)
         first = tl.minimum(first, tl.min(tl.where(real, offs, Lk), 0))
         end = tl.maximum(end, tl.max(tl.where(real, offs + 1, 0), 0))
     tl.store(KLIM + 2 * b, first)
@@ -200,7 +184,7 @@ def _key_range_kernel(KPM, KLIM, KB, Lk, skpm, BLOCK: tl.constexpr):
 
 @triton.jit(do_not_specialize=["query_offset", "LQ_KEY", "LK_KEY"])
 def _t5_attn_fwd_kernel(
-    Q, K, V, BIAS, KPM, KLIM, O, LSE,  # BIAS: (H, 2R+1+2·REL_PAD) fp32 rows ; KPM: (B, Lk) fp32 key bias ; LSE: (B·H, Lq) fp32
+    Q, K, V, BIAS, KPM, KLIM, O, LSE,  # BIAS: (H, 2R+1) fp32 rows ; KPM: (B, Lk) uint8 ; LSE: (B·H, Lq) fp32
     sqb, sqh, sqm, skb, skh, skn, svb, svh, svn, sob, soh, som, skpm,
     H, Lq, Lk, query_offset, scale_log2, sat_pos, R, dropout_p, SEED, MASK,  # SEED: (1,) int64 on the device
     LQ_KEY, LK_KEY,  # bucketed Lq, Lk: autotune keys only, unused here
@@ -236,18 +220,20 @@ def _t5_attn_fwd_kernel(
         n_mask = offs_n < Lk
         kv_mask = n_mask[:, None] & d_mask[None, :]
         k = tl.load(K + (offs_n[:, None] * skn + offs_d[None, :]), mask=kv_mask, other=0.0)
+        s = tl.dot(q, tl.trans(k)) * scale_log2  # (BM, BN) fp32
         rel = offs_n[None, :] - (offs_m[:, None] + query_offset)  # j − (i + offset)
-        # Padding and keys ≥ Lk: −inf added (rows ≥ Lq need no mask: never stored, finite as q = 0).
-        kb = _key_bias(KPM, b, offs_n, Lk, skpm, HAS_KPM)[None, :]
         if HAS_BIAS:
             rel_lo = n0 - (m0 + BLOCK_M - 1 + query_offset)
             rel_hi = n0 + BLOCK_N - 1 - (m0 + query_offset)
-            add = _bias_log2(BIAS_H, rel, rel_lo, rel_hi, sat_pos, R, kb)
-        else:
-            add = tl.broadcast_to(kb, (BLOCK_M, BLOCK_N))
-        s = tl.fma(tl.dot(q, tl.trans(k)), scale_log2, add)  # (BM, BN) fp32, one FFMA per element
+            s += _bias_log2(BIAS_H, rel, rel_lo, rel_hi, sat_pos, R)
+        # Rows ≥ Lq need no mask: they are never stored (and q = 0 there keeps them finite).
+        valid = n_mask[None, :]
+        if HAS_KPM:
+            kp = tl.load(KPM + b * skpm + offs_n, mask=n_mask, other=0)
+            valid &= (kp != 0)[None, :]
         if CAUSAL:
-            s = tl.where(rel <= 0, s, float("-inf"))
+            valid &= rel <= 0
+        s = tl.where(valid, s, float("-inf"))
         m_new = tl.maximum(m_i, tl.max(s, 1))
         m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)  # a row with nothing visible yet
         p = tl.exp2(s - m_safe[:, None])
@@ -339,7 +325,9 @@ def _t5_attn_bwd_dkdv_kernel(
     rows_n = offs_n[:, None].to(tl.int64)
     k = tl.load(K + b * skb + h64 * skh + rows_n * skn + offs_d[None, :], mask=kv_mask, other=0.0)
     v = tl.load(V + b * svb + h64 * svh + rows_n * svn + offs_d[None, :], mask=kv_mask, other=0.0)
-    kb = _key_bias(KPM, b, offs_n, Lk, skpm, HAS_KPM)[:, None]  # (BN, 1): 0 or −inf
+    kvalid = n_mask
+    if HAS_KPM:
+        kvalid &= tl.load(KPM + b * skpm + offs_n, mask=n_mask, other=0) != 0
     Q += b * sqb + h64 * sqh
     DO += b * sdob + h64 * sdoh
     BIAS_H = _bias_row(BIAS, h, R)
@@ -364,17 +352,16 @@ def _t5_attn_bwd_dkdv_kernel(
                      mask=m_mask[:, None] & d_mask[None, :], other=0.0)  # (BM, BD)
         lse = tl.load(LSE + bh.to(tl.int64) * Lq + offs_m, mask=m_mask, other=float("inf"))
         delta = tl.load(DELTA + bh.to(tl.int64) * Lq + offs_m, mask=m_mask, other=0.0)
+        sT = tl.dot(k, qT) * scale_log2  # (BN, BM)
         rel = offs_n[:, None] - (offs_m[None, :] + query_offset)
         if HAS_BIAS:
             rel_lo = n0 - (m0 + BLOCK_M - 1 + query_offset)
             rel_hi = n0 + BLOCK_N - 1 - (m0 + query_offset)
-            add = _bias_log2(BIAS_H, rel, rel_lo, rel_hi, sat_pos, R, kb)
-        else:
-            add = tl.broadcast_to(kb, (BLOCK_N, BLOCK_M))
-        sT = tl.fma(tl.dot(k, qT), scale_log2, add)  # (BN, BM)
+            sT += _bias_log2(BIAS_H, rel, rel_lo, rel_hi, sat_pos, R)
+        valid = kvalid[:, None] & m_mask[None, :]
         if CAUSAL:
-            sT = tl.where(rel <= 0, sT, float("-inf"))
-        pT = tl.exp2(sT - lse[None, :])  # 0 for −inf scores, and for queries ≥ Lq (lse = +inf there)
+            valid &= rel <= 0
+        pT = tl.where(valid, tl.exp2(sT - lse[None, :]), 0.0)
         dpT = tl.dot(v, tl.trans(do))  # (BN, BM)
         if DROPOUT:
             keep = _keep_tile_t(MASK, seed, bh, m0, n0, Lq, Lk, dropout_p, BLOCK_M, BLOCK_N, STORED_MASK)
@@ -457,18 +444,18 @@ def _t5_attn_bwd_dq_kernel(
         kvT_mask = d_mask[:, None] & n_mask[None, :]
         kT = tl.load(K + (offs_n[None, :] * skn + offs_d[:, None]), mask=kvT_mask, other=0.0)
         vT = tl.load(V + (offs_n[None, :] * svn + offs_d[:, None]), mask=kvT_mask, other=0.0)
+        s = tl.dot(q, kT) * scale_log2  # (BM, BN)
         rel = offs_n[None, :] - (offs_m[:, None] + query_offset)
-        kb = _key_bias(KPM, b, offs_n, Lk, skpm, HAS_KPM)[None, :]
         if HAS_BIAS:
             rel_lo = n0 - (m0 + BLOCK_M - 1 + query_offset)
             rel_hi = n0 + BLOCK_N - 1 - (m0 + query_offset)
-            add = _bias_log2(BIAS_H, rel, rel_lo, rel_hi, sat_pos, R, kb)
-        else:
-            add = tl.broadcast_to(kb, (BLOCK_M, BLOCK_N))
-        s = tl.fma(tl.dot(q, kT), scale_log2, add)  # (BM, BN)
+            s += _bias_log2(BIAS_H, rel, rel_lo, rel_hi, sat_pos, R)
+        valid = n_mask[None, :]  # rows ≥ Lq: lse = +inf there, so p = 0 without a mask
+        if HAS_KPM:
+            valid &= (tl.load(KPM + b * skpm + offs_n, mask=n_mask, other=0) != 0)[None, :]
         if CAUSAL:
-            s = tl.where(rel <= 0, s, float("-inf"))
-        p = tl.exp2(s - lse[:, None])  # 0 for −inf scores, and for rows ≥ Lq (lse = +inf there)
+            valid &= rel <= 0
+        p = tl.where(valid, tl.exp2(s - lse[:, None]), 0.0)
         dp = tl.dot(do, vT)  # (BM, BN)
         if DROPOUT:
             keep = _keep_tile(MASK, seed, bh, m0, n0, Lq, Lk, dropout_p, BLOCK_M, BLOCK_N, STORED_MASK)
@@ -588,9 +575,11 @@ def _t5_attn_bwd_bias_band_kernel(
                      mask=m_mask[:, None] & d_mask[None, :], other=0.0)  # (BM, BD)
         lse = tl.load(LSE + bh.to(tl.int64) * Lq + offs_m, mask=m_mask, other=float("inf"))
         delta = tl.load(DELTA + bh.to(tl.int64) * Lq + offs_m, mask=m_mask, other=0.0)
-        kb = _key_bias(KPM, b64, offs_n, Lk, skpm, HAS_KPM)[:, None]
-        sT = tl.fma(tl.dot(k, qT), scale_log2, bias + kb)  # −inf where causal-masked or padding: P = 0
-        pT = tl.exp2(sT - lse[None, :])  # (queries ≥ Lq: lse = +inf, P = 0)
+        kvalid = n_mask
+        if HAS_KPM:
+            kvalid &= tl.load(KPM + b64 * skpm + offs_n, mask=n_mask, other=0) != 0
+        sT = tl.dot(k, qT) * scale_log2 + bias  # −inf where causal-masked: P = 0 there
+        pT = tl.where(kvalid[:, None] & m_mask[None, :], tl.exp2(sT - lse[None, :]), 0.0)
         dpT = tl.dot(v, tl.trans(do))  # (BN, BM)
         if DROPOUT:
             keep = _keep_tile_t(MASK, seed, bh, m0, n0, Lq, Lk, dropout_p, BLOCK_M, BLOCK_N, STORED_MASK)
