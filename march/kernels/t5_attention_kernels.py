@@ -56,7 +56,14 @@ benchmarks/probe_attention.py; results/NVIDIA-H200/attention_probe_s6.json):
   win at d=64.
 - Dropout (session 7): the keep-mask is read as 32-bit words per row of each tile (the byte layout
   before forced a shared-memory conversion per tile and made ptxas serialise the wgmma: C7515);
-  0.767 -> 0.758 ms at L=512 d=64 with dropout 0.1 (``t5_attention_dropout._unpack_rows``).
+  0.767 -> 0.758 ms at L=512 d=64 with dropout 0.1 (``t5_attention_dropout._unpack_rows``). The
+  bias rows padded past saturation (no clamp in band tiles): 0.758 -> 0.744 with dropout, 0.52 ->
+  0.516 without (``attention_probe_s7_padded_rows.json``).
+- Measured and rejected in session 7 (``attention_probe_s7_key_bias.json``): the key padding as an
+  additive 0/−inf key bias loaded per tile instead of per-element predicates. Fewer static
+  instructions, and the forward without padding went 0.099 -> 0.090 ms, but with padding the
+  per-tile loads of the key bias (16 per thread, not pipelined) cost more than they saved: dq
+  0.143 -> 0.155, and with dropout fwd 0.130 -> 0.157, dq 0.162 -> 0.197 (0.744 -> 0.798 ms).
 - Launch configs per head-dim class in ``t5_attention.py`` (_TUNE; first = default, from the
   probe); autotuning over the lists is opt-in (MARCH_ATTN_AUTOTUNE=1), each new key costing ~12
   compiles. The band kernel has one config per class (_BAND).
