@@ -70,8 +70,10 @@ benchmarks/probe_attention.py; results/NVIDIA-H200/attention_probe_s6.json):
 - Padded key blocks at either end of a row are skipped (per-row key range, one small kernel).
 
 Indexing: the (b, h) base offsets are int64; offsets inside one (b, h) slice are int32 (64-bit
-per-element offsets cost two registers each, and these kernels are register-bound: ptxas reported
-255 registers with spills for every config). The host checks that a slice's offsets fit in int32.
+per-element offsets cost two registers each, and these kernels are register-bound: the dk/dv
+kernel uses all 255 registers at d=64). The host checks that a slice's offsets fit in int32.
+(Register and spill figures quoted from sessions 1-6 came from an unspecialised compile, see above;
+the measured times they sit beside are unaffected.)
 
 Measured and rejected (H200, benchmarks/probe_attention.py, results/NVIDIA-H200/
 attention_probe_split_loops.json): splitting each key/query loop into three runs (saturated tiles
