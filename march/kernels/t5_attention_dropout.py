@@ -154,23 +154,19 @@ def _transpose_bits_8x8(x):
 
 @triton.jit
 def _keep_tile(MASK, seed, bh, m0, n0, Lq, Lk, dropout_p, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-               STORED_MASK: tl.constexpr):
-    """The backward's (BM queries, BN keys) keep tile: read from MASK, or drawn again."""
+               STORED_MASK: tl.constexpr, TRANSPOSED: tl.constexpr = False):
+    """A kernel's keep tile, (BM queries, BN keys), or (BN keys, BM queries) when TRANSPOSED (the
+    dk/dv and band kernels' tiles): read from MASK (STORED_MASK: pregenerated), or drawn again."""
     if STORED_MASK:
-        keep = _load_keep(MASK, bh, m0, n0, Lq, Lk, BLOCK_M, BLOCK_N)
+        if TRANSPOSED:
+            keep = _load_keep_t(MASK, bh, m0, n0, Lq, Lk, BLOCK_M, BLOCK_N)
+        else:
+            keep = _load_keep(MASK, bh, m0, n0, Lq, Lk, BLOCK_M, BLOCK_N)
     else:
-        keep = _keep(seed, bh, m0, n0, Lk, dropout_p, BLOCK_M, BLOCK_N)
-    return keep
-
-
-@triton.jit
-def _keep_tile_t(MASK, seed, bh, m0, n0, Lq, Lk, dropout_p, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-                 STORED_MASK: tl.constexpr):
-    """The backward's (BN keys, BM queries) keep tile: read from MASK, or drawn again."""
-    if STORED_MASK:
-        keep = _load_keep_t(MASK, bh, m0, n0, Lq, Lk, BLOCK_M, BLOCK_N)
-    else:
-        keep = _keep_t(seed, bh, m0, n0, Lk, dropout_p, BLOCK_M, BLOCK_N)
+        if TRANSPOSED:
+            keep = _keep_t(seed, bh, m0, n0, Lk, dropout_p, BLOCK_M, BLOCK_N)
+        else:
+            keep = _keep(seed, bh, m0, n0, Lk, dropout_p, BLOCK_M, BLOCK_N)
     return keep
 
 

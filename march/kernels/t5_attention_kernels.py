@@ -100,7 +100,7 @@ import triton
 import triton.language as tl
 
 from march.kernels._utils import interpreting
-from march.kernels.t5_attention_dropout import _keep, _keep_tile, _keep_tile_t, _load_keep
+from march.kernels.t5_attention_dropout import _keep_tile
 
 LOG2E = 1.4426950408889634
 # The bias rows cover rel in [−R − REL_PAD, R + REL_PAD]: every element of a band tile (a tile whose
@@ -249,10 +249,7 @@ def _t5_attn_fwd_kernel(
         alpha = tl.exp2(m_i - m_safe)
         l_i = l_i * alpha + tl.sum(p, 1)
         if DROPOUT:
-            if LOAD_MASK:
-                keep = _load_keep(MASK, bh, m0, n0, Lq, Lk, BLOCK_M, BLOCK_N)
-            else:
-                keep = _keep(seed, bh, m0, n0, Lk, dropout_p, BLOCK_M, BLOCK_N)
+            keep = _keep_tile(MASK, seed, bh, m0, n0, Lq, Lk, dropout_p, BLOCK_M, BLOCK_N, LOAD_MASK)
             p = tl.where(keep, p, 0.0)
         v = tl.load(V + (offs_n[:, None] * svn + offs_d[None, :]), mask=kv_mask, other=0.0)
         acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
@@ -373,7 +370,7 @@ def _t5_attn_bwd_dkdv_kernel(
         pT = tl.where(valid, tl.exp2(sT - lse[None, :]), 0.0)
         dpT = tl.dot(v, tl.trans(do))  # (BN, BM)
         if DROPOUT:
-            keep = _keep_tile_t(MASK, seed, bh, m0, n0, Lq, Lk, dropout_p, BLOCK_M, BLOCK_N, STORED_MASK)
+            keep = _keep_tile(MASK, seed, bh, m0, n0, Lq, Lk, dropout_p, BLOCK_M, BLOCK_N, STORED_MASK, True)
             dv += tl.dot(tl.where(keep, pT, 0.0).to(do.dtype), do)  # × 1/(1 − p) once, at the store
             dpT = tl.where(keep, dpT, 0.0) * inv_keep  # (select, then one FFMA with − delta below)
         else:
@@ -591,7 +588,7 @@ def _t5_attn_bwd_bias_band_kernel(
         pT = tl.where(kvalid[:, None] & m_mask[None, :], tl.exp2(sT - lse[None, :]), 0.0)
         dpT = tl.dot(v, tl.trans(do))  # (BN, BM)
         if DROPOUT:
-            keep = _keep_tile_t(MASK, seed, bh, m0, n0, Lq, Lk, dropout_p, BLOCK_M, BLOCK_N, STORED_MASK)
+            keep = _keep_tile(MASK, seed, bh, m0, n0, Lq, Lk, dropout_p, BLOCK_M, BLOCK_N, STORED_MASK, True)
             dpT = tl.where(keep, dpT, 0.0) * inv_keep
         acc += pT * (dpT - delta[None, :])
     nb = tl.arange(0, NB_P2)
