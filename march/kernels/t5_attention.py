@@ -245,11 +245,12 @@ DROPOUT_MASK_MODES = ("recomputed", "pregenerated")
 def dropout_mask_mode() -> str:
     """MARCH_ATTN_DROPOUT_MASK: how the attention kernels share the dropout keep-mask (the same bits
     in both modes, so outputs and gradients are bit-identical). H200, encoder L=512 d=64 B=32 with
-    padding, dropout 0.1, fwd+bwd (benchmarks/probe_attention.py, session 5):
+    padding, dropout 0.1, fwd+bwd (benchmarks/probe_attention.py):
     - "pregenerated" (default): a separate integer-only kernel draws the bits before the forward,
       as 32-bit words, query-major and key-major (2·B·H·Lq·Lk bits, 1/8 of the bf16 probabilities,
       kept for the backward), and every attention kernel reads whole words per row of its tile: no
-      Philox under the attention kernels' register pressure. 0.77 ms with session 5's byte layout.
+      Philox under the attention kernels' register pressure. 0.744 ms (session 7; 0.767 with the
+      byte layout of sessions 5-6, results/NVIDIA-H200/attention_probe_s7*.json).
     - "recomputed": every kernel draws it again (no memory kept). 1.04 ms before session 5's
       kernels; not measured since.
     (Session 4-6's "stored", where the forward drew the mask and wrote the bits, 0.81 ms, was
