@@ -59,6 +59,12 @@ benchmarks/probe_attention.py; results/NVIDIA-H200/attention_probe_s6.json):
   0.767 -> 0.758 ms at L=512 d=64 with dropout 0.1 (``t5_attention_dropout._unpack_rows``). The
   bias rows padded past saturation (no clamp in band tiles): 0.758 -> 0.744 with dropout, 0.52 ->
   0.516 without (``attention_probe_s7_padded_rows.json``).
+- Session 8: band tiles address their bias from a per-row pointer ± a column arange
+  (``_bias_gather``): ptxas folds each thread's offsets into its loads, and the dk/dv loop went
+  from 679 to 496 SASS instructions per 64×64 tile, yet its time only from 0.148 to 0.139 ms
+  (0.197 -> 0.180 with dropout; fwd+bwd 0.518 -> 0.507, 0.745 -> 0.735 with dropout,
+  ``attention_probe_s8_row_pointer_gather.json``): the dk/dv kernel is no longer bound by issue
+  alone (its dots wait on each other within an iteration, at two programs per SM).
 - Measured and rejected in session 7 (``attention_probe_s7_key_bias.json``): the key padding as an
   additive 0/−inf key bias loaded per tile instead of per-element predicates. Fewer static
   instructions, and the forward without padding went 0.099 -> 0.090 ms, but with padding the
@@ -135,25 +141,44 @@ def _gather_f32(ptrs):
 
 
 @triton.jit
-def _bias_gather(BIAS_H, rel):
-    """Bias · log2(e) (fp32) at every element of a band tile of relative positions: BIAS_H[rel + R +
-    REL_PAD] (BIAS_H points at rel = 0, i.e. R + REL_PAD into the head's row). No clamp: the rows are
-    padded past saturation (H200, session 7: two integer ops fewer per element of a band tile)."""
-    return _gather_f32(BIAS_H + rel)
+def _bias_gather(BIAS_H, tile_rel0, ROWS: tl.constexpr, COLS: tl.constexpr, KEY_ROWS: tl.constexpr):
+    """Bias · log2(e) (fp32) at every element of a (ROWS, COLS) band tile: BIAS_H[rel] (BIAS_H points
+    at rel = 0, i.e. R + REL_PAD into the head's row), where element (r, c) has rel = tile_rel0 + r − c
+    (KEY_ROWS: rows are keys, the dk/dv and band kernels' tiles) or tile_rel0 + c − r (rows are
+    queries). No clamp: the rows are padded past saturation.
+
+    The addresses are built as a per-row pointer ± a column arange, not as a pointer + an int32 rel
+    tile: a thread's elements of a dot-layout tile then share one 64-bit base and differ by
+    compile-time offsets, which ptxas folds into the loads (``[R + imm]``), and loads of equal
+    offsets merge (18 loads for a thread's 32 elements of a 64×64 tile). From a rel tile every
+    element paid a 32-bit subtract and a 64-bit address (sign extension: 3-4 integer instructions)
+    and the dk/dv kernel's loop was 679 SASS instructions per tile, 496 this way (sm_90, d=64)."""
+    if KEY_ROWS:
+        ptrs = (BIAS_H + tile_rel0 + tl.arange(0, ROWS))[:, None] - tl.arange(0, COLS)[None, :]
+    else:
+        ptrs = (BIAS_H + tile_rel0 + tl.arange(0, COLS))[None, :] - tl.arange(0, ROWS)[:, None]
+    return _gather_f32(ptrs)
 
 
 @triton.jit
-def _bias_log2(BIAS_H, rel, rel_lo, rel_hi, sat_pos, R):
-    """Bias · log2(e) (fp32) of a tile of relative positions ``rel`` (in [rel_lo, rel_hi]): a gather
-    from the head's precomputed row, BIAS_H[rel] = table[bucket(rel), h] · log2(e)."""
-    tl.static_assert(rel.shape[0] + rel.shape[1] <= _REL_PAD + 2, "tile too large for the padded bias rows")
+def _bias_log2(BIAS_H, tile_rel0, sat_pos, R, ROWS: tl.constexpr, COLS: tl.constexpr, KEY_ROWS: tl.constexpr):
+    """Bias · log2(e) (fp32) of a (ROWS, COLS) tile whose relative positions span [tile_rel0 − (queries
+    − 1), tile_rel0 + keys − 1] (see ``_bias_gather``): a gather from the head's precomputed row,
+    BIAS_H[rel] = table[bucket(rel), h] · log2(e), or one scalar when the tile is saturated."""
+    tl.static_assert(ROWS + COLS <= _REL_PAD + 2, "tile too large for the padded bias rows")
+    if KEY_ROWS:
+        rel_lo = tile_rel0 - (COLS - 1)
+        rel_hi = tile_rel0 + ROWS - 1
+    else:
+        rel_lo = tile_rel0 - (ROWS - 1)
+        rel_hi = tile_rel0 + COLS - 1
     # (Branch-local names differ on purpose: compiled Triton requires a variable assigned in both
     # branches to have one type, and the index is a scalar in one and a tile in the other.)
     if (rel_lo >= sat_pos) | (rel_hi <= -R):  # one bucket for the whole tile: a scalar
         tile_idx = tl.minimum(tl.maximum(rel_lo, -R), R)
-        bias = tl.zeros(rel.shape, tl.float32) + tl.load(BIAS_H + tile_idx)
+        bias = tl.zeros([ROWS, COLS], tl.float32) + tl.load(BIAS_H + tile_idx)
     else:
-        bias = _bias_gather(BIAS_H, rel)
+        bias = _bias_gather(BIAS_H, tile_rel0, ROWS, COLS, KEY_ROWS)
     return bias
 
 
@@ -230,18 +255,15 @@ def _t5_attn_fwd_kernel(
         kv_mask = n_mask[:, None] & d_mask[None, :]
         k = tl.load(K + (offs_n[:, None] * skn + offs_d[None, :]), mask=kv_mask, other=0.0)
         s = tl.dot(q, tl.trans(k)) * scale_log2  # (BM, BN) fp32
-        rel = offs_n[None, :] - (offs_m[:, None] + query_offset)  # j − (i + offset)
         if HAS_BIAS:
-            rel_lo = n0 - (m0 + BLOCK_M - 1 + query_offset)
-            rel_hi = n0 + BLOCK_N - 1 - (m0 + query_offset)
-            s += _bias_log2(BIAS_H, rel, rel_lo, rel_hi, sat_pos, R)
+            s += _bias_log2(BIAS_H, n0 - m0 - query_offset, sat_pos, R, BLOCK_M, BLOCK_N, False)
         # Rows ≥ Lq need no mask: they are never stored (and q = 0 there keeps them finite).
         valid = n_mask[None, :]
         if HAS_KPM:
             kp = tl.load(KPM + b * skpm + offs_n, mask=n_mask, other=0)
             valid &= (kp != 0)[None, :]
-        if CAUSAL:
-            valid &= rel <= 0
+        if CAUSAL:  # j ≤ i + offset
+            valid &= offs_n[None, :] <= (offs_m[:, None] + query_offset)
         s = tl.where(valid, s, float("-inf"))
         m_new = tl.maximum(m_i, tl.max(s, 1))
         m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)  # a row with nothing visible yet
@@ -359,14 +381,11 @@ def _t5_attn_bwd_dkdv_kernel(
         lse = tl.load(LSE + bh.to(tl.int64) * Lq + offs_m, mask=m_mask, other=float("inf"))
         delta = tl.load(DELTA + bh.to(tl.int64) * Lq + offs_m, mask=m_mask, other=0.0)
         sT = tl.dot(k, qT) * scale_log2  # (BN, BM)
-        rel = offs_n[:, None] - (offs_m[None, :] + query_offset)
         if HAS_BIAS:
-            rel_lo = n0 - (m0 + BLOCK_M - 1 + query_offset)
-            rel_hi = n0 + BLOCK_N - 1 - (m0 + query_offset)
-            sT += _bias_log2(BIAS_H, rel, rel_lo, rel_hi, sat_pos, R)
+            sT += _bias_log2(BIAS_H, n0 - m0 - query_offset, sat_pos, R, BLOCK_N, BLOCK_M, True)
         valid = kvalid[:, None] & m_mask[None, :]
-        if CAUSAL:
-            valid &= rel <= 0
+        if CAUSAL:  # j ≤ i + offset
+            valid &= offs_n[:, None] <= (offs_m[None, :] + query_offset)
         pT = tl.where(valid, tl.exp2(sT - lse[None, :]), 0.0)
         dpT = tl.dot(v, tl.trans(do))  # (BN, BM)
         if DROPOUT:
@@ -451,16 +470,15 @@ def _t5_attn_bwd_dq_kernel(
         kT = tl.load(K + (offs_n[None, :] * skn + offs_d[:, None]), mask=kvT_mask, other=0.0)
         vT = tl.load(V + (offs_n[None, :] * svn + offs_d[:, None]), mask=kvT_mask, other=0.0)
         s = tl.dot(q, kT) * scale_log2  # (BM, BN)
-        rel = offs_n[None, :] - (offs_m[:, None] + query_offset)
+        rel_lo = n0 - (m0 + BLOCK_M - 1 + query_offset)  # the tile's rel range (scalars)
+        rel_hi = n0 + BLOCK_N - 1 - (m0 + query_offset)
         if HAS_BIAS:
-            rel_lo = n0 - (m0 + BLOCK_M - 1 + query_offset)
-            rel_hi = n0 + BLOCK_N - 1 - (m0 + query_offset)
-            s += _bias_log2(BIAS_H, rel, rel_lo, rel_hi, sat_pos, R)
+            s += _bias_log2(BIAS_H, n0 - m0 - query_offset, sat_pos, R, BLOCK_M, BLOCK_N, False)
         valid = n_mask[None, :]  # rows ≥ Lq: lse = +inf there, so p = 0 without a mask
         if HAS_KPM:
             valid &= (tl.load(KPM + b * skpm + offs_n, mask=n_mask, other=0) != 0)[None, :]
-        if CAUSAL:
-            valid &= rel <= 0
+        if CAUSAL:  # j ≤ i + offset
+            valid &= offs_n[None, :] <= (offs_m[:, None] + query_offset)
         p = tl.where(valid, tl.exp2(s - lse[:, None]), 0.0)
         dp = tl.dot(do, vT)  # (BM, BN)
         if DROPOUT:
@@ -557,10 +575,12 @@ def _t5_attn_bwd_bias_band_kernel(
     m_mask = offs_m < Lq
     d_mask = offs_d < HEAD_DIM
     kv_mask = n_mask[:, None] & d_mask[None, :]
-    rel = offs_n[:, None] - (offs_m[None, :] + query_offset)  # (BN, BM)
     # The same for every b: the tile's bias (log2 units) and its causal mask, kept in registers.
     tl.static_assert(DQ_BM + DQ_BN <= _REL_PAD + 2, "tile too large for the padded bias rows")
-    bias = _bias_gather(_bias_row(BIAS, h, R), rel)
+    # Once per program, so addressed from the rel tile (``_bias_gather``'s per-row form made this
+    # kernel spill with dropout).
+    rel = offs_n[:, None] - (offs_m[None, :] + query_offset)  # (BN, BM)
+    bias = _gather_f32(_bias_row(BIAS, h, R) + rel)
     if CAUSAL:
         bias = tl.where(rel <= 0, bias, float("-inf"))
     seed = tl.load(SEED)
