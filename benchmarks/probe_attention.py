@@ -62,6 +62,7 @@ def _set_configs(block_d: int, i: int) -> dict:
         cands = CANDIDATES[(name, cls)]
         chosen[name] = cands[i % len(cands)]
         attn._TUNE[(name, cls)] = [chosen[name]]
+    attn._TUNE[("fwd_dropout", cls)] = [chosen["fwd"]]  # the forward's list with dropout: the same candidates
     attn._kernel.cache_clear()
     return chosen
 

@@ -6,7 +6,7 @@
 ``add_rms_norm`` first forms the residual stream s = residual + dropout(x) (in x's dtype, as the
 eager ``hidden + dropout(sublayer_out)`` does: the dropped x rounded, then the sum), writes it, and
 normalises it in the same pass. Dropout's keep mask comes from Philox in the kernel (glu.py's
-``_keep_mask``: four columns per draw, a function of (seed, row, column)) and is drawn again by the
+``_keep_mask``: eight columns per draw, a function of (seed, row, column)) and is drawn again by the
 backward, which writes the residual's gradient ds and the dropped addend's, keep · ds / (1 − p):
 no mask tensor, no separate dropout kernels (T5 applies this dropout to every sublayer output).
 
@@ -237,7 +237,7 @@ def _fwd_config(n: int) -> tuple[int, int, int]:
     """(BLOCK_M, BLOCK_N, num_warps) for rows held whole in registers: ~4K elements and 4 warps a
     program (≤ 32 fp32 values a thread per tensor: the backward holds three without spilling).
     Measured on an H200 (benchmarks/tune_rmsnorm.py): 3.7 TB/s fwd, 2.6 TB/s bwd at 32768×768."""
-    block_n = max(4, triton.next_power_of_2(n))  # ≥ 4: the dropout mask comes four columns a draw
+    block_n = max(8, triton.next_power_of_2(n))  # ≥ 8: the dropout mask comes eight columns a draw
     block_m = max(1, min(16, 4096 // block_n))
     num_warps = 4 if block_n <= 4096 else 8
     return block_m, block_n, num_warps
@@ -447,7 +447,7 @@ def add_rms_norm(
 
     x, residual: (..., D), same dtype; s has that dtype, the normed output has weight's dtype.
     ``dropout_p``: inverted dropout on x (the sublayer output, as T5's ``h + dropout(out)``), its
-    mask drawn in the kernel (four columns per Philox draw, from ``seed``: None = torch's RNG on the
+    mask drawn in the kernel (eight columns per Philox draw, from ``seed``: None = torch's RNG on the
     device, an int, or a 1-element tensor) and drawn again by the backward, never stored. CPU
     tensors without the interpreter take the reference, with torch's own dropout mask.
     """

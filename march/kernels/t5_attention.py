@@ -115,14 +115,20 @@ def _build_bucket_row(device: torch.device, bidirectional: bool, num_buckets: in
 _TUNE = {
     ("fwd", 64): [(64, 64, 4, 3), (128, 64, 4, 3), (128, 128, 8, 3), (128, 32, 4, 4)],
     ("fwd", 128): [(64, 64, 4, 3), (128, 64, 8, 3), (128, 32, 4, 3), (128, 64, 8, 2)],
+    # With dropout the forward reads keep-mask words per query row: 128 query rows a program halve
+    # the programs that read each key block's words (session 8, L=512 d=64 with dropout 0.1:
+    # 0.128 ms at (64, 64, 4, 3), 0.120 at (128, 64, 4, 3); without dropout 0.103 and 0.102).
+    ("fwd_dropout", 64): [(128, 64, 4, 3), (64, 64, 4, 3), (128, 128, 8, 3), (128, 32, 4, 4)],
+    ("fwd_dropout", 128): [(64, 64, 4, 3), (128, 64, 8, 3), (128, 32, 4, 3), (128, 64, 8, 2)],
     ("dkdv", 64): [(64, 64, 4, 3), (32, 64, 4, 3), (64, 128, 8, 2), (32, 128, 8, 2)],
     ("dkdv", 128): [(64, 128, 8, 2), (64, 128, 8, 3), (32, 64, 4, 2), (64, 64, 8, 2)],
     ("dq", 64): [(64, 64, 4, 3), (128, 64, 8, 2), (128, 128, 8, 2), (64, 128, 4, 3)],
     ("dq", 128): [(128, 64, 8, 3), (128, 64, 8, 2), (64, 64, 8, 2), (64, 64, 4, 3)],
 }
 # 4 configs each: every new key costs 12 compiles (~1-2 s each) + short timings, once per process.
-_INTERP = {"fwd": (64, 32), "dkdv": (32, 64), "dq": (64, 32)}
-_KERNELS = {"fwd": _t5_attn_fwd_kernel, "dkdv": _t5_attn_bwd_dkdv_kernel, "dq": _t5_attn_bwd_dq_kernel}
+_INTERP = {"fwd": (64, 32), "fwd_dropout": (64, 32), "dkdv": (32, 64), "dq": (64, 32)}
+_KERNELS = {"fwd": _t5_attn_fwd_kernel, "fwd_dropout": _t5_attn_fwd_kernel, "dkdv": _t5_attn_bwd_dkdv_kernel,
+            "dq": _t5_attn_bwd_dq_kernel}
 # Autotune key: bucketed lengths (LQ_KEY, LK_KEY: next power of 2, so ragged batches do not re-tune)
 # and every constexpr that changes the work; tensor dtypes are added by Triton itself.
 _KEY = ["LQ_KEY", "LK_KEY", "HEAD_DIM", "HAS_BIAS", "HAS_KPM", "CAUSAL", "DROPOUT", "STORED_MASK", "BIAS_GRAD"]
@@ -296,7 +302,8 @@ def _attn_fwd(q, k, v, table, kpm, bidirectional, num_buckets, max_distance, cau
         _dropout_bits_kernel[(triton.cdiv(lq, 64), triton.cdiv(lk, 64), bsz * heads)](
             mask, lq, lk, dropout_p, seed, BLOCK_M=64, BLOCK_N=64)
     # O and LSE are fully overwritten by every launch, so autotuning's repeated launches are harmless.
-    _kernel("fwd", block_d, autotuning())[lambda meta: (triton.cdiv(lq, meta["BLOCK_M"]), bsz * heads)](
+    fwd = _kernel("fwd_dropout" if dropout_p > 0 else "fwd", block_d, autotuning())
+    fwd[lambda meta: (triton.cdiv(lq, meta["BLOCK_M"]), bsz * heads)](
         q, k, v, rows, kpm_t, klim, o, lse,
         q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
         v.stride(0), v.stride(1), v.stride(2), o.stride(0), o.stride(1), o.stride(2), skpm,
