@@ -37,6 +37,7 @@ from march.kernels.t5_attention_dropout import _dropout_bits_kernel, _keep_probe
 from march.kernels.t5_attention_kernels import (
     LOG2E,
     REL_PAD,
+    _bias_rows_kernel,
     _bucket_probe_kernel,
     _key_range_kernel,
     _t5_attn_bwd_bias_band_kernel,
@@ -217,8 +218,11 @@ def _bias_args(q, table, bidirectional, num_buckets, max_distance):
     if table is None:  # never read by the kernels: no fill kernel
         return q, torch.empty(1, dtype=torch.int32, device=q.device), 0, 0
     brow, brow32, r = _bucket_row(q.device, bidirectional, num_buckets, max_distance)
-    # (H, 2R+1+2·REL_PAD) contiguous, fp32 math: one gather, one cast (bf16 tables), one in-place scale.
-    rows = torch.index_select(table.detach().t(), 1, brow).float().mul_(LOG2E)
+    # (H, 2R+1+2·REL_PAD) contiguous fp32: gather, cast and scale in one launch.
+    heads, n = table.shape[1], brow.numel()
+    rows = torch.empty((heads, n), dtype=torch.float32, device=table.device)
+    _bias_rows_kernel[(heads,)](table.detach(), brow, rows, table.stride(0), table.stride(1), n,
+                                BLOCK=min(1024, triton.next_power_of_2(n)))
     sat_pos = r if bidirectional else 0  # one-sided: every rel ≥ 0 is bucket 0
     return rows, brow32, sat_pos, r
 

@@ -65,6 +65,14 @@ benchmarks/probe_attention.py; results/NVIDIA-H200/attention_probe_s6.json):
   (0.197 -> 0.180 with dropout; fwd+bwd 0.518 -> 0.507, 0.745 -> 0.735 with dropout,
   ``attention_probe_s8_row_pointer_gather.json``): the dk/dv kernel is no longer bound by issue
   alone (its dots wait on each other within an iteration, at two programs per SM).
+- Measured and rejected in session 8: (a) dq inside the dk/dv kernel (FA2's layout, an extra dSᵀk
+  product per tile into an fp32 buffer): +0.146 ms in dk/dv with unordered atomics, +0.28 ms with
+  deterministic adds ordered by key block, against the 0.144 ms dq kernel it would replace
+  (``attention_probe_s8_fused_dq_rejected.json``). (b) On CPU, before any GPU time: the dk/dv
+  kernel writing the band tiles' dS in bf16 for a reduction kernel instead of the band kernel's
+  recompute (predicted −0.04 ms at L=512, −0.07 with dropout): the table gradient's error rose to
+  4.5e-2 against the oracle test's bound of 1.5e-2 (2× the fp32-softmax reference's error): sums
+  of thousands of bf16-rounded terms that cancel; in fp32 the bytes double and the gain is gone.
 - Measured and rejected in session 7 (``attention_probe_s7_key_bias.json``): the key padding as an
   additive 0/−inf key bias loaded per tile instead of per-element predicates. Fewer static
   instructions, and the forward without padding went 0.099 -> 0.090 ms, but with padding the
@@ -109,6 +117,7 @@ from march.kernels._utils import interpreting
 from march.kernels.t5_attention_dropout import _keep_tile
 
 LOG2E = 1.4426950408889634
+_LOG2E = tl.constexpr(LOG2E)
 # The bias rows cover rel in [−R − REL_PAD, R + REL_PAD]: every element of a band tile (a tile whose
 # rel range meets (−R, R)) is then within them, for tiles up to BLOCK_M + BLOCK_N ≤ REL_PAD + 2.
 REL_PAD = 256
@@ -161,10 +170,14 @@ def _bias_gather(BIAS_H, tile_rel0, ROWS: tl.constexpr, COLS: tl.constexpr, KEY_
 
 
 @triton.jit
-def _bias_log2(BIAS_H, tile_rel0, sat_pos, R, ROWS: tl.constexpr, COLS: tl.constexpr, KEY_ROWS: tl.constexpr):
+def _bias_log2(BIAS_H, tile_rel0, sat_pos, R, ROWS: tl.constexpr, COLS: tl.constexpr, KEY_ROWS: tl.constexpr,
+               rel=None):
     """Bias · log2(e) (fp32) of a (ROWS, COLS) tile whose relative positions span [tile_rel0 − (queries
     − 1), tile_rel0 + keys − 1] (see ``_bias_gather``): a gather from the head's precomputed row,
-    BIAS_H[rel] = table[bucket(rel), h] · log2(e), or one scalar when the tile is saturated."""
+    BIAS_H[rel] = table[bucket(rel), h] · log2(e), or one scalar when the tile is saturated. Given
+    ``rel`` (the tile's int32 relative positions), band tiles are addressed from it instead: the
+    dq kernel's choice (with dropout, 0.169 ms with ``_bias_gather``'s addressing against 0.163 at
+    L=512 d=64 on the H200, session 8; the same without dropout)."""
     tl.static_assert(ROWS + COLS <= _REL_PAD + 2, "tile too large for the padded bias rows")
     if KEY_ROWS:
         rel_lo = tile_rel0 - (COLS - 1)
@@ -177,8 +190,10 @@ def _bias_log2(BIAS_H, tile_rel0, sat_pos, R, ROWS: tl.constexpr, COLS: tl.const
     if (rel_lo >= sat_pos) | (rel_hi <= -R):  # one bucket for the whole tile: a scalar
         tile_idx = tl.minimum(tl.maximum(rel_lo, -R), R)
         bias = tl.zeros([ROWS, COLS], tl.float32) + tl.load(BIAS_H + tile_idx)
-    else:
+    elif rel is None:
         bias = _bias_gather(BIAS_H, tile_rel0, ROWS, COLS, KEY_ROWS)
+    else:
+        bias = _gather_f32(BIAS_H + rel)
     return bias
 
 
@@ -199,6 +214,20 @@ def _key_range(KLIM, b, Lk, HAS_KPM: tl.constexpr, BLOCK_N: tl.constexpr):
         lo = (tl.load(KLIM + 2 * b) // BLOCK_N) * BLOCK_N
         hi = tl.load(KLIM + 2 * b + 1)
     return lo, hi
+
+
+@triton.jit
+def _bias_rows_kernel(TABLE, INDEX, ROWS, stab_b, stab_h, n, BLOCK: tl.constexpr):
+    """ROWS[h, i] = float(TABLE[INDEX[i], h]) · log2(e) for one head h (one program): the bias rows
+    of ``_bias_row`` in one launch (a gather, a cast and a scale were three PyTorch kernels, ~2-4 µs
+    each under CUDA graphs, in every forward and backward)."""
+    h = tl.program_id(0)
+    for i0 in range(0, n, BLOCK):
+        offs = i0 + tl.arange(0, BLOCK)
+        ok = offs < n
+        bucket = tl.load(INDEX + offs, mask=ok, other=0)
+        vals = tl.load(TABLE + bucket * stab_b + h * stab_h, mask=ok, other=0.0).to(tl.float32)
+        tl.store(ROWS + h * n + offs, vals * _LOG2E, mask=ok)
 
 
 @triton.jit
@@ -470,15 +499,16 @@ def _t5_attn_bwd_dq_kernel(
         kT = tl.load(K + (offs_n[None, :] * skn + offs_d[:, None]), mask=kvT_mask, other=0.0)
         vT = tl.load(V + (offs_n[None, :] * svn + offs_d[:, None]), mask=kvT_mask, other=0.0)
         s = tl.dot(q, kT) * scale_log2  # (BM, BN)
+        rel = offs_n[None, :] - (offs_m[:, None] + query_offset)
         rel_lo = n0 - (m0 + BLOCK_M - 1 + query_offset)  # the tile's rel range (scalars)
         rel_hi = n0 + BLOCK_N - 1 - (m0 + query_offset)
         if HAS_BIAS:
-            s += _bias_log2(BIAS_H, n0 - m0 - query_offset, sat_pos, R, BLOCK_M, BLOCK_N, False)
+            s += _bias_log2(BIAS_H, n0 - m0 - query_offset, sat_pos, R, BLOCK_M, BLOCK_N, False, rel)
         valid = n_mask[None, :]  # rows ≥ Lq: lse = +inf there, so p = 0 without a mask
         if HAS_KPM:
             valid &= (tl.load(KPM + b * skpm + offs_n, mask=n_mask, other=0) != 0)[None, :]
-        if CAUSAL:  # j ≤ i + offset
-            valid &= offs_n[None, :] <= (offs_m[:, None] + query_offset)
+        if CAUSAL:
+            valid &= rel <= 0
         p = tl.where(valid, tl.exp2(s - lse[:, None]), 0.0)
         dp = tl.dot(do, vT)  # (BM, BN)
         if DROPOUT:
