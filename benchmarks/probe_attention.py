@@ -62,7 +62,10 @@ def _set_configs(block_d: int, i: int) -> dict:
         cands = CANDIDATES[(name, cls)]
         chosen[name] = cands[i % len(cands)]
         attn._TUNE[(name, cls)] = [chosen[name]]
-    attn._TUNE[("fwd_dropout", cls)] = [chosen["fwd"]]  # the forward's list with dropout: the same candidates
+    # The forward with dropout has its own list (its own default); the sweep prices the same candidates.
+    drop_cands = CANDIDATES.get(("fwd_dropout", cls), CANDIDATES[("fwd", cls)])
+    chosen["fwd_dropout"] = drop_cands[i % len(drop_cands)]
+    attn._TUNE[("fwd_dropout", cls)] = [chosen["fwd_dropout"]]
     attn._kernel.cache_clear()
     return chosen
 
