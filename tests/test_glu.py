@@ -124,7 +124,9 @@ def test_dropout_mask_independent_of_tiling(monkeypatch, device):
     monkeypatch.setattr(mod, "MAX_BLOCK_F", 8)
     monkeypatch.setattr(mod, "TILE_ELEMENTS", 16)
     assert torch.equal(keep, dropout_keep_mask((9, 70), 0.5, 3, device))
-    # neighbouring columns (one Philox call) and rows are not copies of each other
+    # neighbouring columns (the two 16-bit halves of one Philox word), the words of one call, and
+    # rows are not copies of each other
+    assert not torch.equal(keep[:, 0::8], keep[:, 1::8]) and not torch.equal(keep[:, 0::8], keep[:, 2::8])
     assert not torch.equal(keep[:, 0::4], keep[:, 1::4]) and not torch.equal(keep[0], keep[1])
 
 

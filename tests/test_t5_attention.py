@@ -38,6 +38,24 @@ def test_kernel_buckets_equal_hf(bidirectional, num_buckets, max_distance, devic
     assert torch.equal(hf, ref)
 
 
+@pytest.mark.parametrize("table_dtype", [torch.float32, BF16, FP16])
+@pytest.mark.parametrize("bidirectional,num_buckets,max_distance", [(True, 32, 128), (False, 32, 128), (True, 8, 16)])
+def test_bias_rows_kernel_equals_gather_cast_scale(table_dtype, bidirectional, num_buckets, max_distance, device):
+    """The kernels' bias rows (one launch: gather, cast, scale) are bit-identical to PyTorch's
+    index_select(table.t(), 1, index).float() · log2(e), including a table that is a strided view."""
+    import importlib
+
+    mod = importlib.import_module("march.kernels.t5_attention")
+    q = torch.empty(1, 3, 4, 64, device=device)
+    full = torch.randn(num_buckets, 6, dtype=torch.float64).to(table_dtype).to(device)
+    for table in (full[:, :3].contiguous(), full[:, ::2]):  # contiguous, and every other column
+        rows, _, _, r = mod._bias_args(q, table, bidirectional, num_buckets, max_distance)
+        index, _, _ = mod._bucket_row(q.device, bidirectional, num_buckets, max_distance)
+        want = torch.index_select(table.t(), 1, index).float().mul_(mod.LOG2E)
+        assert rows.shape == (3, 2 * r + 1 + 2 * mod.REL_PAD) and rows.dtype == torch.float32
+        assert torch.equal(rows, want)
+
+
 # ---------------------------------------------------------------------------------------------
 # Values and gradients vs the float64 oracle
 # ---------------------------------------------------------------------------------------------
