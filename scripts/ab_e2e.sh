@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# Same-instance A/B of the training step across commits: GPU instances differ by ~2% in step time
+# (session 8: one commit measured 74.9 ms on one H200 and 76.6 on another, where two commits
+# agreed within 0.2%), so a step-time claim between commits needs both on one machine, interleaved.
+#
+#   bash scripts/ab_e2e.sh prepare REF...     # here: each REF's march/, benchmarks/, tests/ into .ab/<REF>/
+#   bash scripts/ab_e2e.sh run [ROUNDS]       # on the GPU host (device tool, carry [".whl", ".ab"]):
+#                                             # ROUNDS (default 2) rounds of: the working tree, then
+#                                             # every prepared REF; one e2e row each
+#
+# CASE (default Baseline:march+compile-cg) is the MARCH_E2E_CASES row; STEPS (default 10) its timed
+# steps. Each row is its own process (a clean compile and CUDA-graph pool); rows land in
+# $OUT/ab/<name>_<round>.json and a median-per-variant table in $OUT/ab/summary.txt. A compiled
+# Baseline row takes ~45-55 s: two rounds of three variants fit one 600 s call.
+set -uo pipefail
+cmd=${1:-}
+shift || true
+case "$cmd" in
+  prepare)
+    [[ $# -ge 1 ]] || { echo "usage: $0 prepare REF..." >&2; exit 2; }
+    grep -qx ".ab/" .git/info/exclude 2>/dev/null || echo ".ab/" >> .git/info/exclude
+    for ref in "$@"; do
+      sha=$(git rev-parse --short "$ref") || exit 2
+      rm -rf ".ab/$sha" && mkdir -p ".ab/$sha"
+      git archive "$sha" march benchmarks tests | tar -x -C ".ab/$sha"
+      echo "prepared .ab/$sha ($ref)"
+    done
+    ;;
+  run)
+    rounds=${1:-2}
+    OUT=${OUT:-/tmp/march-out}
+    mkdir -p "$OUT/ab"
+    [[ -d /tmp/site/deepspeed ]] || python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl \
+      >/dev/null 2>&1
+    variants=("wt:$PWD")
+    for dir in .ab/*/; do [[ -d $dir ]] && variants+=("$(basename "$dir"):$PWD/${dir%/}"); done
+    for round in $(seq 1 "$rounds"); do
+      for v in "${variants[@]}"; do
+        name=${v%%:*}; root=${v#*:}
+        (cd "$root" && PYTHONPATH="$root:/tmp/site" MARCH_E2E_CASES="${CASE:-Baseline:march+compile-cg}" \
+          MARCH_E2E_STEPS="${STEPS:-10}" MARCH_E2E_BUDGET_S=400 timeout 200 python3 -m pytest \
+          benchmarks/test_bench_e2e.py --benchmark --write-results --results-dir "$OUT/ab/tmp" -q \
+          -p no:cacheprovider -c /dev/null >/dev/null 2>&1)
+        mv "$OUT/ab/tmp/e2e.json" "$OUT/ab/${name}_${round}.json" 2>/dev/null || echo "$name round $round: no result"
+      done
+    done
+    python3 - "$OUT/ab" <<'EOF' | tee "$OUT/ab/summary.txt"
+import glob, json, statistics, sys
+rows = {}
+for path in sorted(glob.glob(f"{sys.argv[1]}/*_*.json")):
+    name = path.rsplit("/", 1)[1].rsplit("_", 1)[0]
+    for r in json.load(open(path))["rows"]:
+        if r.get("ms") == r.get("ms"):  # not NaN (a failed or skipped row)
+            rows.setdefault(name, []).append(r["ms"])
+for name, ms in rows.items():
+    print(f"{name:10} median {statistics.median(ms):8.2f} ms  runs {' '.join(f'{m:.2f}' for m in ms)}")
+EOF
+    ;;
+  *)
+    echo "usage: $0 prepare REF... | run [ROUNDS]" >&2
+    exit 2
+    ;;
+esac
