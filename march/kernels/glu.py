@@ -30,6 +30,7 @@ import triton
 import triton.language as tl
 
 from march.kernels import reference
+from march.kernels._philox16 import _spread, _threshold
 from march.kernels._utils import check_float, check_same_device, define_op, use_triton
 from march.kernels.reference import canonical_activation
 
@@ -79,18 +80,16 @@ def _keep_mask(SEED, rows64, pid_f, F, p, BLOCK_M: tl.constexpr, BLOCK_F: tl.con
     """Dropout keep mask for a (BLOCK_M, BLOCK_F) tile, a function of (seed, row, col) only.
 
     One Philox-4x32-10 call yields four 32-bit words, split into eight 16-bit uniforms u, and
-    keep = u ≥ round(p · 2^16) (the attention kernels' draw): columns 8q..8q+7 of a row share the
-    counter row·⌈F/8⌉ + q, an eighth of the integer work of one call per element. (Sessions 1-7
-    drew four fp32 uniforms per call; the ReLU + dropout forward at 32768×2048 then ran at 2.8 TB/s
-    against 4.1 without dropout, bound by Philox.) The keep probability is 1 − round(p·2^16)/2^16,
-    within 2^-17 of 1 − p. BLOCK_F is a multiple of 8, so tiles cut at group boundaries.
+    keep = u ≥ round(p · 2^16) (``_philox16``, the attention kernels' draw too): columns 8q..8q+7 of
+    a row share the counter row·⌈F/8⌉ + q, an eighth of the integer work of one call per element.
+    (Sessions 1-7 drew four fp32 uniforms per call; the ReLU + dropout forward at 32768×2048 then
+    ran at 2.8 TB/s against 4.1 without dropout, bound by Philox.) BLOCK_F is a multiple of 8, so
+    tiles cut at group boundaries.
     """
     seed = tl.load(SEED)
     groups = pid_f * (BLOCK_F // 8) + tl.arange(0, BLOCK_F // 8)
     w0, w1, w2, w3 = tl.randint4x(seed, rows64 * ((F + 7) // 8) + groups[None, :])  # (BLOCK_M, BLOCK_F/8) each
-    words = tl.reshape(tl.join(tl.join(w0, w1), tl.join(w2, w3)), (BLOCK_M, BLOCK_F // 2))
-    u = tl.reshape(tl.join(words & 0xFFFF, words >> 16), (BLOCK_M, BLOCK_F)).to(tl.int32)
-    return u >= tl.cast(p * 65536.0 + 0.5, tl.int32)
+    return _spread(w0, w1, w2, w3, BLOCK_M, BLOCK_F) >= _threshold(p)
 
 
 @triton.jit

@@ -15,6 +15,8 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
+from march.kernels._philox16 import _spread, _threshold
+
 
 @triton.jit
 def _philox_words(seed, bh, m0, n0, Lk, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
@@ -32,26 +34,12 @@ def _philox_words(seed, bh, m0, n0, Lk, BLOCK_M: tl.constexpr, BLOCK_N: tl.const
 
 
 @triton.jit
-def _spread(w0, w1, w2, w3, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
-    """Four words per 8-key group (BM, BN/8) -> their eight 16-bit halves, (BM, BN) int32: key
-    8g + k takes half k of (w0.lo, w0.hi, w2.lo, w2.hi, w1.lo, w1.hi, w3.lo, w3.hi) (tl.join's order)."""
-    words = tl.reshape(tl.join(tl.join(w0, w1), tl.join(w2, w3)), (BLOCK_M, BLOCK_N // 2))
-    return tl.reshape(tl.join(words & 0xFFFF, words >> 16), (BLOCK_M, BLOCK_N)).to(tl.int32)
-
-
-@triton.jit
 def _spread_t(w0, w1, w2, w3, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
     """``_spread`` for (BN/8, BM) words -> (BN keys, BM queries): the eight halves of a group laid
     down the rows by a permute (no transpose of a whole tile)."""
     words = tl.reshape(tl.join(tl.join(w0, w1), tl.join(w2, w3)), (BLOCK_N // 8, BLOCK_M, 4))
     halves = tl.reshape(tl.join(words & 0xFFFF, words >> 16), (BLOCK_N // 8, BLOCK_M, 8))
     return tl.reshape(tl.permute(halves, (0, 2, 1)), (BLOCK_N, BLOCK_M)).to(tl.int32)
-
-
-@triton.jit
-def _threshold(dropout_p):
-    """keep = u ≥ round(p · 2^16) for a 16-bit uniform u."""
-    return tl.cast(dropout_p * 65536.0 + 0.5, tl.int32)
 
 
 @triton.jit
