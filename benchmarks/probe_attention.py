@@ -62,10 +62,12 @@ def _set_configs(block_d: int, i: int) -> dict:
         cands = CANDIDATES[(name, cls)]
         chosen[name] = cands[i % len(cands)]
         attn._TUNE[(name, cls)] = [chosen[name]]
-    # The forward with dropout has its own list (its own default); the sweep prices the same candidates.
-    drop_cands = CANDIDATES.get(("fwd_dropout", cls), CANDIDATES[("fwd", cls)])
-    chosen["fwd_dropout"] = drop_cands[i % len(drop_cands)]
-    attn._TUNE[("fwd_dropout", cls)] = [chosen["fwd_dropout"]]
+    # The forward and dq with dropout have lists of their own (their own defaults); the sweep prices
+    # the same candidates.
+    for name in ("fwd", "dq"):
+        drop_cands = CANDIDATES.get((f"{name}_dropout", cls), CANDIDATES[(name, cls)])
+        chosen[f"{name}_dropout"] = drop_cands[i % len(drop_cands)]
+        attn._TUNE[(f"{name}_dropout", cls)] = [chosen[f"{name}_dropout"]]
     attn._kernel.cache_clear()
     return chosen
 
@@ -146,7 +148,8 @@ def main(path: str) -> None:
                              "no_table_grad": (table.detach(), kpm, 0.0, None), "plain": (None, None, 0.0, None)}
             for variant, (tab, mask, dropout_p, mask_mode) in variants.items():
                 cls = 64 if d <= 64 else 128
-                n = max(len(CANDIDATES[(name, cls)]) for name in ("fwd", "dq", "dkdv")) if variant == "full" else 1
+                names = ("fwd", "dq", "dkdv", "fwd_dropout", "dq_dropout")
+                n = max(len(CANDIDATES.get((name, cls), ())) for name in names) if variant == "full" else 1
                 for i in range(n):
                     if time.time() - t0 > budget:
                         raise TimeoutError

@@ -125,17 +125,21 @@ _TUNE = {
     ("dkdv", 128): [(64, 128, 8, 2), (64, 128, 8, 3), (32, 64, 4, 2), (64, 64, 8, 2)],
     ("dq", 64): [(64, 64, 4, 3), (128, 64, 8, 2), (128, 128, 8, 2), (64, 128, 4, 3)],
     ("dq", 128): [(128, 64, 8, 3), (128, 64, 8, 2), (64, 64, 8, 2), (64, 64, 4, 3)],
+    # With dropout, dq under a 168-register cap (no spills): three programs per SM instead of two
+    # (session 9, L=512 d=64 with dropout 0.1: 0.175 ms uncapped, 0.150 capped, 0.147 with 2 stages).
+    ("dq_dropout", 64): [(64, 64, 4, 2, 168), (64, 64, 4, 3, 168), (64, 64, 4, 3), (128, 64, 4, 3)],
+    ("dq_dropout", 128): [(128, 64, 8, 3), (128, 64, 8, 2), (64, 64, 8, 2), (64, 64, 4, 3)],
 }
 # 4 configs each: every new key costs 12 compiles (~1-2 s each) + short timings, once per process.
-_INTERP = {"fwd": (64, 32), "fwd_dropout": (64, 32), "dkdv": (32, 64), "dq": (64, 32)}
+_INTERP = {"fwd": (64, 32), "fwd_dropout": (64, 32), "dkdv": (32, 64), "dq": (64, 32), "dq_dropout": (64, 32)}
 _KERNELS = {"fwd": _t5_attn_fwd_kernel, "fwd_dropout": _t5_attn_fwd_kernel, "dkdv": _t5_attn_bwd_dkdv_kernel,
-            "dq": _t5_attn_bwd_dq_kernel}
+            "dq": _t5_attn_bwd_dq_kernel, "dq_dropout": _t5_attn_bwd_dq_kernel}
 # Autotune key: bucketed lengths (LQ_KEY, LK_KEY: next power of 2, so ragged batches do not re-tune)
 # and every constexpr that changes the work; tensor dtypes are added by Triton itself.
 _KEY = ["LQ_KEY", "LK_KEY", "HEAD_DIM", "HAS_BIAS", "HAS_KPM", "CAUSAL", "DROPOUT", "STORED_MASK", "BIAS_GRAD"]
 # The dq kernel's bias-gradient partials are written per SLOT_M queries whatever BLOCK_M is chosen.
-SLOT_M = min(min(c[0] for c in v) for (name, _), v in _TUNE.items() if name == "dq")
-SLOT_M = min(SLOT_M, _INTERP["dq"][0])
+SLOT_M = min(min(c[0] for c in v) for (name, _), v in _TUNE.items() if name.startswith("dq"))
+SLOT_M = min(SLOT_M, _INTERP["dq"][0], _INTERP["dq_dropout"][0])
 # The band kernel (bias-table gradient of the unsaturated tiles) is not autotuned: (BLOCK_M, BLOCK_N,
 # num_warps, num_stages) per head-dim class, tiles capped by the dq kernel's (they must divide them)
 # and BLOCK_M ≤ BLOCK_N (its diagonal reduction).
@@ -160,10 +164,13 @@ def _configs(name: str, block_d: int) -> list[triton.Config]:
         if interpreting():
             bm, bn = _INTERP[name]
             return [triton.Config(dict(BLOCK_M=bm, BLOCK_N=bn))]
-        bm, bn, w, st = _TUNE[(name, 64 if block_d <= 64 else 128)][0]
-        return [triton.Config(dict(BLOCK_M=bm, BLOCK_N=bn), num_warps=w, num_stages=st)]
-    return [triton.Config(dict(BLOCK_M=bm, BLOCK_N=bn), num_warps=w, num_stages=st)
-            for bm, bn, w, st in _TUNE[(name, 64 if block_d <= 64 else 128)]]
+        return [_config(*_TUNE[(name, 64 if block_d <= 64 else 128)][0])]
+    return [_config(*c) for c in _TUNE[(name, 64 if block_d <= 64 else 128)]]
+
+
+def _config(bm, bn, num_warps, num_stages, maxnreg=None) -> triton.Config:
+    """A _TUNE entry: (BLOCK_M, BLOCK_N, num_warps, num_stages[, register cap per thread])."""
+    return triton.Config(dict(BLOCK_M=bm, BLOCK_N=bn), num_warps=num_warps, num_stages=num_stages, maxnreg=maxnreg)
 
 
 def _quick_bench(fn, quantiles=None):
@@ -326,14 +333,17 @@ def _attn_bwd(do, q, k, v, o, lse, seed, mask, table, kpm, bidirectional, num_bu
     bsz, heads, lq, d = q.shape
     lk = k.shape[2]
     block_d = triton.next_power_of_2(d)
-    delta = torch.empty((bsz, heads, lq), dtype=torch.float32, device=q.device)
-    _t5_attn_bwd_preprocess_kernel[(triton.cdiv(lq, 64), bsz * heads)](
-        o, do, delta, o.stride(0), o.stride(1), o.stride(2), do.stride(0), do.stride(1), do.stride(2),
-        heads, lq, HEAD_DIM=d, BLOCK_D=block_d, BLOCK_M=64,
-    )
-    dq, dk, dv = _empty_like_layout(q), _empty_like_layout(k), _empty_like_layout(v)
     rows, brow, sat_pos, r, kpm_t, skpm, klim = prep or _prepare(q, table, kpm, bidirectional, num_buckets,
                                                                   max_distance)
+    # delta per query row, and the dq kernel's reference key (a mean of real keys).
+    delta = torch.empty((bsz, heads, lq), dtype=torch.float32, device=q.device)
+    kmean = torch.empty((bsz * heads, block_d), dtype=torch.float32, device=q.device)
+    _t5_attn_bwd_preprocess_kernel[(triton.cdiv(lq, 64), bsz * heads)](
+        o, do, delta, k, kpm_t, klim, kmean, o.stride(0), o.stride(1), o.stride(2), do.stride(0), do.stride(1),
+        do.stride(2), k.stride(0), k.stride(1), k.stride(2), skpm, heads, lq, lk,
+        HEAD_DIM=d, BLOCK_D=block_d, BLOCK_M=64, HAS_KPM=kpm is not None,
+    )
+    dq, dk, dv = _empty_like_layout(q), _empty_like_layout(k), _empty_like_layout(v)
     bias_grad = table is not None and table_grad
     nb_p2 = triton.next_power_of_2(num_buckets)
     common = dict(HEAD_DIM=d, BLOCK_D=block_d, HAS_BIAS=table is not None, HAS_KPM=kpm is not None,
@@ -352,12 +362,12 @@ def _attn_bwd(do, q, k, v, o, lse, seed, mask, table, kpm, bidirectional, num_bu
     # Table-gradient partials, (H, ROWS, NB_P2) fp32: per head, B·n_slots rows from the dq kernel
     # (saturated tiles) then the band kernel's rows; every row is written by every launch.
     n_slots = triton.cdiv(lq, SLOT_M)
-    band = _band_plan(q, k, sat_pos, r, common["BLOCK_D"]) if bias_grad else None
+    band = _band_plan(q, k, sat_pos, r, common["BLOCK_D"], _dq_name(dropout_p)) if bias_grad else None
     n_rows = bsz * n_slots + (band["rows"] if bias_grad else 0)
     dtab = torch.empty((heads, n_rows, nb_p2) if bias_grad else (1,), dtype=torch.float32, device=q.device)
-    dq_kernel = _kernel("dq", block_d, tune)
+    dq_kernel = _kernel(_dq_name(dropout_p), block_d, tune)
     dq_kernel[lambda meta: (triton.cdiv(lq, meta["BLOCK_M"]), bsz * heads)](
-        q, k, v, do, rows, brow, kpm_t, klim, lse, delta, dq, delta_exact, dtab, *qkv_do,
+        q, k, v, do, rows, brow, kpm_t, klim, lse, delta, dq, delta_exact, kmean, dtab, *qkv_do,
         dq.stride(0), dq.stride(1), dq.stride(2), skpm, *scalars, n_slots, n_rows, *keys,
         BIAS_GRAD=bias_grad, NB_P2=nb_p2, SLOT_M=SLOT_M, **common,
     )
@@ -407,7 +417,12 @@ def _band_config_override() -> tuple[int, int, int, int] | None:
     return config
 
 
-def _band_plan(q, k, sat_pos, r, block_d) -> dict:
+def _dq_name(dropout_p: float) -> str:
+    """The dq kernel's _TUNE key: with dropout it has its own configs (more registers live)."""
+    return "dq_dropout" if dropout_p > 0 else "dq"
+
+
+def _band_plan(q, k, sat_pos, r, block_d, dq_name="dq") -> dict:
     """The band kernel's tiles and grid, fixed before the dq kernel runs (it writes into the same
     buffer): BLOCK_M ≤ BLOCK_N (its diagonal reduction), both dividing the tile of every config the
     dq kernel may run with (the powers of two are capped by the smallest); n_t band query blocks per
@@ -418,7 +433,7 @@ def _band_plan(q, k, sat_pos, r, block_d) -> dict:
     else:
         bm, bn, w, st = _band_config_override() or _BAND[64 if block_d <= 64 else 128]
         launch = dict(num_warps=w, num_stages=st, STAGES=st)
-    dq_tiles = [(c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"]) for c in _configs("dq", block_d)]
+    dq_tiles = [(c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"]) for c in _configs(dq_name, block_d)]
     bn = min([bn] + [t[1] for t in dq_tiles])
     bm = min([bm, bn] + [t[0] for t in dq_tiles])
     span = max(t[1] for t in dq_tiles) + r + sat_pos + 2 * max(t[0] for t in dq_tiles)
