@@ -248,6 +248,31 @@ def test_dropout_mask_statistics_and_tile_independence(device):
     assert not torch.equal(keep, kernel_dropout_keep_mask(100, bsz, heads, lq, lk, p, device).cpu())
 
 
+@pytest.mark.parametrize("lq,lk", [(1, 5), (37, 130), (114, 97), (64, 300)])
+def test_pregenerated_words_decode_to_the_kernel_mask(lq, lk, device):
+    """The bits kernel's words, query-major (row i, bit j) and key-major (row j, bit i), are the
+    keep-mask that the kernels draw themselves (``kernel_dropout_keep_mask``), at lengths that are
+    not multiples of 8 or 32 and with more key groups than one program covers; every word written."""
+    from march.kernels.t5_attention import _dropout_bits_kernel, _dropout_bits_grid, kernel_dropout_keep_mask
+
+    bsz, heads, p, seed = 2, 3, 0.3, 987654321
+    wq, wk = -(-lq // 32), -(-lk // 32)
+    mask = torch.full((bsz * heads, lq * wk + lk * wq), 0x5A5A5A5A, dtype=torch.int32, device=device)
+    seed_t = torch.tensor([seed], dtype=torch.int64, device=device)
+    grid, meta = _dropout_bits_grid(bsz, heads, lq, lk)
+    _dropout_bits_kernel[grid](mask, lq, lk, p, seed_t, **meta)
+    bits = torch.arange(32, device=device, dtype=torch.int32)
+
+    def decode(words, rows, n):  # (B·H, rows·⌈n/32⌉) int32 -> (B·H, rows, n) bool
+        w = words.view(bsz * heads, rows, -1)
+        return ((w[..., :, None] >> bits) & 1).bool().flatten(-2)[..., :n]
+
+    expected = kernel_dropout_keep_mask(seed, bsz, heads, lq, lk, p, device).view(bsz * heads, lq, lk)
+    assert torch.equal(decode(mask[:, : lq * wk], lq, lk), expected)
+    assert torch.equal(decode(mask[:, lq * wk:], lk, lq), expected.transpose(1, 2))
+    assert (mask != 0x5A5A5A5A).float().mean() > 0.99  # (a written word may equal the poison by chance)
+
+
 @pytest.mark.parametrize("causal,pad", [(False, "right"), (True, None)])
 def test_dropout_mask_modes_give_the_same_bits(monkeypatch, device, causal, pad):
     """MARCH_ATTN_DROPOUT_MASK=pregenerated (default: a separate kernel draws the keep-mask words,

@@ -286,6 +286,16 @@ def _mask_shape(bsz, heads, lq, lk, dropout_p, mode=None) -> tuple[int, ...]:
     return (bsz * heads, lq * triton.cdiv(lk, 32) + lk * triton.cdiv(lq, 32)) if keeps else (0,)
 
 
+def _dropout_bits_grid(bsz, heads, lq, lk, threads=128):
+    """(grid, meta-parameters) of ``_dropout_bits_kernel``: one thread per 8 keys (a byte of a
+    query-major row: 4·⌈Lk/32⌉ of them) × 32 queries (a word of a key-major row: ⌈Lq/32⌉), up to
+    32 byte columns per program (fewer when the rows are short, so that few threads idle)."""
+    byte_cols = 4 * triton.cdiv(lk, 32)
+    groups = min(32, triton.next_power_of_2(byte_cols))
+    grid = (triton.cdiv(triton.cdiv(lq, 32), threads // groups), triton.cdiv(byte_cols, groups), bsz * heads)
+    return grid, dict(GROUPS=groups, THREADS=threads, num_warps=threads // 32)
+
+
 def _prepare(q, table, kpm, bidirectional, num_buckets, max_distance):
     """What the forward and backward kernels both need besides q/k/v: (bias rows, bucket row,
     sat_pos, R, mask bytes, mask row stride, key range). The eager path computes it once per call
@@ -310,8 +320,8 @@ def _attn_fwd(q, k, v, table, kpm, bidirectional, num_buckets, max_distance, cau
     block_d = triton.next_power_of_2(d)
     pregenerated = mode == "pregenerated"
     if pregenerated:  # every bit of MASK is written; the forward reads them
-        _dropout_bits_kernel[(triton.cdiv(lq, 64), triton.cdiv(lk, 64), bsz * heads)](
-            mask, lq, lk, dropout_p, seed, BLOCK_M=64, BLOCK_N=64)
+        grid, meta = _dropout_bits_grid(bsz, heads, lq, lk)
+        _dropout_bits_kernel[grid](mask, lq, lk, dropout_p, seed, **meta)
     # O and LSE are fully overwritten by every launch, so autotuning's repeated launches are harmless.
     fwd = _kernel("fwd_dropout" if dropout_p > 0 else "fwd", block_d, autotuning())
     fwd[lambda meta: (triton.cdiv(lq, meta["BLOCK_M"]), bsz * heads)](

@@ -159,39 +159,63 @@ def _keep_tile(MASK, seed, bh, m0, n0, Lq, Lk, dropout_p, BLOCK_M: tl.constexpr,
 
 
 @triton.jit
-def _dropout_bits_kernel(MASK, Lq, Lk, dropout_p, SEED, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
-    """MARCH_ATTN_DROPOUT_MASK=pregenerated: the keep-mask of BLOCK_M queries × BLOCK_N keys of one
-    (b, h), drawn before the forward (the same bits as ``_keep``) and written twice, query-major and
-    key-major (``_mask_base``), so that no attention kernel runs Philox: integer work only, without
-    the attention kernels' register pressure. Every word of MASK is written (bits of rows or columns
-    past Lq, Lk included: they are never used)."""
+def _dropout_bits_kernel(MASK, Lq, Lk, dropout_p, SEED, GROUPS: tl.constexpr, THREADS: tl.constexpr):
+    """MARCH_ATTN_DROPOUT_MASK=pregenerated: the keep-mask drawn before the forward (the same bits as
+    ``_keep``) and written twice, query-major and key-major (``_mask_base``), so that no attention
+    kernel runs Philox: integer work only, without the attention kernels' register pressure.
+
+    Every operand is a (THREADS,) tensor, one element per thread, so the work below is each
+    thread's own, with no exchange between threads: thread t draws the 8 keys of group g (GROUPS
+    consecutive groups per program, g fastest across threads) for 32 consecutive queries (one
+    key-major word), one Philox call per query; it stores each query's keep byte where it lies in
+    the query-major row (lanes of consecutive groups write consecutive bytes of a row), and
+    transposes each 8 × 8 bit block of 8 queries × 8 keys (``_transpose_bits_8x8``) to assemble the
+    8 keys' key-major words. (Session 8's kernel drew (64, 64) tiles in a 2-D layout and transposed
+    them across threads: shuffles and shared-memory round trips, 696 SASS instructions per 4 Philox
+    calls of a thread; 0.096 ms at L=512 d=64 B=32 on the H200.) Every word of MASK is written
+    (bits of rows or columns past Lq, Lk included: they are never used)."""
     bh = tl.program_id(2)
-    m0 = tl.program_id(0) * BLOCK_M
-    n0 = tl.program_id(1) * BLOCK_N
+    t = tl.arange(0, THREADS)
+    g = tl.program_id(1) * GROUPS + t % GROUPS  # group of 8 keys (byte g of a query-major row)
+    qb = tl.program_id(0) * (THREADS // GROUPS) + t // GROUPS  # block of 32 queries (word qb of a key row)
+    seed = tl.load(SEED)
     thr = _threshold(dropout_p)
-    w0, w1, w2, w3 = _philox_words(tl.load(SEED), bh, m0, n0, Lk, BLOCK_M, BLOCK_N, False)
     wk = (Lk + 31) // 32
     wq = (Lq + 31) // 32
-    offs_m = m0 + tl.arange(0, BLOCK_M)
-    # Query-major: bytes packed straight from the Philox words (little-endian: byte g of a row is
-    # bits 8(g % 4).. of word g // 4).
-    groups = n0 // 8 + tl.arange(0, BLOCK_N // 8)
-    qm = (_mask_base(MASK, bh, Lq, Lk, False).to(tl.pointer_type(tl.uint8))
-          + offs_m[:, None] * (4 * wk) + groups[None, :])  # (BM, BN/8)
-    byte = _keep_bytes(w0, w1, w2, w3, thr).to(tl.uint8)  # (BM, BN/8)
-    tl.store(qm, byte, mask=(offs_m < Lq)[:, None] & (groups < 4 * wk)[None, :])
-    # Key-major: 8 queries × 8 keys at a time (8 bytes of 8 consecutive rows, one uint64) transposed
-    # as a bit matrix: byte c of block (ib, g) = key 8g + c, bit r = query 8·ib + r. H200, L=512
-    # d=64 B=32: 0.096 ms (0.065 writing the query-major bytes only; spreading the tile and packing
-    # it down the rows instead, 0.115).
-    row = tl.arange(0, 8)
-    rows8 = tl.reshape(byte.to(tl.uint64), (BLOCK_M // 8, 8, BLOCK_N // 8)) << (8 * row).to(tl.uint64)[None, :, None]
-    blocks = _transpose_bits_8x8(tl.sum(rows8, 1))  # (BM/8, BN/8): distinct bits, so the sum is their OR
-    key_bytes = ((blocks[:, :, None] >> (8 * row).to(tl.uint64)[None, None, :]) & 0xFF).to(tl.uint8)  # (ib, g, c)
-    keys = n0 + 8 * tl.arange(0, BLOCK_N // 8)[None, :, None] + row[None, None, :]
-    qbytes = m0 // 8 + tl.arange(0, BLOCK_M // 8)[:, None, None]
-    km = _mask_base(MASK, bh, Lq, Lk, True).to(tl.pointer_type(tl.uint8)) + keys * (4 * wq) + qbytes
-    tl.store(km, key_bytes, mask=(keys < Lk) & (qbytes < 4 * wq))
+    n_groups = (Lk + 7) // 8
+    g_ok = g < 4 * wk
+    counter0 = (bh.to(tl.int64) << 32) + g
+    qm = _mask_base(MASK, bh, Lq, Lk, False).to(tl.pointer_type(tl.uint8))
+    km = _mask_base(MASK, bh, Lq, Lk, True)
+    # Four 8 × 8 blocks, transposed: byte c = key 8g + c, bit r = query 32·qb + 8·octet + r.
+    b0 = _octet_block(seed, counter0, qb, 0, n_groups, thr, qm, wk, g, g_ok, Lq)
+    b1 = _octet_block(seed, counter0, qb, 1, n_groups, thr, qm, wk, g, g_ok, Lq)
+    b2 = _octet_block(seed, counter0, qb, 2, n_groups, thr, qm, wk, g, g_ok, Lq)
+    b3 = _octet_block(seed, counter0, qb, 3, n_groups, thr, qm, wk, g, g_ok, Lq)
+    for c in tl.static_range(8):  # key 8g + c's word qb: byte `octet` from block `octet`
+        word = (_byte(b0, c) | (_byte(b1, c) << 8) | (_byte(b2, c) << 16) | (_byte(b3, c) << 24)).to(tl.int32)
+        key = 8 * g + c
+        tl.store(km + key * wq + qb, word, mask=(key < Lk) & (qb < wq))
+
+
+@triton.jit
+def _byte(x, c: tl.constexpr):
+    """Byte c of uint64 x, as uint32."""
+    return ((x >> (8 * c)) & 0xFF).to(tl.uint32)
+
+
+@triton.jit
+def _octet_block(seed, counter0, qb, octet: tl.constexpr, n_groups, thr, qm, wk, g, g_ok, Lq):
+    """Queries 32·qb + 8·octet + r (r < 8) × keys of group g: one Philox call per query, its keep
+    byte stored query-major, and the 8 bytes as an 8 × 8 bit block (byte r = query r), transposed."""
+    block = tl.zeros(g.shape, tl.uint64)
+    for r in tl.static_range(8):
+        i = qb * 32 + (8 * octet + r)
+        w0, w1, w2, w3 = tl.randint4x(seed, counter0 + (i * n_groups).to(tl.int64))
+        byte = _keep_bytes(w0, w1, w2, w3, thr)
+        tl.store(qm + i * (4 * wk) + g, byte.to(tl.uint8), mask=(i < Lq) & g_ok)
+        block |= byte.to(tl.uint64) << (8 * r)
+    return _transpose_bits_8x8(block)
 
 
 @triton.jit
