@@ -2,7 +2,7 @@
 
 For each benchmark case and each candidate launch config (the i-th entry of every kernel's list
 of candidates), one fwd+bwd is profiled (CUPTI kernel times, averaged over
-ITERS calls): forward, delta prepass, dq, dk/dv and the rest (key range, table gather/sum).
+ITERS calls): forward, the reference-key prepass, dq, dk/dv and the rest (key range, table gather/sum).
 At the L=512 d=64 encoder case the default config is also profiled with features switched off
 (no bias, no padding, no table gradient, neither) and with dropout 0.1 (the research's setting), the
 keep-mask drawn again in every kernel (MARCH_ATTN_DROPOUT_MASK=recomputed) or drawn as bits by a
@@ -50,8 +50,10 @@ if os.environ.get("MARCH_PROBE_SWEEP") == "1":
     CANDIDATES = SWEEP
 else:
     CANDIDATES = {key: list(v[: int(os.environ.get("MARCH_PROBE_CONFIGS", "2"))]) for key, v in attn._TUNE.items()}
+# (Sessions ≤ 8 had a delta prepass, "delta"; session 9 computes delta in the dq kernel and keeps a
+# one-program-per-(b, h) reference-key kernel, "kmean".)
 KERNELS = {"_t5_attn_fwd_kernel": "fwd", "_t5_attn_bwd_preprocess_kernel": "delta",
-           "_t5_attn_bwd_dq_kernel": "dq", "_t5_attn_bwd_dkdv_kernel": "dkdv", "_dropout_bits_kernel": "bits",
+           "_t5_attn_bwd_key_mean_kernel": "kmean", "_t5_attn_bwd_dq_kernel": "dq", "_t5_attn_bwd_dkdv_kernel": "dkdv", "_dropout_bits_kernel": "bits",
            "_t5_attn_bwd_bias_band_kernel": "band"}
 
 

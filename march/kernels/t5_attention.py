@@ -43,7 +43,7 @@ from march.kernels.t5_attention_kernels import (
     _t5_attn_bwd_bias_band_kernel,
     _t5_attn_bwd_dkdv_kernel,
     _t5_attn_bwd_dq_kernel,
-    _t5_attn_bwd_preprocess_kernel,
+    _t5_attn_bwd_key_mean_kernel,
     _t5_attn_fwd_kernel,
 )
 
@@ -288,10 +288,12 @@ def _mask_shape(bsz, heads, lq, lk, dropout_p, mode=None) -> tuple[int, ...]:
 
 def _dropout_bits_grid(bsz, heads, lq, lk, threads=128):
     """(grid, meta-parameters) of ``_dropout_bits_kernel``: one thread per 8 keys (a byte of a
-    query-major row: 4·⌈Lk/32⌉ of them) × 32 queries (a word of a key-major row: ⌈Lq/32⌉), up to
-    32 byte columns per program (fewer when the rows are short, so that few threads idle)."""
+    query-major row: 4·⌈Lk/32⌉ of them) × 32 queries (a word of a key-major row: ⌈Lq/32⌉), 8 byte
+    columns × 16 query blocks per program: a warp's stores then touch 4 query-major rows (8 bytes
+    each) and 8 key-major rows (4 words each). H200, B=32 H=12 L=512 (session 9, do_bench): 70.6 µs
+    at 8 columns, 71.4 at 16, 81.9 at 32 (a warp's key-major stores in 32 rows)."""
     byte_cols = 4 * triton.cdiv(lk, 32)
-    groups = min(32, triton.next_power_of_2(byte_cols))
+    groups = min(8, triton.next_power_of_2(byte_cols))
     grid = (triton.cdiv(triton.cdiv(lq, 32), threads // groups), triton.cdiv(byte_cols, groups), bsz * heads)
     return grid, dict(GROUPS=groups, THREADS=threads, num_warps=threads // 32)
 
@@ -345,13 +347,11 @@ def _attn_bwd(do, q, k, v, o, lse, seed, mask, table, kpm, bidirectional, num_bu
     block_d = triton.next_power_of_2(d)
     rows, brow, sat_pos, r, kpm_t, skpm, klim = prep or _prepare(q, table, kpm, bidirectional, num_buckets,
                                                                   max_distance)
-    # delta per query row, and the dq kernel's reference key (a mean of real keys).
-    delta = torch.empty((bsz, heads, lq), dtype=torch.float32, device=q.device)
+    # The dq kernel's reference key: a mean of real keys (see the dq kernel).
     kmean = torch.empty((bsz * heads, block_d), dtype=torch.float32, device=q.device)
-    _t5_attn_bwd_preprocess_kernel[(triton.cdiv(lq, 64), bsz * heads)](
-        o, do, delta, k, kpm_t, klim, kmean, o.stride(0), o.stride(1), o.stride(2), do.stride(0), do.stride(1),
-        do.stride(2), k.stride(0), k.stride(1), k.stride(2), skpm, heads, lq, lk,
-        HEAD_DIM=d, BLOCK_D=block_d, BLOCK_M=64, HAS_KPM=kpm is not None,
+    _t5_attn_bwd_key_mean_kernel[(bsz * heads,)](
+        k, kpm_t, klim, kmean, k.stride(0), k.stride(1), k.stride(2), skpm, heads, lk,
+        HEAD_DIM=d, BLOCK_D=block_d, BLOCK_N=64, HAS_KPM=kpm is not None,
     )
     dq, dk, dv = _empty_like_layout(q), _empty_like_layout(k), _empty_like_layout(v)
     bias_grad = table is not None and table_grad
@@ -367,7 +367,7 @@ def _attn_bwd(do, q, k, v, o, lse, seed, mask, table, kpm, bidirectional, num_bu
     # band kernel use, and the saturated tiles' bias-table gradient. Every output (dq, delta_exact,
     # each dtab slot; dk, dv) is fully overwritten by each launch whatever the config, so the
     # autotuner's repeated launches need no reset; the slot layout does not depend on BLOCK_M.
-    delta_exact = torch.empty_like(delta)
+    delta_exact = torch.empty((bsz, heads, lq), dtype=torch.float32, device=q.device)
     tune = autotuning()
     # Table-gradient partials, (H, ROWS, NB_P2) fp32: per head, B·n_slots rows from the dq kernel
     # (saturated tiles) then the band kernel's rows; every row is written by every launch.
@@ -377,8 +377,8 @@ def _attn_bwd(do, q, k, v, o, lse, seed, mask, table, kpm, bidirectional, num_bu
     dtab = torch.empty((heads, n_rows, nb_p2) if bias_grad else (1,), dtype=torch.float32, device=q.device)
     dq_kernel = _kernel(_dq_name(dropout_p), block_d, tune)
     dq_kernel[lambda meta: (triton.cdiv(lq, meta["BLOCK_M"]), bsz * heads)](
-        q, k, v, do, rows, brow, kpm_t, klim, lse, delta, dq, delta_exact, kmean, dtab, *qkv_do,
-        dq.stride(0), dq.stride(1), dq.stride(2), skpm, *scalars, n_slots, n_rows, *keys,
+        q, k, v, do, o, rows, brow, kpm_t, klim, lse, dq, delta_exact, kmean, dtab, *qkv_do,
+        o.stride(0), o.stride(1), o.stride(2), dq.stride(0), dq.stride(1), dq.stride(2), skpm, *scalars, n_slots, n_rows, *keys,
         BIAS_GRAD=bias_grad, NB_P2=nb_p2, SLOT_M=SLOT_M, **common,
     )
     _kernel("dkdv", block_d, tune)[lambda meta: (triton.cdiv(lk, meta["BLOCK_N"]), bsz * heads)](

@@ -318,37 +318,27 @@ def _t5_attn_fwd_kernel(
 
 
 @triton.jit
-def _t5_attn_bwd_preprocess_kernel(O, DO, DELTA, K, KPM, KLIM, KMEAN, sob, soh, som, sdob, sdoh, sdom, skb, skh, skn,
-                                   skpm, H, Lq, Lk, HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr,
-                                   BLOCK_M: tl.constexpr, HAS_KPM: tl.constexpr):
-    """delta_i = Σ_d dO_id · O_id (fp32): the row term of the softmax gradient, for query rows
-    [pid·BLOCK_M, +BLOCK_M). Programs pid = 0 also write KMEAN (B·H, BLOCK_D) fp32: the mean of the
-    real keys among the BLOCK_M keys from the first real one (the dq kernel's reference key; a
-    block, not all keys: reading every key cost 0.010 ms more per call at L=512 d=64 on the H200,
-    2/3 of this kernel, for a reference point that only has to lie near the keys)."""
-    pid_m = tl.program_id(0)
-    bh = tl.program_id(1)
+def _t5_attn_bwd_key_mean_kernel(K, KPM, KLIM, KMEAN, skb, skh, skn, skpm, H, Lk, HEAD_DIM: tl.constexpr,
+                                 BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr, HAS_KPM: tl.constexpr):
+    """KMEAN[b·H + h] (BLOCK_D,) fp32: the mean of the real keys among the BLOCK_N keys from the
+    first real one, the dq kernel's reference key (one program per (b, h)). One block, not all
+    keys: the reference point only has to lie near the keys, and reading every key cost 0.010 ms
+    more per call at L=512 d=64 on the H200 (session 9)."""
+    bh = tl.program_id(0)
     b = (bh // H).to(tl.int64)
     h = (bh % H).to(tl.int64)
-    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_d = tl.arange(0, BLOCK_D)
-    mask = (offs_m < Lq)[:, None] & (offs_d < HEAD_DIM)[None, :]
-    rows = offs_m[:, None].to(tl.int64)
-    o = tl.load(O + b * sob + h * soh + rows * som + offs_d[None, :], mask=mask, other=0.0).to(tl.float32)
-    do = tl.load(DO + b * sdob + h * sdoh + rows * sdom + offs_d[None, :], mask=mask, other=0.0).to(tl.float32)
-    tl.store(DELTA + bh.to(tl.int64) * Lq + offs_m, tl.sum(o * do, 1), mask=offs_m < Lq)
-    if pid_m == 0:
-        first = 0
-        if HAS_KPM:
-            first = tl.load(KLIM + 2 * b)
-        offs_n = first + tl.arange(0, BLOCK_M)
-        real = offs_n < Lk
-        if HAS_KPM:
-            real &= tl.load(KPM + b * skpm + offs_n, mask=real, other=0) != 0
-        k = tl.load(K + b * skb + h * skh + offs_n[:, None].to(tl.int64) * skn + offs_d[None, :],
-                    mask=real[:, None] & (offs_d < HEAD_DIM)[None, :], other=0.0).to(tl.float32)
-        count = tl.maximum(tl.sum(real.to(tl.float32), 0), 1.0)
-        tl.store(KMEAN + bh.to(tl.int64) * BLOCK_D + offs_d, tl.sum(k, 0) / count)
+    first = 0
+    if HAS_KPM:
+        first = tl.load(KLIM + 2 * b)
+    offs_n = first + tl.arange(0, BLOCK_N)
+    real = offs_n < Lk
+    if HAS_KPM:
+        real &= tl.load(KPM + b * skpm + offs_n, mask=real, other=0) != 0
+    k = tl.load(K + b * skb + h * skh + offs_n[:, None].to(tl.int64) * skn + offs_d[None, :],
+                mask=real[:, None] & (offs_d < HEAD_DIM)[None, :], other=0.0).to(tl.float32)
+    count = tl.maximum(tl.sum(real.to(tl.float32), 0), 1.0)
+    tl.store(KMEAN + bh.to(tl.int64) * BLOCK_D + offs_d, tl.sum(k, 0) / count)
 
 
 @triton.jit
@@ -453,10 +443,10 @@ def _t5_attn_bwd_dkdv_kernel(
 
 @triton.jit(do_not_specialize=["query_offset", "LQ_KEY", "LK_KEY"])
 def _t5_attn_bwd_dq_kernel(
-    Q, K, V, DO, BIAS, BROW, KPM, KLIM, LSE, DELTA, DQ, DELTA_EXACT,  # DELTA_EXACT: (B·H, Lq) fp32, written here
-    KMEAN,  # (B·H, BLOCK_D) fp32: a reference key, the mean of a block of real keys (preprocess kernel)
+    Q, K, V, DO, O, BIAS, BROW, KPM, KLIM, LSE, DQ, DELTA_EXACT,  # DELTA_EXACT: (B·H, Lq) fp32, written here
+    KMEAN,  # (B·H, BLOCK_D) fp32: a reference key, the mean of a block of real keys (_t5_attn_bwd_key_mean_kernel)
     DTAB,  # (H, ROWS, NB_P2) fp32 table-gradient partials; rows b·n_slots + slot: the saturated tiles'
-    sqb, sqh, sqm, skb, skh, skn, svb, svh, svn, sdob, sdoh, sdom, sdqb, sdqh, sdqm, skpm,
+    sqb, sqh, sqm, skb, skh, skn, svb, svh, svn, sdob, sdoh, sdom, sob, soh, som, sdqb, sdqh, sdqm, skpm,
     H, Lq, Lk, query_offset, scale, scale_log2, sat_pos, R, dropout_p, SEED, MASK, n_slots, ROWS,
     LQ_KEY, LK_KEY,  # bucketed Lq, Lk: autotune keys only, unused here
     HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
@@ -466,7 +456,7 @@ def _t5_attn_bwd_dq_kernel(
 ):
     """One program = BLOCK_M queries of one (b, h); walks the key blocks: dq = scale · Σ dS · k.
 
-    delta from the bf16 output (dO · O) is off by r_i = Σ_j P_ij dP_ij − delta_i, and dS_ij =
+    delta (dO · O) from the bf16 output (dO · O) is off by r_i = Σ_j P_ij dP_ij − delta_i, and dS_ij =
     P_ij (dP_ij − delta_i) then no longer sums to 0 over j; dq picks up r_i · Σ_j P_ij k_j, which is
     large when the keys share a mean (cross-attention on encoder states). So r_i = Σ_j dS_ij is
     accumulated here (exact up to fp32 for the P the kernels use) and delta + r is written for the
@@ -500,7 +490,17 @@ def _t5_attn_bwd_dq_kernel(
     q = tl.load(Q + b * sqb + h64 * sqh + rows_m * sqm + offs_d[None, :], mask=q_mask, other=0.0)
     do = tl.load(DO + b * sdob + h64 * sdoh + rows_m * sdom + offs_d[None, :], mask=q_mask, other=0.0)
     lse = tl.load(LSE + bh.to(tl.int64) * Lq + offs_m, mask=m_mask, other=float("inf"))
-    delta = tl.load(DELTA + bh.to(tl.int64) * Lq + offs_m, mask=m_mask, other=0.0)
+    # delta_i = Σ_d dO_id · O_id (fp32) from the bf16 output, here rather than in a prepass over O
+    # and dO (0.015-0.018 ms at L=512 d=64 on the H200, and a launch).
+    # It goes through DELTA_EXACT (overwritten with delta + r at the end) so that the loop reads it
+    # in the layout of the score tiles' rows: used straight from the row sum, its broadcast over a
+    # tile was hoisted out of the loop as a converted (BM, BN) fp32 tile, and the kernel needed 216
+    # registers instead of 165 (two programs per SM instead of three).
+    o = tl.load(O + b * sob + h64 * soh + rows_m * som + offs_d[None, :], mask=q_mask, other=0.0)
+    delta_row = DELTA_EXACT + bh.to(tl.int64) * Lq + offs_m
+    tl.store(delta_row, tl.sum(o.to(tl.float32) * do.to(tl.float32), 1), mask=m_mask)
+    tl.debug_barrier()  # every thread's row sums written before any thread reads them
+    delta = tl.load(delta_row, mask=m_mask, other=0.0)
     K += b * skb + h64 * skh
     V += b * svb + h64 * svh
     BIAS_H = _bias_row(BIAS, h, R)
@@ -551,7 +551,7 @@ def _t5_attn_bwd_dq_kernel(
     dq -= r[:, None] * tl.load(KMEAN + bh.to(tl.int64) * BLOCK_D + offs_d)[None, :]
     tl.store(DQ + b * sdqb + h64 * sdqh + rows_m * sdqm + offs_d[None, :], (dq * scale).to(DQ.dtype.element_ty),
              mask=q_mask)
-    tl.store(DELTA_EXACT + bh.to(tl.int64) * Lq + offs_m, delta + r, mask=m_mask)
+    tl.store(delta_row, delta + r, mask=m_mask)
     if BIAS_GRAD:
         nb = tl.arange(0, NB_P2)
         far_pos = tl.sum(far_ds_pos - r * far_p_pos, 0)
