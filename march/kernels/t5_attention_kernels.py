@@ -65,6 +65,13 @@ benchmarks/probe_attention.py; results/NVIDIA-H200/attention_probe_s6.json):
   (0.197 -> 0.180 with dropout; fwd+bwd 0.518 -> 0.507, 0.745 -> 0.735 with dropout,
   ``attention_probe_s8_row_pointer_gather.json``): the dk/dv kernel is no longer bound by issue
   alone (its dots wait on each other within an iteration, at two programs per SM).
+- Session 9 (``attention_probe_s9_*.json``): the dq kernel without its P·K product (the
+  inexact-delta correction through a mean real key, see the dq kernel): 165 registers instead of
+  226 (the figures above), three programs per SM, 0.144 -> 0.115 ms; with dropout under a
+  168-register cap (``_TUNE[("dq_dropout", 64)]``), 0.163 -> 0.147. dq then computes delta itself
+  (the O/dO prepass, 0.015 ms, gone; dq +0.009): 0.504 -> 0.467 ms fwd+bwd, 0.715 -> 0.669 with
+  dropout. Measured and rejected: the band kernel under a 168-register cap (spills; 0.082 -> 0.12
+  ms), the dk/dv keep tile as int32 masks (0.178 -> 0.177), the forward under a 128 cap.
 - Measured and rejected in session 8: (a) dq inside the dk/dv kernel (FA2's layout, an extra dSᵀk
   product per tile into an fp32 buffer): +0.146 ms in dk/dv with unordered atomics, +0.28 ms with
   deterministic adds ordered by key block, against the 0.144 ms dq kernel it would replace
