@@ -11,6 +11,7 @@ one, next to SDPA's flash kernels without bias (the bound). Each row is
 written to the JSON as soon as it is measured, so a run cut short by its time limit
 (MARCH_PROBE_BUDGET_S, default 240 s) keeps what it finished.
 MARCH_PROBE_DROPOUT=p gives every case's "full" rows dropout p (e.g. to sweep launch configs for it).
+MARCH_PROBE_CANDIDATES (JSON) prices explicit config lists for some kernels, the rest at their defaults.
 """
 
 from __future__ import annotations
@@ -50,10 +51,28 @@ if os.environ.get("MARCH_PROBE_SWEEP") == "1":
     CANDIDATES = SWEEP
 else:
     CANDIDATES = {key: list(v[: int(os.environ.get("MARCH_PROBE_CONFIGS", "2"))]) for key, v in attn._TUNE.items()}
+
+
+def _explicit_candidates(value: str) -> dict:
+    """MARCH_PROBE_CANDIDATES='{"dq_dropout": [[64, 64, 4, 3, 168], [64, 64, 4, 2]], "fwd:128": [...]}':
+    these lists for these kernels (a 5th entry is a register cap), every other kernel at its default
+    (session 9's sweeps). A key without ":128" is the d ≤ 64 class."""
+    chosen = {key: list(v[:1]) for key, v in attn._TUNE.items()}
+    for name, cands in json.loads(value).items():
+        kernel, _, cls = name.partition(":")
+        if (kernel, int(cls or 64)) not in attn._TUNE:
+            raise ValueError(f"MARCH_PROBE_CANDIDATES: unknown kernel/class {name!r}; known: {sorted(attn._TUNE)}")
+        chosen[(kernel, int(cls or 64))] = [tuple(c) for c in cands]
+    return chosen
+
+
+if os.environ.get("MARCH_PROBE_CANDIDATES"):
+    CANDIDATES = _explicit_candidates(os.environ["MARCH_PROBE_CANDIDATES"])
 # (Sessions ≤ 8 had a delta prepass, "delta"; session 9 computes delta in the dq kernel and keeps a
 # one-program-per-(b, h) reference-key kernel, "kmean".)
 KERNELS = {"_t5_attn_fwd_kernel": "fwd", "_t5_attn_bwd_preprocess_kernel": "delta",
-           "_t5_attn_bwd_key_mean_kernel": "kmean", "_t5_attn_bwd_dq_kernel": "dq", "_t5_attn_bwd_dkdv_kernel": "dkdv", "_dropout_bits_kernel": "bits",
+           "_t5_attn_bwd_key_mean_kernel": "kmean", "_t5_attn_bwd_dq_kernel": "dq",
+           "_t5_attn_bwd_dkdv_kernel": "dkdv", "_dropout_bits_kernel": "bits",
            "_t5_attn_bwd_bias_band_kernel": "band"}
 
 

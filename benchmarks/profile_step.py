@@ -22,7 +22,7 @@ import torch
 # First match wins: patterns over CUDA kernel names (march's Triton kernels, inductor's generated
 # kernels, cuBLAS/CUTLASS GEMMs, PyTorch's fused AdamW and elementwise kernels).
 GROUPS = [
-    ("attention", r"_t5_attn|_key_range|_dropout_bits|flash|fmha|attention"),
+    ("attention", r"_t5_attn|_key_range|_dropout_bits|_bias_rows|flash|fmha|attention"),
     ("matmul", r"gemm|nvjet|cutlass|sm90_|sm80_|cublas|_matmul"),
     ("rms_norm", r"rms_norm"),
     ("glu / activation", r"_glu_"),

@@ -1,5 +1,6 @@
 """The GPU diagnostics' pure parts on CPU: kernel-name grouping and GPU-idle accounting of
-benchmarks/profile_step.py (the profiles themselves need a GPU)."""
+benchmarks/profile_step.py, the candidate lists of benchmarks/probe_attention.py (the profiles
+themselves need a GPU)."""
 
 import pytest
 
@@ -9,6 +10,9 @@ from benchmarks.profile_step import _idle, group_of
 @pytest.mark.parametrize("name,group", [
     ("_t5_attn_bwd_dkdv_kernel", "attention"),
     ("_key_range_kernel", "attention"),
+    ("_bias_rows_kernel", "attention"),
+    ("_t5_attn_bwd_key_mean_kernel", "attention"),
+    ("_dropout_bits_kernel", "attention"),
     ("nvjet_sm90_tst_256x128_64x4_1x2_h_bz_coopA_NNT", "matmul"),
     ("_rms_norm_bwd_kernel", "rms_norm"),
     ("triton_poi_fused__unsafe_view_native_dropout_rms_norm_fwd_view_6", "rms_norm"),
@@ -28,3 +32,18 @@ def test_idle_sums_gaps_between_kernels_overlaps_included():
     assert out["idle_ms_per_step"] == pytest.approx(11 / 1e3 / 2)
     assert out["largest_gaps"][0] == {"us": 10, "after": "b", "before": "c"}
     assert _idle([], steps=1)["idle_ms_per_step"] == 0
+
+
+def test_probe_explicit_candidates(monkeypatch):
+    """MARCH_PROBE_CANDIDATES: the named kernels' lists (register caps kept), every other kernel at
+    its default; an unknown kernel is refused by name."""
+    import benchmarks.probe_attention as probe
+
+    attn = probe.attn
+    lists = '{"dq_dropout": [[64, 64, 4, 3, 168], [64, 64, 4, 2]], "fwd:128": [[64, 64, 4, 3]]}'
+    chosen = probe._explicit_candidates(lists)
+    assert chosen[("dq_dropout", 64)] == [(64, 64, 4, 3, 168), (64, 64, 4, 2)]
+    assert chosen[("fwd", 128)] == [(64, 64, 4, 3)]
+    assert chosen[("dq", 64)] == attn._TUNE[("dq", 64)][:1]
+    with pytest.raises(ValueError, match="dqq"):
+        probe._explicit_candidates('{"dqq": [[64, 64, 4, 3]]}')

@@ -159,6 +159,19 @@ def test_keys_and_values_with_a_shared_mean(with_bias, device):
     _check_all(q, k, v, table if with_bias else None, kpm)
 
 
+def test_keys_in_two_distant_clusters(device):
+    """The dq kernel corrects the row term's error through one mean key (see its docstring), exact
+    when keys share a mean; here they form two clusters far apart, and rows attend to either (q
+    scaled ×3 so that rows are peaked): what the mean leaves, r_i·((P k)_i − k̄), must stay within
+    the oracle bound too (1.0-1.4× eager's dq error on CPU in session 9)."""
+    bsz, heads, lq, lk, d = 2, 2, 64, 128, 64
+    q, k, v, table, kpm = _make(bsz, heads, lq, lk, d, BF16, device, pad="right")
+    sign = ((torch.rand(bsz, heads, lk, 1) > 0.5).double() * 2 - 1).to(device)
+    k = (k.double() + 3 * sign * torch.randn(1, heads, 1, d, dtype=torch.float64).to(device)).to(BF16)
+    v = (v.double() + 3 * torch.randn(1, heads, 1, d, dtype=torch.float64).to(device)).to(BF16)
+    _check_all((q.double() * 3).to(BF16), k, v, table, kpm)
+
+
 def test_no_bias_cross_attention_and_bf16_table(device):
     """bias_table=None (cross-attention, Lq != Lk) and a bf16 table (gradient in bf16)."""
     q, k, v, _, kpm = _make(2, 2, 37, 97, 64, BF16, device, pad="right")

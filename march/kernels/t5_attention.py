@@ -378,7 +378,8 @@ def _attn_bwd(do, q, k, v, o, lse, seed, mask, table, kpm, bidirectional, num_bu
     dq_kernel = _kernel(_dq_name(dropout_p), block_d, tune)
     dq_kernel[lambda meta: (triton.cdiv(lq, meta["BLOCK_M"]), bsz * heads)](
         q, k, v, do, o, rows, brow, kpm_t, klim, lse, dq, delta_exact, kmean, dtab, *qkv_do,
-        o.stride(0), o.stride(1), o.stride(2), dq.stride(0), dq.stride(1), dq.stride(2), skpm, *scalars, n_slots, n_rows, *keys,
+        o.stride(0), o.stride(1), o.stride(2), dq.stride(0), dq.stride(1), dq.stride(2), skpm, *scalars,
+        n_slots, n_rows, *keys,
         BIAS_GRAD=bias_grad, NB_P2=nb_p2, SLOT_M=SLOT_M, **common,
     )
     _kernel("dkdv", block_d, tune)[lambda meta: (triton.cdiv(lk, meta["BLOCK_N"]), bsz * heads)](
