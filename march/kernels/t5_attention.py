@@ -120,7 +120,6 @@ _TUNE = {
     # the programs that read each key block's words (session 8, L=512 d=64 with dropout 0.1:
     # 0.128 ms at (64, 64, 4, 3), 0.120 at (128, 64, 4, 3); without dropout 0.103 and 0.102).
     ("fwd_dropout", 64): [(128, 64, 4, 3), (64, 64, 4, 3), (128, 128, 8, 3), (128, 32, 4, 4)],
-    ("fwd_dropout", 128): [(64, 64, 4, 3), (128, 64, 8, 3), (128, 32, 4, 3), (128, 64, 8, 2)],
     ("dkdv", 64): [(64, 64, 4, 3), (32, 64, 4, 3), (64, 128, 8, 2), (32, 128, 8, 2)],
     ("dkdv", 128): [(64, 128, 8, 2), (64, 128, 8, 3), (32, 64, 4, 2), (64, 64, 8, 2)],
     ("dq", 64): [(64, 64, 4, 3), (128, 64, 8, 2), (128, 128, 8, 2), (64, 128, 4, 3)],
@@ -128,8 +127,10 @@ _TUNE = {
     # With dropout, dq under a 168-register cap (no spills): three programs per SM instead of two
     # (session 9, L=512 d=64 with dropout 0.1: 0.175 ms uncapped, 0.150 capped, 0.147 with 2 stages).
     ("dq_dropout", 64): [(64, 64, 4, 2, 168), (64, 64, 4, 3, 168), (64, 64, 4, 3), (128, 64, 4, 3)],
-    ("dq_dropout", 128): [(128, 64, 8, 3), (128, 64, 8, 2), (64, 64, 8, 2), (64, 64, 4, 3)],
 }
+# At d=128 the dropout kernels keep the plain lists (not priced separately with dropout).
+_TUNE[("fwd_dropout", 128)] = list(_TUNE[("fwd", 128)])
+_TUNE[("dq_dropout", 128)] = list(_TUNE[("dq", 128)])
 # 4 configs each: every new key costs 12 compiles (~1-2 s each) + short timings, once per process.
 _INTERP = {"fwd": (64, 32), "fwd_dropout": (64, 32), "dkdv": (32, 64), "dq": (64, 32), "dq_dropout": (64, 32)}
 _KERNELS = {"fwd": _t5_attn_fwd_kernel, "fwd_dropout": _t5_attn_fwd_kernel, "dkdv": _t5_attn_bwd_dkdv_kernel,
