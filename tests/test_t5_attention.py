@@ -570,6 +570,38 @@ def test_band_config_override_rejects_bad_values(monkeypatch, value):
     assert mod._band_config_override() == (32, 64, 8, 2)
 
 
+@pytest.mark.parametrize("value", ["0", "-2", "two", "1.5"])
+def test_band_chunks_override_rejects_bad_values(monkeypatch, value):
+    import importlib
+
+    mod = importlib.import_module("march.kernels.t5_attention")
+    monkeypatch.setenv("MARCH_ATTN_BAND_CHUNKS", value)
+    with pytest.raises(ValueError, match="MARCH_ATTN_BAND_CHUNKS"):
+        mod._band_chunks_override()
+    monkeypatch.setenv("MARCH_ATTN_BAND_CHUNKS", "3")
+    assert mod._band_chunks_override() == 3
+
+
+@pytest.mark.skipif(HAS_GPU, reason="the interpreter's program target is the switch")
+def test_band_chunks_override_splits_the_batch(monkeypatch):
+    """MARCH_ATTN_BAND_CHUNKS sets the band programs' batch split (capped at B); the table gradient
+    is the same up to fp32 reassociation."""
+    import importlib
+
+    mod = importlib.import_module("march.kernels.t5_attention")
+    q, k, v, table, kpm = _make(3, 2, 37, 45, 64, BF16, "cpu", pad="right")
+    grad = torch.randn(3, 2, 37, 64)
+    results = {}
+    for chunks in ("1", "2", "99"):
+        monkeypatch.setenv("MARCH_ATTN_BAND_CHUNKS", chunks)
+        plan = mod._band_plan(q, k, 128, 128, 64)
+        results[plan["n_chunks"]] = _run(lambda *a: t5_attention(*a, key_padding_mask=kpm), [q, k, v, table], grad)[1]
+    assert sorted(results) == [1, 2, 3]
+    for chunks in (2, 3):
+        for a, b in zip(results[1], results[chunks]):
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
 @pytest.mark.skipif(HAS_GPU, reason="the interpreter's program target is the switch")
 def test_bias_grad_with_the_batch_split_over_band_programs(monkeypatch):
     """The band kernel sums its chunk of the batch per program: one chunk per batch row, or the

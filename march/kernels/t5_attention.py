@@ -149,6 +149,9 @@ _INTERP_BAND = (32, 64)
 # The band kernel splits the batch over programs when (tile positions × heads) is below this many
 # per SM (L=512: 8 key blocks × 7 positions × 12 heads = 672 programs, no split; decoder L=114:
 # 2 × 2 × 12 = 48 programs of 32 batch rows each would leave most SMs idle).
+# More chunks than that cost time at L=512 d=64 (H200, session 10, MARCH_ATTN_BAND_CHUNKS = 1, 2, 3,
+# 4, 6, 8: band 0.082, 0.086, 0.082, 0.090, 0.097, 0.110 ms): the kernel is bound by its reloads of
+# k, v, q and dO, not by the tail of its 408 working programs at two per SM.
 _BAND_PROGRAMS_PER_SM = 4
 _INTERP_BAND_PROGRAMS = 16  # under the interpreter: small enough that the tests' shapes split
 
@@ -429,6 +432,17 @@ def _band_config_override() -> tuple[int, int, int, int] | None:
     return config
 
 
+def _band_chunks_override() -> int | None:
+    """MARCH_ATTN_BAND_CHUNKS=N: split the batch over N band programs per tile position (at most B)
+    instead of the heuristic's count (for timing sweeps with benchmarks/probe_attention.py)."""
+    value = os.environ.get("MARCH_ATTN_BAND_CHUNKS", "").strip()
+    if not value:
+        return None
+    if not value.isdigit() or int(value) < 1:
+        raise ValueError(f"MARCH_ATTN_BAND_CHUNKS must be a positive integer, got {value!r}")
+    return int(value)
+
+
 def _dq_name(dropout_p: float) -> str:
     """The dq kernel's _TUNE key: with dropout it has its own configs (more registers live)."""
     return "dq_dropout" if dropout_p > 0 else "dq"
@@ -453,7 +467,8 @@ def _band_plan(q, k, sat_pos, r, block_d, dq_name="dq") -> dict:
     # Batch chunks: enough programs to fill the GPU, each summing its chunk before its one reduction.
     bsz, heads = q.shape[0], q.shape[1]
     target = _INTERP_BAND_PROGRAMS if interpreting() else _BAND_PROGRAMS_PER_SM * _sm_count(q.device)
-    n_chunks = max(1, min(bsz, target // (triton.cdiv(lk, bn) * n_t * heads)))
+    n_chunks = _band_chunks_override() or max(1, target // (triton.cdiv(lk, bn) * n_t * heads))
+    n_chunks = min(bsz, n_chunks)
     b_chunk = triton.cdiv(bsz, n_chunks)
     n_chunks = triton.cdiv(bsz, b_chunk)
     return dict(BLOCK_M=bm, BLOCK_N=bn, n_t=n_t, n_chunks=n_chunks, b_chunk=b_chunk,

@@ -16,6 +16,9 @@ import triton
 import triton.language as tl
 
 from march.kernels._philox16 import _spread, _threshold
+from march.kernels._utils import interpreting
+
+_INTERPRET = tl.constexpr(interpreting())
 
 
 @triton.jit
@@ -76,7 +79,9 @@ def _mask_base(MASK, bh, Lq, Lk, KEY_MAJOR: tl.constexpr):
 
 @triton.jit
 def _unpack_rows(ROWS, rows_ok, word0, n_words, NCOL: tl.constexpr):
-    """(R, NCOL) keep bits of R rows from words word0.. of each row (ROWS: (R,) pointers to word 0).
+    """(R, NCOL) keep bits of R rows from words word0.. of each row (ROWS: (R,) pointers to word 0),
+    as (words, bits): int32 tiles, element (r, c) kept iff words & bits ≠ 0 (``_dropped``), where
+    words[r, c] is row r's word holding column c and bits[r, c] = 1 << (c % 32).
 
     One 32-bit load per row and word, in the layout of the tile's rows (a slice of the dot's layout,
     as lse's and delta's loads): no layout conversion of the tile. The byte-per-8-keys layout of
@@ -85,14 +90,48 @@ def _unpack_rows(ROWS, rows_ok, word0, n_words, NCOL: tl.constexpr):
     dropout 0.1 (results/NVIDIA-H200/attention_probe_s7*.json): fwd 0.136 -> 0.131 ms, dq 0.190 ->
     0.166, dk/dv 0.222 -> 0.204, band 0.108 -> 0.113, bits kernel 0.065 -> 0.096: 0.767 -> 0.758.
     Reading the transposed tiles from the query-major words (one load per query and word, no
-    key-major copy): bits 0.063 but dk/dv 0.212 and band 0.173 (0.787)."""
+    key-major copy): bits 0.063 but dk/dv 0.212 and band 0.173 (0.787).
+    The bits stay integers up to ``_dropped``'s inline-asm select: returned as a bool tile
+    ((words >> c % 32) & 1 ≠ 0), LLVM packed the i1 vectors into 16-bit masks and moved the
+    selects after the bf16 casts (a PRMT, SEL, PRMT per pair): 287 more SASS instructions per
+    64×64 tile in the dk/dv loop with dropout than without (session 10, sm_90)."""
     tl.static_assert(NCOL % 32 == 0, "keep-mask tiles are whole 32-bit words wide")
     col = tl.arange(0, NCOL)
-    word = tl.load(ROWS + word0, mask=rows_ok & (word0 < n_words), other=0)[:, None] + (col * 0)[None, :]
+    words = tl.load(ROWS + word0, mask=rows_ok & (word0 < n_words), other=0)[:, None] + (col * 0)[None, :]
     for t in tl.static_range(1, NCOL // 32):
         w_t = tl.load(ROWS + (word0 + t), mask=rows_ok & (word0 + t < n_words), other=0)
-        word = tl.where((col // 32 == t)[None, :], w_t[:, None], word)
-    return ((word >> (col % 32)[None, :]) & 1) != 0
+        words = tl.where((col // 32 == t)[None, :], w_t[:, None], words)
+    bits = (words * 0) + (1 << (col % 32))[None, :]
+    return words, bits
+
+
+@triton.jit
+def _dropped(words, bits, x):
+    """x where its keep bit is set (words & bits ≠ 0, ``_unpack_rows``), else 0: one LOP3 to a
+    predicate and one FSEL per element, in an inline-asm select that LLVM cannot rewrite (see
+    ``_unpack_rows``). (The interpreter cannot run PTX: ``tl.where``.)"""
+    if _INTERPRET:
+        out = tl.where((words & bits) != 0, x, 0.0)
+    else:
+        out = tl.inline_asm_elementwise(
+            "{ .reg .pred p; .reg .b32 t; and.b32 t, $1, $2; setp.ne.b32 p, t, 0; selp.f32 $0, $3, 0f00000000, p; }",
+            "=f,r,r,f", [words, bits, x], dtype=tl.float32, is_pure=True, pack=1)
+    return out
+
+
+@triton.jit
+def _dropped2(words, bits, x, y):
+    """``_dropped`` of two tiles with the same keep bits (one predicate for both)."""
+    if _INTERPRET:
+        keep = (words & bits) != 0
+        out_x = tl.where(keep, x, 0.0)
+        out_y = tl.where(keep, y, 0.0)
+    else:
+        out_x, out_y = tl.inline_asm_elementwise(
+            "{ .reg .pred p; .reg .b32 t; and.b32 t, $2, $3; setp.ne.b32 p, t, 0; "
+            "selp.f32 $0, $4, 0f00000000, p; selp.f32 $1, $5, 0f00000000, p; }",
+            "=f,=f,r,r,f,f", [words, bits, x, y], dtype=(tl.float32, tl.float32), is_pure=True, pack=1)
+    return out_x, out_y
 
 
 @triton.jit
@@ -144,18 +183,21 @@ def _transpose_bits_8x8(x):
 def _keep_tile(MASK, seed, bh, m0, n0, Lq, Lk, dropout_p, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
                STORED_MASK: tl.constexpr, TRANSPOSED: tl.constexpr = False):
     """A kernel's keep tile, (BM queries, BN keys), or (BN keys, BM queries) when TRANSPOSED (the
-    dk/dv and band kernels' tiles): read from MASK (STORED_MASK: pregenerated), or drawn again."""
+    dk/dv and band kernels' tiles), as ``_unpack_rows``'s (words, bits) for ``_dropped``: read from
+    MASK (STORED_MASK: pregenerated), or drawn again (then words = keep as 0/1 and bits = 1)."""
     if STORED_MASK:
         if TRANSPOSED:
-            keep = _load_keep_t(MASK, bh, m0, n0, Lq, Lk, BLOCK_M, BLOCK_N)
+            words, bits = _load_keep_t(MASK, bh, m0, n0, Lq, Lk, BLOCK_M, BLOCK_N)
         else:
-            keep = _load_keep(MASK, bh, m0, n0, Lq, Lk, BLOCK_M, BLOCK_N)
+            words, bits = _load_keep(MASK, bh, m0, n0, Lq, Lk, BLOCK_M, BLOCK_N)
     else:
         if TRANSPOSED:
             keep = _keep_t(seed, bh, m0, n0, Lk, dropout_p, BLOCK_M, BLOCK_N)
         else:
             keep = _keep(seed, bh, m0, n0, Lk, dropout_p, BLOCK_M, BLOCK_N)
-    return keep
+        words = keep.to(tl.int32)
+        bits = words * 0 + 1
+    return words, bits
 
 
 @triton.jit

@@ -72,6 +72,13 @@ benchmarks/probe_attention.py; results/NVIDIA-H200/attention_probe_s6.json):
   (the O/dO prepass, 0.015 ms, gone; dq +0.009): 0.504 -> 0.467 ms fwd+bwd, 0.715 -> 0.669 with
   dropout. Measured and rejected: the band kernel under a 168-register cap (spills; 0.082 -> 0.12
   ms), the dk/dv keep tile as int32 masks (0.178 -> 0.177), the forward under a 128 cap.
+- Session 10: with dropout, the keep bits stay int32 words up to an inline-asm select
+  (``t5_attention_dropout._dropped``); as a bool tile LLVM packed them into 16-bit masks and moved
+  the selects past the bf16 casts. SASS per loop (sm_90, d=64): dk/dv 783 -> 630, dq 835 -> 769,
+  fwd 1150 -> 1065 (a 128×64 tile); H200, L=512 d=64 dropout 0.1: fwd 0.120 -> 0.105 ms, dq 0.149 ->
+  0.140, dk/dv 0.178 -> 0.167, band 0.111 -> 0.107: 0.658 -> 0.618 (``attention_probe_s10_call1.json``;
+  without dropout unchanged). Rejected there: dk/dv under a 168-register cap (0.139 -> 0.157 ms at
+  2 stages, 0.250 at 3: spills), more batch chunks in the band kernel (see ``_BAND_PROGRAMS_PER_SM``).
 - Measured and rejected in session 8: (a) dq inside the dk/dv kernel (FA2's layout, an extra dSᵀk
   product per tile into an fp32 buffer): +0.146 ms in dk/dv with unordered atomics, +0.28 ms with
   deterministic adds ordered by key block, against the 0.144 ms dq kernel it would replace
@@ -121,7 +128,7 @@ import triton
 import triton.language as tl
 
 from march.kernels._utils import interpreting
-from march.kernels.t5_attention_dropout import _keep_tile
+from march.kernels.t5_attention_dropout import _dropped, _dropped2, _keep_tile
 
 LOG2E = 1.4426950408889634
 _LOG2E = tl.constexpr(LOG2E)
@@ -307,8 +314,9 @@ def _t5_attn_fwd_kernel(
         alpha = tl.exp2(m_i - m_safe)
         l_i = l_i * alpha + tl.sum(p, 1)
         if DROPOUT:
-            keep = _keep_tile(MASK, seed, bh, m0, n0, Lq, Lk, dropout_p, BLOCK_M, BLOCK_N, LOAD_MASK)
-            p = tl.where(keep, p, 0.0)
+            keep_words, keep_bits = _keep_tile(MASK, seed, bh, m0, n0, Lq, Lk, dropout_p, BLOCK_M, BLOCK_N,
+                                               LOAD_MASK)
+            p = _dropped(keep_words, keep_bits, p)
         v = tl.load(V + (offs_n[:, None] * svn + offs_d[None, :]), mask=kv_mask, other=0.0)
         acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
         m_i = m_new
@@ -432,9 +440,11 @@ def _t5_attn_bwd_dkdv_kernel(
         pT = tl.where(valid, tl.exp2(sT - lse[None, :]), 0.0)
         dpT = tl.dot(v, tl.trans(do))  # (BN, BM)
         if DROPOUT:
-            keep = _keep_tile(MASK, seed, bh, m0, n0, Lq, Lk, dropout_p, BLOCK_M, BLOCK_N, STORED_MASK, True)
-            dv += tl.dot(tl.where(keep, pT, 0.0).to(do.dtype), do)  # × 1/(1 − p) once, at the store
-            dpT = tl.where(keep, dpT, 0.0) * inv_keep  # (select, then one FFMA with − delta below)
+            keep_words, keep_bits = _keep_tile(MASK, seed, bh, m0, n0, Lq, Lk, dropout_p, BLOCK_M, BLOCK_N,
+                                               STORED_MASK, True)
+            p_kept, dpT = _dropped2(keep_words, keep_bits, pT, dpT)
+            dv += tl.dot(p_kept.to(do.dtype), do)  # × 1/(1 − p) once, at the store
+            dpT = dpT * inv_keep  # (one FFMA with − delta below)
         else:
             dv += tl.dot(pT.to(do.dtype), do)
         dsT = pT * (dpT - delta[None, :])  # dL/d(score), fp32
@@ -544,8 +554,9 @@ def _t5_attn_bwd_dq_kernel(
         p = tl.where(valid, tl.exp2(s - lse[:, None]), 0.0)
         dp = tl.dot(do, vT)  # (BM, BN)
         if DROPOUT:
-            keep = _keep_tile(MASK, seed, bh, m0, n0, Lq, Lk, dropout_p, BLOCK_M, BLOCK_N, STORED_MASK)
-            dp = tl.where(keep, dp, 0.0) * inv_keep  # (select, then one FFMA with − delta below)
+            keep_words, keep_bits = _keep_tile(MASK, seed, bh, m0, n0, Lq, Lk, dropout_p, BLOCK_M, BLOCK_N,
+                                               STORED_MASK)
+            dp = _dropped(keep_words, keep_bits, dp) * inv_keep  # (select, then one FFMA with − delta below)
         ds = p * (dp - delta[:, None])
         dq += tl.dot(ds.to(kT.dtype), tl.trans(kT))
         r += tl.sum(ds, 1)
@@ -669,8 +680,9 @@ def _t5_attn_bwd_bias_band_kernel(
         pT = tl.where(kvalid[:, None] & m_mask[None, :], tl.exp2(sT - lse[None, :]), 0.0)
         dpT = tl.dot(v, tl.trans(do))  # (BN, BM)
         if DROPOUT:
-            keep = _keep_tile(MASK, seed, bh, m0, n0, Lq, Lk, dropout_p, BLOCK_M, BLOCK_N, STORED_MASK, True)
-            dpT = tl.where(keep, dpT, 0.0) * inv_keep
+            keep_words, keep_bits = _keep_tile(MASK, seed, bh, m0, n0, Lq, Lk, dropout_p, BLOCK_M, BLOCK_N,
+                                               STORED_MASK, True)
+            dpT = _dropped(keep_words, keep_bits, dpT) * inv_keep
         acc += pT * (dpT - delta[None, :])
     nb = tl.arange(0, NB_P2)
     dtab = tl.zeros([NB_P2], tl.float32)
