@@ -261,7 +261,21 @@ def test_dropout_mask_statistics_and_tile_independence(device):
     assert not torch.equal(keep, kernel_dropout_keep_mask(100, bsz, heads, lq, lk, p, device).cpu())
 
 
-@pytest.mark.parametrize("lq,lk", [(1, 5), (37, 130), (114, 97), (64, 300)])
+@pytest.mark.parametrize("lq,lk", [(1, 5), (512, 512), (114, 512), (114, 114), (37, 130), (1, 512), (2048, 2048)])
+def test_bits_grid_launches_no_idle_query_blocks(lq, lk):
+    """The bits kernel's programs cover the (query block, byte column) grid without drawing for rows
+    far past Lq: at most twice the threads needed (a warp at least), one thread per pair."""
+    from march.kernels.t5_attention import _dropout_bits_grid
+
+    grid, meta = _dropout_bits_grid(2, 3, lq, lk)
+    wq, cols = -(-lq // 32), 4 * -(-lk // 32)
+    per_program = meta["THREADS"] // meta["GROUPS"], meta["GROUPS"]
+    assert grid[0] * per_program[0] >= wq and grid[1] * per_program[1] >= cols and grid[2] == 6
+    assert meta["THREADS"] % 32 == 0 and meta["num_warps"] == meta["THREADS"] // 32
+    assert grid[0] * grid[1] * meta["THREADS"] <= max(2 * wq * cols, 32)
+
+
+@pytest.mark.parametrize("lq,lk", [(1, 5), (37, 130), (114, 97), (64, 300), (3, 520)])
 def test_pregenerated_words_decode_to_the_kernel_mask(lq, lk, device):
     """The bits kernel's words, query-major (row i, bit j) and key-major (row j, bit i), are the
     keep-mask that the kernels draw themselves (``kernel_dropout_keep_mask``), at lengths that are

@@ -290,15 +290,22 @@ def _mask_shape(bsz, heads, lq, lk, dropout_p, mode=None) -> tuple[int, ...]:
     return (bsz * heads, lq * triton.cdiv(lk, 32) + lk * triton.cdiv(lq, 32)) if keeps else (0,)
 
 
-def _dropout_bits_grid(bsz, heads, lq, lk, threads=128):
+def _dropout_bits_grid(bsz, heads, lq, lk, max_threads=128):
     """(grid, meta-parameters) of ``_dropout_bits_kernel``: one thread per 8 keys (a byte of a
-    query-major row: 4·⌈Lk/32⌉ of them) × 32 queries (a word of a key-major row: ⌈Lq/32⌉), 8 byte
-    columns × 16 query blocks per program: a warp's stores then touch 4 query-major rows (8 bytes
-    each) and 8 key-major rows (4 words each). H200, B=32 H=12 L=512 (session 9, do_bench): 70.6 µs
-    at 8 columns, 71.4 at 16, 81.9 at 32 (a warp's key-major stores in 32 rows)."""
-    byte_cols = 4 * triton.cdiv(lk, 32)
-    groups = min(8, triton.next_power_of_2(byte_cols))
-    grid = (triton.cdiv(triton.cdiv(lq, 32), threads // groups), triton.cdiv(byte_cols, groups), bsz * heads)
+    query-major row: 4·⌈Lk/32⌉ of them) × 32 queries (a word of a key-major row: ⌈Lq/32⌉). A program
+    has GROUPS byte columns × THREADS/GROUPS query blocks: 8 × 16 when there are that many (a warp's
+    stores then touch 4 query-major rows, 8 bytes each, and 8 key-major rows, 4 words each; H200,
+    B=32 H=12 L=512, session 9, do_bench: 70.6 µs at 8 columns, 71.4 at 16, 81.9 at 32), fewer query
+    blocks and more columns when the queries are few, and fewer threads when both are.
+    (Until session 10 every program had 16 query blocks: at Lq=114 (4 blocks) three quarters of
+    the threads drew numbers for rows past Lq, and cross-attention's bits took as long as L=512's,
+    0.069 ms at B=32 H=12 Lk=512.)"""
+    byte_cols = triton.next_power_of_2(4 * triton.cdiv(lk, 32))
+    q_blocks = min(max_threads // 8, triton.next_power_of_2(triton.cdiv(lq, 32)))
+    groups = min(byte_cols, max_threads // q_blocks)
+    threads = max(32, groups * q_blocks)  # (a warp at least: then more query blocks than there are)
+    grid = (triton.cdiv(triton.cdiv(lq, 32), threads // groups), triton.cdiv(4 * triton.cdiv(lk, 32), groups),
+            bsz * heads)
     return grid, dict(GROUPS=groups, THREADS=threads, num_warps=threads // 32)
 
 
