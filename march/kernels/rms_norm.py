@@ -29,6 +29,7 @@ import triton.language as tl
 
 from march.kernels import reference
 from march.kernels._utils import FLOAT_DTYPES, check_float, check_same_device, define_op, num_sms, use_triton
+from march.kernels.reduce import sum_rows
 from march.kernels.glu import _dropout_args, _keep_mask, check_dropout, check_seed, make_seed
 
 # Rows wider than this are processed in chunks of LOOPED_BLOCK_N (two passes over the row) instead
@@ -321,7 +322,7 @@ def _rms_norm_bwd(dy, xs, weight, rstd, ds, dropout_p=0.0, seed=None):
             *args, HAS_DS=has_ds, BLOCK_M=block_m, BLOCK_N=block_n, HAS_DROPOUT=has_dropout, num_warps=num_warps,
             STAGES=BWD_STAGES,
         )
-    return dx, dxd, dw_partial.sum(0).to(weight.dtype)
+    return dx, dxd, sum_rows(dw_partial, torch.empty_like(weight))  # fixed-order sum, cast in one launch
 
 
 # ----------------------------------------------------------------------------------------------

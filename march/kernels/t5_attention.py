@@ -33,6 +33,7 @@ import triton
 
 from march.kernels import reference
 from march.kernels._utils import check_float, check_same_device, define_op, interpreting, use_triton
+from march.kernels.reduce import sum_rows
 from march.kernels.t5_attention_dropout import _dropout_bits_kernel, _keep_probe_kernel
 from march.kernels.t5_attention_kernels import (
     LOG2E,
@@ -412,9 +413,10 @@ def _attn_bwd(do, q, k, v, o, lse, seed, mask, table, kpm, bidirectional, num_bu
         HAS_KPM=common["HAS_KPM"], CAUSAL=causal, DROPOUT=common["DROPOUT"], NB_P2=nb_p2,
         DQ_BM=dq_bm, DQ_BN=dq_bn, STORED_MASK=common["STORED_MASK"], **band["launch"],
     )
-    dtab = dtab.sum(dim=1)[:, :num_buckets]  # fixed-order reduction of the partials -> (H, NB)
+    # The partials summed in a fixed order, cast and transposed into (NB, H) in one launch.
     out = torch.empty((num_buckets, heads), dtype=table.dtype, device=table.device)
-    return dq, dk, dv, out.copy_(dtab.t())  # (NB, H) contiguous, cast and transpose in one copy kernel
+    sum_rows(dtab[:, :, :num_buckets], out.t())
+    return dq, dk, dv, out
 
 
 def _block_mn(launcher) -> tuple[int, int]:
