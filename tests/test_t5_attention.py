@@ -572,28 +572,25 @@ def test_dropout_gpu(device):
         assert_close_to_oracle(name, g, ge, go)
 
 
-@pytest.mark.parametrize("value", ["64,64,4", "64,32,4,3", "48,64,4,3", "a,b,c,d", "64,64,4,0"])
-def test_band_config_override_rejects_bad_values(monkeypatch, value):
+_BAND_OVERRIDES = {  # env variable: (parser, a good value, what it parses to)
+    "MARCH_ATTN_BAND_CONFIG": ("_band_config_override", "32,64,8,2", (32, 64, 8, 2)),
+    "MARCH_ATTN_BAND_CHUNKS": ("_band_chunks_override", "3", 3),
+}
+
+
+@pytest.mark.parametrize("env,value", [("MARCH_ATTN_BAND_CONFIG", v) for v in
+                                       ("64,64,4", "64,32,4,3", "48,64,4,3", "a,b,c,d", "64,64,4,0")]
+                         + [("MARCH_ATTN_BAND_CHUNKS", v) for v in ("0", "-2", "two", "1.5")])
+def test_band_overrides_reject_bad_values(monkeypatch, env, value):
     import importlib
 
     mod = importlib.import_module("march.kernels.t5_attention")
-    monkeypatch.setenv("MARCH_ATTN_BAND_CONFIG", value)
-    with pytest.raises(ValueError, match="MARCH_ATTN_BAND_CONFIG"):
-        mod._band_config_override()
-    monkeypatch.setenv("MARCH_ATTN_BAND_CONFIG", "32,64,8,2")
-    assert mod._band_config_override() == (32, 64, 8, 2)
-
-
-@pytest.mark.parametrize("value", ["0", "-2", "two", "1.5"])
-def test_band_chunks_override_rejects_bad_values(monkeypatch, value):
-    import importlib
-
-    mod = importlib.import_module("march.kernels.t5_attention")
-    monkeypatch.setenv("MARCH_ATTN_BAND_CHUNKS", value)
-    with pytest.raises(ValueError, match="MARCH_ATTN_BAND_CHUNKS"):
-        mod._band_chunks_override()
-    monkeypatch.setenv("MARCH_ATTN_BAND_CHUNKS", "3")
-    assert mod._band_chunks_override() == 3
+    parser, good, parsed = _BAND_OVERRIDES[env]
+    monkeypatch.setenv(env, value)
+    with pytest.raises(ValueError, match=env):
+        getattr(mod, parser)()
+    monkeypatch.setenv(env, good)
+    assert getattr(mod, parser)() == parsed
 
 
 @pytest.mark.skipif(HAS_GPU, reason="the interpreter's program target is the switch")

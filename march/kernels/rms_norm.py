@@ -29,8 +29,8 @@ import triton.language as tl
 
 from march.kernels import reference
 from march.kernels._utils import FLOAT_DTYPES, check_float, check_same_device, define_op, num_sms, use_triton
-from march.kernels.reduce import sum_rows
 from march.kernels.glu import _dropout_args, _keep_mask, check_dropout, check_seed, make_seed
+from march.kernels.reduce import sum_rows
 
 # Rows wider than this are processed in chunks of LOOPED_BLOCK_N (two passes over the row) instead
 # of being held in registers whole.
