@@ -101,7 +101,7 @@ def _unpack_rows(ROWS, rows_ok, word0, n_words, NCOL: tl.constexpr):
     for t in tl.static_range(1, NCOL // 32):
         w_t = tl.load(ROWS + (word0 + t), mask=rows_ok & (word0 + t < n_words), other=0)
         words = tl.where((col // 32 == t)[None, :], w_t[:, None], words)
-    bits = (words * 0) + (1 << (col % 32))[None, :]
+    bits = (1 << (col % 32))[None, :]  # (1, NCOL): broadcast by the select
     return words, bits
 
 
