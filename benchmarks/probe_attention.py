@@ -73,7 +73,7 @@ if os.environ.get("MARCH_PROBE_CANDIDATES"):
 KERNELS = {"_t5_attn_fwd_kernel": "fwd", "_t5_attn_bwd_preprocess_kernel": "delta",
            "_t5_attn_bwd_key_mean_kernel": "kmean", "_t5_attn_bwd_dq_kernel": "dq",
            "_t5_attn_bwd_dkdv_kernel": "dkdv", "_dropout_bits_kernel": "bits",
-           "_t5_attn_bwd_bias_band_kernel": "band"}
+           "_t5_attn_bwd_bias_band_kernel": "band", "_t5_attn_bwd_band_sum_kernel": "band"}
 
 
 def _set_configs(block_d: int, i: int) -> dict:

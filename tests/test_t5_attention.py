@@ -16,6 +16,14 @@ from tests.helpers import assert_close_to_oracle
 BF16, FP16 = torch.bfloat16, torch.float16
 
 
+@pytest.fixture(params=["accumulate", "recompute"])
+def band_mode(request, monkeypatch):
+    """Both ways of summing the band tiles' bias-table gradient (MARCH_ATTN_BAND_MODE): dS written
+    by the dk/dv kernel and summed by a kernel of its own, or recomputed by one."""
+    monkeypatch.setenv("MARCH_ATTN_BAND_MODE", request.param)
+    return request.param
+
+
 # ---------------------------------------------------------------------------------------------
 # Buckets
 # ---------------------------------------------------------------------------------------------
@@ -137,7 +145,7 @@ CASES = [
 
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: "-".join(str(x).removeprefix("torch.") for x in c[:10]))
-def test_matches_oracle(case, device):
+def test_matches_oracle(case, device, band_mode):
     bsz, heads, lq, lk, d, dtype, causal, off, bidir, pad, (nb, md) = case
     q, k, v, table, kpm = _make(bsz, heads, lq, lk, d, dtype, device, pad=pad, nb=nb)
     out, _ = _check_all(q, k, v, table, kpm, causal=causal, query_offset=off, bidirectional=bidir,
@@ -187,7 +195,7 @@ def test_no_bias_cross_attention_and_bf16_table(device):
     _check_all(q, k, v, table, None)
 
 
-def test_fully_masked_rows_give_zero_output_and_grads(device):
+def test_fully_masked_rows_give_zero_output_and_grads(device, band_mode):
     q, k, v, table, _ = _make(2, 2, 40, 40, 64, BF16, device)
     kpm = torch.ones(2, 40, dtype=torch.bool, device=device)
     kpm[0] = False
@@ -214,7 +222,7 @@ def test_incremental_decoding_equals_full_causal(device):
 # ---------------------------------------------------------------------------------------------
 
 
-def test_dropout_matches_reference_with_the_kernel_mask(device):
+def test_dropout_matches_reference_with_the_kernel_mask(device, band_mode):
     bsz, heads, lq, lk, d, p = 2, 2, 45, 70, 64, 0.3
     q, k, v, table, kpm = _make(bsz, heads, lq, lk, d, BF16, device, pad="right")
     torch.manual_seed(123)
@@ -375,7 +383,7 @@ def _det_shape():
     return (4, 12, 512, 512, 64) if HAS_GPU else (2, 2, 97, 97, 64)
 
 
-def test_bias_table_gradient_is_deterministic(device):
+def test_bias_table_gradient_is_deterministic(device, band_mode):
     bsz, heads, lq, lk, d = _det_shape()
     q, k, v, table, kpm = _make(bsz, heads, lq, lk, d, BF16, device, pad="right")
     grad = torch.randn(bsz, heads, lq, d, device=device)
@@ -385,12 +393,17 @@ def test_bias_table_gradient_is_deterministic(device):
 
 
 @pytest.mark.skipif(HAS_GPU, reason="interpreter config switch; the GPU autotunes over these configs")
-@pytest.mark.parametrize("dq_block,band_block", [((128, 32), (32, 64)), ((128, 64), (32, 64)), ((64, 64), (16, 16))])
-def test_bias_grad_does_not_depend_on_block_sizes(monkeypatch, dq_block, band_block):
-    """The dq kernel sums the saturated tiles of its own tile grid and the band kernel the others,
+@pytest.mark.parametrize("dq_block,dkdv_block,band_block", [
+    ((128, 32), (32, 64), (32, 64)),  # dk/dv key blocks across two dq key columns
+    ((128, 64), (16, 128), (32, 64)),
+    ((64, 64), (128, 128), (16, 16)),  # dk/dv query blocks across two dq query blocks
+])
+def test_bias_grad_does_not_depend_on_block_sizes(monkeypatch, band_mode, dq_block, dkdv_block, band_block):
+    """The dq kernel sums the saturated tiles of its own tile grid and the band path the others,
     in the dq grid: other block sizes (a dq BLOCK_M of 2·SLOT_M, whose second slot is zero-filled,
-    the last one past Lq; band tiles smaller than the dq tiles) give the same gradients. Saturated
-    tiles on both sides (max_distance 16), padding."""
+    the last one past Lq; band tiles smaller than the dq tiles; dk/dv tiles that straddle dq tiles,
+    whose elements in saturated dq tiles the band-sum kernel masks) give the same gradients.
+    Saturated tiles on both sides (max_distance 16), padding."""
     import importlib
 
     mod = importlib.import_module("march.kernels.t5_attention")  # the module (the package exports the function)
@@ -401,6 +414,7 @@ def test_bias_grad_does_not_depend_on_block_sizes(monkeypatch, dq_block, band_bl
                        [q, k, v, table], grad)[1]
     base = run()
     monkeypatch.setitem(mod._INTERP, "dq", dq_block)
+    monkeypatch.setitem(mod._INTERP, "dkdv", dkdv_block)
     monkeypatch.setattr(mod, "_INTERP_BAND", band_block)
     mod._kernel.cache_clear()
     try:
@@ -409,6 +423,24 @@ def test_bias_grad_does_not_depend_on_block_sizes(monkeypatch, dq_block, band_bl
         mod._kernel.cache_clear()
     for a, b in zip(base, other):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+
+
+def test_band_mode_defaults_and_bad_values(monkeypatch):
+    """Recomputing the band tiles' dS is the default only where it was measured faster (d ≤ 64, no
+    dropout, non-causal); MARCH_ATTN_BAND_MODE overrides, and a bad value names the variable."""
+    import importlib
+
+    mod = importlib.import_module("march.kernels.t5_attention")
+    monkeypatch.delenv("MARCH_ATTN_BAND_MODE", raising=False)
+    assert mod.band_mode(64, False, False) == "recompute"
+    assert mod.band_mode(32, False, False) == "recompute"
+    for args in ((128, False, False), (64, True, False), (64, False, True)):
+        assert mod.band_mode(*args) == "accumulate"
+    monkeypatch.setenv("MARCH_ATTN_BAND_MODE", "recompute")
+    assert mod.band_mode(128, True, True) == "recompute"
+    monkeypatch.setenv("MARCH_ATTN_BAND_MODE", "stored")
+    with pytest.raises(ValueError, match="MARCH_ATTN_BAND_MODE"):
+        mod.band_mode(64, False, False)
 
 
 def test_bad_inputs(device):
@@ -550,13 +582,13 @@ def test_compile_fullgraph(device):
     (2, 4, 114, 512, 96, BF16, False, 0, True, "right", (32, 128)),
     (4, 12, 128, 256, 64, BF16, True, 128, False, None, (32, 128)),
 ], ids=str)
-def test_matches_oracle_gpu(case, device):
-    test_matches_oracle(case, device)
+def test_matches_oracle_gpu(case, device, band_mode):
+    test_matches_oracle(case, device, band_mode)
 
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("d", [64, 128])  # two launch-config classes (d=64: dq under a register cap)
-def test_dropout_gpu(device, d):
+def test_dropout_gpu(device, d, band_mode):
     bsz, heads, lq, lk, p = 2, 4, 300, 513, 0.1
     q, k, v, table, kpm = _make(bsz, heads, lq, lk, d, BF16, device, pad="right")
     torch.manual_seed(5)

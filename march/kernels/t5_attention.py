@@ -42,6 +42,7 @@ from march.kernels.t5_attention_kernels import (
     _bucket_probe_kernel,
     _key_range_kernel,
     _t5_attn_bwd_bias_band_kernel,
+    _t5_attn_bwd_band_sum_kernel,
     _t5_attn_bwd_dkdv_kernel,
     _t5_attn_bwd_dq_kernel,
     _t5_attn_bwd_key_mean_kernel,
@@ -138,7 +139,8 @@ _KERNELS = {"fwd": _t5_attn_fwd_kernel, "fwd_dropout": _t5_attn_fwd_kernel, "dkd
             "dq": _t5_attn_bwd_dq_kernel, "dq_dropout": _t5_attn_bwd_dq_kernel}
 # Autotune key: bucketed lengths (LQ_KEY, LK_KEY: next power of 2, so ragged batches do not re-tune)
 # and every constexpr that changes the work; tensor dtypes are added by Triton itself.
-_KEY = ["LQ_KEY", "LK_KEY", "HEAD_DIM", "HAS_BIAS", "HAS_KPM", "CAUSAL", "DROPOUT", "STORED_MASK", "BIAS_GRAD"]
+_KEY = ["LQ_KEY", "LK_KEY", "HEAD_DIM", "HAS_BIAS", "HAS_KPM", "CAUSAL", "DROPOUT", "STORED_MASK", "BIAS_GRAD",
+        "BAND_STORE"]
 # The dq kernel's bias-gradient partials are written per SLOT_M queries whatever BLOCK_M is chosen.
 SLOT_M = min(min(c[0] for c in v) for (name, _), v in _TUNE.items() if name.startswith("dq"))
 SLOT_M = min(SLOT_M, _INTERP["dq"][0], _INTERP["dq_dropout"][0])
@@ -154,6 +156,7 @@ _INTERP_BAND = (32, 64)
 # 4, 6, 8: band 0.082, 0.086, 0.082, 0.090, 0.097, 0.110 ms): the kernel is bound by its reloads of
 # k, v, q and dO, not by the tail of its 408 working programs at two per SM.
 _BAND_PROGRAMS_PER_SM = 4
+_BAND_SUM_LAUNCH = dict(num_warps=4, num_stages=3, STAGES=3)
 _INTERP_BAND_PROGRAMS = 16  # under the interpreter: small enough that the tests' shapes split
 
 
@@ -382,9 +385,14 @@ def _attn_bwd(do, q, k, v, o, lse, seed, mask, table, kpm, bidirectional, num_bu
     delta_exact = torch.empty((bsz, heads, lq), dtype=torch.float32, device=q.device)
     tune = autotuning()
     # Table-gradient partials, (H, ROWS, NB_P2) fp32: per head, B·n_slots rows from the dq kernel
-    # (saturated tiles) then the band kernel's rows; every row is written by every launch.
+    # (saturated tiles) then the band rows; the rows a launch uses are all written by it.
     n_slots = triton.cdiv(lq, SLOT_M)
-    band = _band_plan(q, k, sat_pos, r, common["BLOCK_D"], _dq_name(dropout_p)) if bias_grad else None
+    accumulate = bias_grad and band_mode(block_d, dropout_p > 0, causal) == "accumulate"
+    dq_tiles = _tiles(_dq_name(dropout_p), block_d)
+    if accumulate:
+        band = _band_sum_plan(q, k, query_offset, sat_pos, r, dq_tiles, _tiles("dkdv", block_d))
+    elif bias_grad:
+        band = _band_plan(q, k, sat_pos, r, common["BLOCK_D"], _dq_name(dropout_p))
     n_rows = bsz * n_slots + (band["rows"] if bias_grad else 0)
     dtab = torch.empty((heads, n_rows, nb_p2) if bias_grad else (1,), dtype=torch.float32, device=q.device)
     dq_kernel = _kernel(_dq_name(dropout_p), block_d, tune)
@@ -394,29 +402,94 @@ def _attn_bwd(do, q, k, v, o, lse, seed, mask, table, kpm, bidirectional, num_bu
         n_slots, n_rows, *keys,
         BIAS_GRAD=bias_grad, NB_P2=nb_p2, SLOT_M=SLOT_M, **common,
     )
-    _kernel("dkdv", block_d, tune)[lambda meta: (triton.cdiv(lk, meta["BLOCK_N"]), bsz * heads)](
-        q, k, v, do, rows, kpm_t, klim, lse, delta_exact, dk, dv, *qkv_do,
+    dq_bm, dq_bn = _block_mn(dq_kernel)
+    if accumulate:  # dk/dv also writes the band tiles' dS (fp32) to DSB
+        dsb = torch.empty(band["dsb_numel"], dtype=torch.float32, device=q.device)
+        n_t = band["n_t"]
+    else:
+        dsb, n_t = dtab, 1
+    dkdv_kernel = _kernel("dkdv", block_d, tune)
+    dkdv_kernel[lambda meta: (triton.cdiv(lk, meta["BLOCK_N"]), bsz * heads)](
+        q, k, v, do, rows, kpm_t, klim, lse, delta_exact, dk, dv, dsb, *qkv_do,
         dk.stride(0), dk.stride(1), dk.stride(2), dv.stride(0), dv.stride(1), dv.stride(2), skpm, *scalars,
-        *keys, **common,
+        n_t, dq_bm, dq_bn, *keys, BAND_STORE=accumulate, **common,
     )
     if not bias_grad:
         return dq, dk, dv, q.new_zeros(0)
-    dq_bm, dq_bn = _block_mn(dq_kernel)
-    bm, bn, n_t = band["BLOCK_M"], band["BLOCK_N"], band["n_t"]
-    if dq_bm % bm or dq_bn % bn:
-        raise RuntimeError(f"band tiles {bm}x{bn} must divide the dq kernel's {dq_bm}x{dq_bn}")
     _, _, _, query_offset, _, scale_log2, _, _, dropout_p, seed, mask = scalars
-    _t5_attn_bwd_bias_band_kernel[(triton.cdiv(lk, bn) * n_t, heads, band["n_chunks"])](
-        q, k, v, do, rows, brow, kpm_t, lse, delta_exact, dtab, *qkv_do, skpm,
-        bsz, heads, lq, lk, query_offset, scale_log2, sat_pos, r, dropout_p, seed, mask,
-        n_rows, bsz * n_slots, n_t, band["b_chunk"], HEAD_DIM=d, BLOCK_D=block_d, BLOCK_M=bm, BLOCK_N=bn,
-        HAS_KPM=common["HAS_KPM"], CAUSAL=causal, DROPOUT=common["DROPOUT"], NB_P2=nb_p2,
-        DQ_BM=dq_bm, DQ_BN=dq_bn, STORED_MASK=common["STORED_MASK"], **band["launch"],
-    )
+    if accumulate:
+        bm, bn = _block_mn(dkdv_kernel)
+        used = bsz * n_slots + triton.cdiv(lk, bn) * n_t
+    if accumulate and n_t > 0:  # (n_t = 0: no band tile, e.g. one decoding step far from its keys)
+        _t5_attn_bwd_band_sum_kernel[(triton.cdiv(lk, bn) * n_t, heads)](
+            dsb, brow, klim, dtab, bsz, heads, lq, lk, query_offset, sat_pos, r, n_t, n_rows, bsz * n_slots,
+            dq_bm, dq_bn, BLOCK_M=bm, BLOCK_N=bn, HAS_KPM=common["HAS_KPM"], CAUSAL=causal, NB_P2=nb_p2,
+            **_BAND_SUM_LAUNCH,
+        )
+    elif not accumulate:
+        bm, bn, n_t = band["BLOCK_M"], band["BLOCK_N"], band["n_t"]
+        if dq_bm % bm or dq_bn % bn:
+            raise RuntimeError(f"band tiles {bm}x{bn} must divide the dq kernel's {dq_bm}x{dq_bn}")
+        _t5_attn_bwd_bias_band_kernel[(triton.cdiv(lk, bn) * n_t, heads, band["n_chunks"])](
+            q, k, v, do, rows, brow, kpm_t, lse, delta_exact, dtab, *qkv_do, skpm,
+            bsz, heads, lq, lk, query_offset, scale_log2, sat_pos, r, dropout_p, seed, mask,
+            n_rows, bsz * n_slots, n_t, band["b_chunk"], HEAD_DIM=d, BLOCK_D=block_d, BLOCK_M=bm, BLOCK_N=bn,
+            HAS_KPM=common["HAS_KPM"], CAUSAL=causal, DROPOUT=common["DROPOUT"], NB_P2=nb_p2,
+            DQ_BM=dq_bm, DQ_BN=dq_bn, STORED_MASK=common["STORED_MASK"], **band["launch"],
+        )
+        used = n_rows
     # The partials summed in a fixed order, cast and transposed into (NB, H) in one launch.
     out = torch.empty((num_buckets, heads), dtype=table.dtype, device=table.device)
-    sum_rows(dtab[:, :, :num_buckets], out.t())
+    sum_rows(dtab[:, :used, :num_buckets], out.t())
     return dq, dk, dv, out
+
+
+def band_mode(block_d: int, dropout: bool, causal: bool) -> str:
+    """How the band tiles' table gradient is summed (MARCH_ATTN_BAND_MODE overrides):
+    "accumulate" (the default): the dk/dv kernel also writes the band tiles' dS (fp32, 8-byte
+    stores) and ``_t5_attn_bwd_band_sum_kernel`` sums them over the batch and reduces the diagonals;
+    "recompute" (the default at d ≤ 64 without dropout, non-causal): a kernel of its own recomputes
+    dS of every band tile and batch row (two products per tile; sessions 6-10). The recompute's cost
+    grows with d and with dropout (keep bits per tile), the stores' does not. H200, session 11,
+    fwd+bwd recompute -> accumulate (results/NVIDIA-H200/attention_probe_s11_call3.json): encoder
+    L=512 d=64 0.452 -> 0.462 ms, with dropout 0.1 0.607 -> 0.594; L=2048 d=128 1.411 -> 1.332;
+    decoder (causal) L=114 d=64 0.075 -> 0.072."""
+    default = "recompute" if block_d <= 64 and not dropout and not causal else "accumulate"
+    mode = os.environ.get("MARCH_ATTN_BAND_MODE", "") or default
+    if mode not in ("accumulate", "recompute"):
+        raise ValueError(f"MARCH_ATTN_BAND_MODE must be 'accumulate' or 'recompute', got {mode!r}")
+    return mode
+
+
+def _tiles(name: str, block_d: int) -> tuple[tuple[int, int], ...]:
+    """(BLOCK_M, BLOCK_N) of every config a kernel may launch with (one unless autotuning)."""
+    return tuple((c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"]) for c in _configs(name, block_d))
+
+
+@functools.lru_cache(maxsize=256)
+def _band_tiles(lq, lk, query_offset, sat_pos, r, dq_tile, tile) -> int:
+    """Most dk/dv query blocks (tile = (BLOCK_M, BLOCK_N)) that meet the band of one key block: the
+    host side of ``_band_queries``."""
+    (dq_bm, dq_bn), (bm, bn) = dq_tile, tile
+    most = 0
+    for n0 in range(0, lk, bn):
+        first, last = n0 // dq_bn * dq_bn, (n0 + bn - 1) // dq_bn * dq_bn
+        lo = max(first - query_offset - sat_pos + 1, 0) // dq_bm * dq_bm
+        hi = min(lq, triton.cdiv(max(last + dq_bn - 1 - query_offset + r, 0), dq_bm) * dq_bm)
+        if hi > lo:
+            most = max(most, triton.cdiv(hi - lo // bm * bm, bm))
+    return most
+
+
+def _band_sum_plan(q, k, query_offset, sat_pos, r, dq_tiles, dkdv_tiles) -> dict:
+    """The band buffer's layout, fixed before the dq kernel runs (the partial rows share its buffer)
+    and valid for every (dq, dk/dv) tile pair the launches may pick: n_t band query blocks per key
+    block, DSB's size and the partial rows for the largest case."""
+    (bsz, heads, lq, _), lk = q.shape, k.shape[2]
+    n_t = max(_band_tiles(lq, lk, query_offset, sat_pos, r, dq, t) for dq in dq_tiles for t in dkdv_tiles)
+    tiles = [(triton.cdiv(lk, bn), bm * bn) for bm, bn in dkdv_tiles]
+    return dict(n_t=n_t, rows=max(nkb * n_t for nkb, _ in tiles),
+                dsb_numel=max(bsz * heads * nkb * n_t * size for nkb, size in tiles))
 
 
 def _block_mn(launcher) -> tuple[int, int]:

@@ -378,18 +378,56 @@ def _bucket_sums(dsT, BROW, shift, R, BLOCK_N: tl.constexpr, BLOCK_M: tl.constex
                   + tl.where(b2[:, None] == nb[None, :], d2[:, None], 0.0), 0)
 
 
-@triton.jit(do_not_specialize=["query_offset", "LQ_KEY", "LK_KEY"])
+@triton.jit
+def _band_queries(n0, BLOCK_N: tl.constexpr, Lq, query_offset, sat_pos, R, DQ_BM, DQ_BN):
+    """[lo, hi): the queries of the band (unsaturated) tiles of the dq kernel's (DQ_BM, DQ_BN) grid in
+    the dq key columns that keys [n0, n0 + BLOCK_N) fall in; lo a multiple of DQ_BM.
+
+    The dq tile at (mq0, nq0) has rel_lo = nq0 − mq0 − DQ_BM + 1 − offset < sat_pos  <=>
+    mq0 > nq0 − offset − sat_pos − DQ_BM + 1 (the first such multiple of DQ_BM; floor division of a
+    non-negative value), and rel_hi = nq0 + DQ_BN − 1 − mq0 − offset > −R  <=>  mq0 < y, i.e. below
+    y rounded up to DQ_BM. Both bounds grow with nq0: the first column gives lo, the last hi."""
+    first = (n0 // DQ_BN) * DQ_BN
+    last = ((n0 + BLOCK_N - 1) // DQ_BN) * DQ_BN
+    lo = (tl.maximum(first - query_offset - sat_pos + 1, 0) // DQ_BM) * DQ_BM
+    y = tl.maximum(last + DQ_BN - 1 - query_offset + R, 0)
+    hi = tl.minimum(Lq, ((y + DQ_BM - 1) // DQ_BM) * DQ_BM)
+    return lo, hi
+
+
+@triton.jit
+def _band_store(ptrs, dsT):
+    """dsT (fp32) to a band-buffer tile, elementwise in inline PTX: as a ``tl.store`` the tile got a
+    blocked layout and a (BN, BM) fp32 conversion through shared memory per tile, and the dk/dv
+    kernel spilled. Two elements per instruction: a thread's consecutive elements of the wgmma
+    accumulator layout are adjacent columns (the second address, $3, is the first + 4), stored as
+    one 8-byte ``v2`` store (full 32-byte sectors per warp; scalar stores took 0.086 ms more in
+    dk/dv at L=512 d=64, H200). The GPU oracle tests of the table gradient check the placement."""
+    if _INTERPRET:
+        tl.store(ptrs, dsT)
+    else:
+        tl.inline_asm_elementwise(
+            "st.global.v2.f32 [$2], {$4, $5}; mov.b32 $0, 0; mov.b32 $1, 0;",
+            "=r,=r,l,l,f,f", [ptrs.to(tl.int64), dsT], dtype=tl.int32, is_pure=False, pack=2)
+
+
+@triton.jit(do_not_specialize=["query_offset", "LQ_KEY", "LK_KEY", "N_T"])
 def _t5_attn_bwd_dkdv_kernel(
     Q, K, V, DO, BIAS, KPM, KLIM, LSE, DELTA, DK, DV,
+    DSB,  # BAND_STORE: (B·H, n_kb, N_T, BLOCK_N, BLOCK_M) fp32, the band tiles' dS
     sqb, sqh, sqm, skb, skh, skn, svb, svh, svn, sdob, sdoh, sdom, sdkb, sdkh, sdkn, sdvb, sdvh, sdvn, skpm,
     H, Lq, Lk, query_offset, scale, scale_log2, sat_pos, R, dropout_p, SEED, MASK,
+    N_T, DQ_BM, DQ_BN,  # band tiles per key block; the dq kernel's tile (BAND_STORE only)
     LQ_KEY, LK_KEY,  # bucketed Lq, Lk: autotune keys only, unused here
     HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
     HAS_BIAS: tl.constexpr, HAS_KPM: tl.constexpr, CAUSAL: tl.constexpr, DROPOUT: tl.constexpr,
     STORED_MASK: tl.constexpr = False,  # read the forward's keep-mask bits instead of drawing them again
+    BAND_STORE: tl.constexpr = False,  # also write the band tiles' dS (fp32) to DSB
 ):
     """One program = BLOCK_N keys of one (b, h); walks the query blocks. Tiles are (keys, queries).
-    (The bias-table gradient is not here: the dq kernel and ``_t5_attn_bwd_bias_band_kernel``.)"""
+    Bias-table gradient (BAND_STORE): the band tiles' dS go to DSB (tile t of key block n: the t-th
+    query block from the band's first, ``_band_queries``) for ``_t5_attn_bwd_band_sum_kernel``;
+    the saturated tiles' are the dq kernel's."""
     pid_n = tl.program_id(0)
     bh = tl.program_id(1)
     b = (bh // H).to(tl.int64)
@@ -422,6 +460,13 @@ def _t5_attn_bwd_dkdv_kernel(
     k_lo, k_hi = _key_range(KLIM, b, Lk, HAS_KPM, BLOCK_N)
     if (n0 < k_lo) | (n0 >= k_hi):  # a block of padding only: dk = dv = 0, no bias-gradient part
         hi = lo
+    band_lo = Lq
+    band_hi = 0
+    band_m0 = 0
+    if BAND_STORE:
+        band_lo, band_hi = _band_queries(n0, BLOCK_N, Lq, query_offset, sat_pos, R, DQ_BM, DQ_BN)
+        band_m0 = (band_lo // BLOCK_M) * BLOCK_M
+        DSB += (bh.to(tl.int64) * tl.num_programs(0) + pid_n) * (N_T * BLOCK_N * BLOCK_M)
     for m0 in range(lo, hi, BLOCK_M):
         offs_m = m0 + tl.arange(0, BLOCK_M)
         m_mask = offs_m < Lq
@@ -449,6 +494,12 @@ def _t5_attn_bwd_dkdv_kernel(
             dv += tl.dot(pT.to(do.dtype), do)
         dsT = pT * (dpT - delta[None, :])  # dL/d(score), fp32
         dk += tl.dot(dsT.to(qT.dtype), tl.trans(qT))
+        if BAND_STORE:
+            if (m0 + BLOCK_M > band_lo) & (m0 < band_hi):
+                # per-row pointers + a column arange: ptxas folds each thread's offsets into the
+                # stores (see ``_bias_gather``)
+                tile = DSB + ((m0 - band_m0) // BLOCK_M) * (BLOCK_N * BLOCK_M)
+                _band_store((tile + tl.arange(0, BLOCK_N) * BLOCK_M)[:, None] + tl.arange(0, BLOCK_M)[None, :], dsT)
 
     tl.store(DK + b * sdkb + h64 * sdkh + rows_n * sdkn + offs_d[None, :], (dk * scale).to(DK.dtype.element_ty),
              mask=kv_mask)
@@ -689,6 +740,56 @@ def _t5_attn_bwd_bias_band_kernel(
     if b_end > b_start:
         dtab = _bucket_sums(acc, BROW, n0 - m0 - query_offset, R, BLOCK_N, BLOCK_M, NB_P2)
     tl.store(DTAB + (h64 * ROWS + ROW0 + chunk * tl.num_programs(0) + pid) * NB_P2 + nb, dtab)
+
+
+@triton.jit(do_not_specialize=["query_offset", "N_T"])
+def _t5_attn_bwd_band_sum_kernel(
+    DSB, BROW, KLIM, DTAB, B, H, Lq, Lk, query_offset, sat_pos, R, N_T, ROWS, ROW0, DQ_BM, DQ_BN,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, HAS_KPM: tl.constexpr, CAUSAL: tl.constexpr,
+    NB_P2: tl.constexpr, STAGES: tl.constexpr,
+):
+    """Bias-table gradient of one band tile position (BLOCK_N keys from n0 × BLOCK_M queries from
+    m0, the t-th query block from the band's first) of head h: the dk/dv kernel's dS tiles (DSB,
+    fp32) summed over the batch in order (rows whose key block the dk/dv kernel skipped as padding
+    wrote nothing: skipped here), the elements of saturated dq tiles (the dq kernel's) and those
+    past Lq or Lk masked, then summed along the diagonals into buckets (``_bucket_sums``, once per
+    position). Writes partial row ROW0 + n·N_T + t of head h (zeros where the position holds no
+    band tile)."""
+    tl.static_assert(BLOCK_M <= BLOCK_N, "the diagonal reduction needs BLOCK_M <= BLOCK_N (dk/dv tiles)")
+    pid = tl.program_id(0)
+    h = tl.program_id(1)
+    h64 = h.to(tl.int64)
+    pid_n = pid // N_T
+    t = pid % N_T
+    n0 = pid_n * BLOCK_N
+    band_lo, band_hi = _band_queries(n0, BLOCK_N, Lq, query_offset, sat_pos, R, DQ_BM, DQ_BN)
+    m0 = (band_lo // BLOCK_M) * BLOCK_M + t * BLOCK_M
+    b_end = B
+    if m0 >= band_hi:  # no band tile here
+        b_end = 0
+    if CAUSAL:  # the dk/dv kernel starts at the first query block with i + query_offset ≥ n0
+        if m0 < (tl.maximum(n0 - query_offset, 0) // BLOCK_M) * BLOCK_M:
+            b_end = 0
+    offs = tl.arange(0, BLOCK_N)[:, None] * BLOCK_M + tl.arange(0, BLOCK_M)[None, :]
+    per_bh = tl.num_programs(0).to(tl.int64) * (BLOCK_N * BLOCK_M)  # one (b, h): n_kb·N_T tiles
+    DSB += h64 * per_bh + pid * (BLOCK_N * BLOCK_M)
+    acc = tl.zeros([BLOCK_N, BLOCK_M], tl.float32)
+    for b in tl.range(0, b_end, num_stages=STAGES):  # in batch order: the same sum every run
+        k_lo, k_hi = _key_range(KLIM, b, Lk, HAS_KPM, BLOCK_N)
+        live = (n0 >= k_lo) & (n0 < k_hi)
+        acc += tl.load(DSB + (h64 * 0 + b) * (H * per_bh) + offs, mask=live, other=0.0)
+    # Only the elements in band tiles of the dq grid and inside [0, Lq) × [0, Lk).
+    offs_n = n0 + tl.arange(0, BLOCK_N)
+    offs_m = m0 + tl.arange(0, BLOCK_M)
+    nq0 = (offs_n // DQ_BN) * DQ_BN
+    mq0 = (offs_m // DQ_BM) * DQ_BM
+    tile_rel_lo = nq0[:, None] - mq0[None, :] - DQ_BM + 1 - query_offset
+    tile_rel_hi = nq0[:, None] + DQ_BN - 1 - mq0[None, :] - query_offset
+    band = (tile_rel_lo < sat_pos) & (tile_rel_hi > -R) & (offs_n < Lk)[:, None] & (offs_m < Lq)[None, :]
+    dtab = tl.zeros([NB_P2], tl.float32)
+    if b_end > 0:
+        dtab = _bucket_sums(tl.where(band, acc, 0.0), BROW, n0 - m0 - query_offset, R, BLOCK_N, BLOCK_M, NB_P2)
+    tl.store(DTAB + (h64 * ROWS + ROW0 + pid) * NB_P2 + tl.arange(0, NB_P2), dtab)
 
 
 @triton.jit
