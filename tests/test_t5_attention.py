@@ -587,6 +587,22 @@ def test_matches_oracle_gpu(case, device, band_mode):
 
 
 @pytest.mark.gpu
+def test_autotuned_configs_match_oracle_gpu(device, band_mode, monkeypatch):
+    """MARCH_ATTN_AUTOTUNE=1: the autotuner launches every config of a kernel's list into the same
+    buffers (the band buffer and the partial rows are sized for any dk/dv and dq tiles it may pick),
+    and the picked configs give the oracle's values."""
+    import importlib
+
+    mod = importlib.import_module("march.kernels.t5_attention")
+    monkeypatch.setenv("MARCH_ATTN_AUTOTUNE", "1")
+    mod._kernel.cache_clear()
+    try:
+        test_matches_oracle((2, 4, 700, 700, 128, BF16, False, 0, True, "right", (32, 128)), device, band_mode)
+    finally:
+        mod._kernel.cache_clear()
+
+
+@pytest.mark.gpu
 @pytest.mark.parametrize("d", [64, 128])  # two launch-config classes (d=64: dq under a register cap)
 def test_dropout_gpu(device, d, band_mode):
     bsz, heads, lq, lk, p = 2, 4, 300, 513, 0.1
