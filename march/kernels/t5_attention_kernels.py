@@ -17,11 +17,16 @@ kernel's tile grid, so that each element is counted once whatever the block size
 - Saturated tiles (every rel ≥ sat_pos, or every rel ≤ −R: one bucket) are the dq kernel's: it
   keeps per-row sums of ds and of P over them and, once the row term r (below) is known, adds
   Σ_i (Σ_j ds_ij − r_i Σ_j P_ij) to the bucket of +R or −R.
-- Band tiles are ``_t5_attn_bwd_bias_band_kernel``'s: one program per (h, key block, band query
-  block) recomputes dS for every batch row (two products) into one (BN, BM) fp32 tile, then sums
-  it along its diagonals (rel is constant along one) with one ``tl.gather`` that rotates each
-  column, and adds the ≤ 2·BLOCK_N diagonal sums to their buckets: one diagonal reduction per tile
-  position instead of per (b, tile), since the buckets do not depend on b.
+- Band tiles, in one of two ways (``t5_attention.band_mode``): "accumulate" (the default at d > 64,
+  with dropout or causal): the dk/dv kernel also writes each band tile's dS (fp32) to a buffer,
+  and ``_t5_attn_bwd_band_sum_kernel`` sums one tile position over the batch; "recompute" (d ≤ 64
+  without dropout, non-causal): ``_t5_attn_bwd_bias_band_kernel``, one program per (h, key block,
+  band query block), recomputes dS for every batch row (two products) into one (BN, BM) fp32
+  tile. Either way the batch-summed tile is then summed along its diagonals (rel is constant
+  along one) with one ``tl.gather`` that rotates each column, and the ≤ 2·BLOCK_N diagonal sums
+  go to their buckets: one diagonal reduction per tile position instead of per (b, tile), since
+  the buckets do not depend on b. (The dk/dv tiles may straddle dq tiles: the band-sum kernel
+  masks the elements of saturated dq tiles, which the dq kernel counts.)
 Partials go to an (H, ROWS, NB_P2) fp32 buffer whose every row each launch writes (the dq kernel's
 per SLOT_M-query slot, whatever BLOCK_M the autotuner picks); the host sums it in a fixed order
 (bit-identical across runs).
@@ -79,6 +84,19 @@ benchmarks/probe_attention.py; results/NVIDIA-H200/attention_probe_s6.json):
   0.140, dk/dv 0.178 -> 0.167, band 0.111 -> 0.107: 0.658 -> 0.618 (``attention_probe_s10_call1.json``;
   without dropout unchanged). Rejected there: dk/dv under a 168-register cap (0.139 -> 0.157 ms at
   2 stages, 0.250 at 3: spills), more batch chunks in the band kernel (see ``_BAND_PROGRAMS_PER_SM``).
+- Session 11 (``attention_probe_s11_call*.json``, fwd+bwd): the band tiles' dS written by the dk/dv
+  kernel and summed by a small kernel ("accumulate") against the recomputing band kernel: with
+  scalar fp32 stores dk/dv took 0.086 ms more at L=512 d=64 (0.140 -> 0.226; 214 MB of half-
+  sector writes) for a band kernel of 0.055 instead of 0.083 (0.457 -> 0.516 ms); with 8-byte
+  stores (two adjacent columns of the wgmma layout per instruction) +0.035 (0.452 -> 0.462 ms), but
+  with dropout 0.1 0.607 -> 0.594 (the recompute redraws keep bits), at L=2048 d=128 1.411 -> 1.332
+  (the recompute's products grow with d, the stores do not) and decoder L=114 0.075 -> 0.072: the
+  default where it wins. Rejected: the same with each dk/dv program summing a chunk of batch rows
+  in its buffer (st then ``red.add``, deterministic as each element has one owner thread): the
+  loop over batch rows around the query loop made the dk/dv kernel spill (255 registers) even
+  without the adds; and the forward issuing the next key block's S = q·kᵀ before this block's
+  softmax (FA3's intra-warpgroup overlap): L=512 0.103 -> 0.108 ms, with dropout 0.105 -> 0.141,
+  L=2048 d=128 0.327 -> 0.463 (``attention_probe_s11_call1.json``).
 - Measured and rejected in session 8: (a) dq inside the dk/dv kernel (FA2's layout, an extra dSᵀk
   product per tile into an fp32 buffer): +0.146 ms in dk/dv with unordered atomics, +0.28 ms with
   deterministic adds ordered by key block, against the 0.144 ms dq kernel it would replace
@@ -86,7 +104,8 @@ benchmarks/probe_attention.py; results/NVIDIA-H200/attention_probe_s6.json):
   kernel writing the band tiles' dS in bf16 for a reduction kernel instead of the band kernel's
   recompute (predicted −0.04 ms at L=512, −0.07 with dropout): the table gradient's error rose to
   4.5e-2 against the oracle test's bound of 1.5e-2 (2× the fp32-softmax reference's error): sums
-  of thousands of bf16-rounded terms that cancel; in fp32 the bytes double and the gain is gone.
+  of thousands of bf16-rounded terms that cancel; in fp32 the bytes double (session 11 measured
+  it: a gain only at d > 64, with dropout or causal, the "accumulate" mode).
 - Measured and rejected in session 7 (``attention_probe_s7_key_bias.json``): the key padding as an
   additive 0/−inf key bias loaded per tile instead of per-element predicates. Fewer static
   instructions, and the forward without padding went 0.099 -> 0.090 ms, but with padding the
@@ -94,7 +113,8 @@ benchmarks/probe_attention.py; results/NVIDIA-H200/attention_probe_s6.json):
   0.143 -> 0.155, and with dropout fwd 0.130 -> 0.157, dq 0.162 -> 0.197 (0.744 -> 0.798 ms).
 - Launch configs per head-dim class in ``t5_attention.py`` (_TUNE; first = default, from the
   probe); autotuning over the lists is opt-in (MARCH_ATTN_AUTOTUNE=1), each new key costing ~12
-  compiles. The band kernel has one config per class (_BAND).
+  compiles. The recomputing band kernel has one config per class (_BAND); the band-sum kernel works
+  on the dk/dv kernel's tiles.
 - Padded key blocks at either end of a row are skipped (per-row key range, one small kernel).
 
 Indexing: the (b, h) base offsets are int64; offsets inside one (b, h) slice are int32 (64-bit
