@@ -695,14 +695,9 @@ def _t5_attn_bwd_bias_band_kernel(
     pid_n = pid // N_T
     t = pid % N_T
     n0 = pid_n * BLOCK_N
-    # Query blocks inside a band tile of the dq grid (nq0: this key block's dq column): the dq tile at
-    # mq0 has rel_lo = nq0 − mq0 − DQ_BM + 1 − offset < sat_pos  <=>  mq0 > nq0 − offset − sat_pos − DQ_BM + 1
-    # (the first such multiple of DQ_BM; floor division of a non-negative value), and
-    # rel_hi = nq0 + DQ_BN − 1 − mq0 − offset > −R  <=>  mq0 < y, i.e. m0 < y rounded up to DQ_BM.
-    nq0 = (n0 // DQ_BN) * DQ_BN
-    lo = (tl.maximum(nq0 - query_offset - sat_pos + 1, 0) // DQ_BM) * DQ_BM
-    y = tl.maximum(nq0 + DQ_BN - 1 - query_offset + R, 0)
-    hi = tl.minimum(Lq, ((y + DQ_BM - 1) // DQ_BM) * DQ_BM)
+    # Query blocks inside a band tile of the dq grid (its tiles divide the dq kernel's: the key block
+    # lies in one dq column).
+    lo, hi = _band_queries(n0, BLOCK_N, Lq, query_offset, sat_pos, R, DQ_BM, DQ_BN)
     if CAUSAL:  # queries i with i + query_offset ≥ n0 only (earlier blocks are fully masked)
         lo = tl.maximum(lo, (tl.maximum(n0 - query_offset, 0) // BLOCK_M) * BLOCK_M)
     m0 = lo + t * BLOCK_M
