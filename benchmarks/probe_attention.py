@@ -150,6 +150,7 @@ def main(path: str) -> None:
         rows.append(row)
         with open(path, "w") as f:
             json.dump({"gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu", "torch": torch.__version__, "iters": ITERS,
+                       "band_mode": os.environ.get("MARCH_ATTN_BAND_MODE") or "default (t5_attention.band_mode)",
                        "rows": rows}, f, indent=1)
         ms = " ".join(f"{k}={v:.3f}" for k, v in row.get("ms", {}).items())
         print(f"{row['case']:24} {row['variant']:16} {str(row.get('configs', '')):70} {ms} {row.get('error', '')}",
