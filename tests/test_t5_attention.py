@@ -425,9 +425,32 @@ def test_bias_grad_does_not_depend_on_block_sizes(monkeypatch, band_mode, dq_blo
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
 
 
+def test_band_buffer_past_its_cap_recomputes(monkeypatch):
+    """Where the accumulate mode's band buffer would pass _BAND_BUFFER_MAX_BYTES the default falls
+    back to recomputing (no band-sum launch), with the same gradients."""
+    import importlib
+
+    mod = importlib.import_module("march.kernels.t5_attention")
+    monkeypatch.delenv("MARCH_ATTN_BAND_MODE", raising=False)
+    q, k, v, table, _ = _make(2, 2, 45, 45, 64, BF16, "cpu")
+    grad = torch.randn(2, 2, 45, 64)
+    run = lambda: _run(lambda *a: t5_attention(*a, causal=True, bidirectional=False), [q, k, v, table], grad)[1]
+    base = run()  # causal: accumulate by default
+
+    class NoLaunch:
+        def __getitem__(self, grid):
+            raise AssertionError("the band-sum kernel launched past the buffer cap")
+
+    monkeypatch.setattr(mod, "_BAND_BUFFER_MAX_BYTES", 0)
+    monkeypatch.setattr(mod, "_t5_attn_bwd_band_sum_kernel", NoLaunch())
+    for a, b in zip(base, run()):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+
+
 def test_band_mode_defaults_and_bad_values(monkeypatch):
     """Recomputing the band tiles' dS is the default only where it was measured faster (d ≤ 64, no
-    dropout, non-causal); MARCH_ATTN_BAND_MODE overrides, and a bad value names the variable."""
+    dropout, non-causal) or where the band buffer would pass its cap; MARCH_ATTN_BAND_MODE
+    overrides, and a bad value names the variable."""
     import importlib
 
     mod = importlib.import_module("march.kernels.t5_attention")
@@ -436,8 +459,13 @@ def test_band_mode_defaults_and_bad_values(monkeypatch):
     assert mod.band_mode(32, False, False) == "recompute"
     for args in ((128, False, False), (64, True, False), (64, False, True)):
         assert mod.band_mode(*args) == "accumulate"
+    big = mod._BAND_BUFFER_MAX_BYTES + 1  # a band buffer past the cap: recompute, no buffer
+    assert mod.band_mode(128, True, True, big) == "recompute"
+    assert mod.band_mode(128, True, True, big - 1) == "accumulate"
     monkeypatch.setenv("MARCH_ATTN_BAND_MODE", "recompute")
     assert mod.band_mode(128, True, True) == "recompute"
+    monkeypatch.setenv("MARCH_ATTN_BAND_MODE", "accumulate")
+    assert mod.band_mode(64, False, False, big) == "accumulate"
     monkeypatch.setenv("MARCH_ATTN_BAND_MODE", "stored")
     with pytest.raises(ValueError, match="MARCH_ATTN_BAND_MODE"):
         mod.band_mode(64, False, False)

@@ -157,6 +157,10 @@ _INTERP_BAND = (32, 64)
 # k, v, q and dO, not by the tail of its 408 working programs at two per SM.
 _BAND_PROGRAMS_PER_SM = 4
 _BAND_SUM_LAUNCH = dict(num_warps=4, num_stages=3, STAGES=3)
+# The accumulate mode's band buffer (B·H·Lk·~(band span)·4 bytes: 245 MB for the encoder's B=32 H=12
+# L=512, 4.8 GB at L=8192) is transient but counts toward the backward's peak: beyond this, the
+# default recomputes instead.
+_BAND_BUFFER_MAX_BYTES = 1 << 30
 _INTERP_BAND_PROGRAMS = 16  # under the interpreter: small enough that the tests' shapes split
 
 
@@ -387,12 +391,13 @@ def _attn_bwd(do, q, k, v, o, lse, seed, mask, table, kpm, bidirectional, num_bu
     # Table-gradient partials, (H, ROWS, NB_P2) fp32: per head, B·n_slots rows from the dq kernel
     # (saturated tiles) then the band rows; the rows a launch uses are all written by it.
     n_slots = triton.cdiv(lq, SLOT_M)
-    accumulate = bias_grad and band_mode(block_d, dropout_p > 0, causal) == "accumulate"
-    dq_tiles = _tiles(_dq_name(dropout_p), block_d)
-    if accumulate:
-        band = _band_sum_plan(q, k, query_offset, sat_pos, r, dq_tiles, _tiles("dkdv", block_d))
-    elif bias_grad:
-        band = _band_plan(q, k, sat_pos, r, common["BLOCK_D"], _dq_name(dropout_p))
+    accumulate = False
+    if bias_grad:
+        band = _band_sum_plan(q, k, query_offset, sat_pos, r, _tiles(_dq_name(dropout_p), block_d),
+                              _tiles("dkdv", block_d))
+        accumulate = band_mode(block_d, dropout_p > 0, causal, 4 * band["dsb_numel"]) == "accumulate"
+        if not accumulate:
+            band = _band_plan(q, k, sat_pos, r, common["BLOCK_D"], _dq_name(dropout_p))
     n_rows = bsz * n_slots + (band["rows"] if bias_grad else 0)
     dtab = torch.empty((heads, n_rows, nb_p2) if bias_grad else (1,), dtype=torch.float32, device=q.device)
     dq_kernel = _kernel(_dq_name(dropout_p), block_d, tune)
@@ -444,17 +449,20 @@ def _attn_bwd(do, q, k, v, o, lse, seed, mask, table, kpm, bidirectional, num_bu
     return dq, dk, dv, out
 
 
-def band_mode(block_d: int, dropout: bool, causal: bool) -> str:
+def band_mode(block_d: int, dropout: bool, causal: bool, buffer_bytes: int = 0) -> str:
     """How the band tiles' table gradient is summed (MARCH_ATTN_BAND_MODE overrides):
     "accumulate" (the default): the dk/dv kernel also writes the band tiles' dS (fp32, 8-byte
-    stores) and ``_t5_attn_bwd_band_sum_kernel`` sums them over the batch and reduces the diagonals;
-    "recompute" (the default at d ≤ 64 without dropout, non-causal): a kernel of its own recomputes
-    dS of every band tile and batch row (two products per tile; sessions 6-10). The recompute's cost
+    stores, ``buffer_bytes`` of them, ~10× the bytes of q) and ``_t5_attn_bwd_band_sum_kernel`` sums
+    them over the batch and reduces the diagonals; "recompute" (the default at d ≤ 64 without
+    dropout, non-causal, or when the buffer would pass _BAND_BUFFER_MAX_BYTES): a kernel of its own
+    recomputes dS of every band tile and batch row (two products per tile, no buffer; sessions
+    6-10). The recompute's cost
     grows with d and with dropout (keep bits per tile), the stores' does not. H200, session 11,
     fwd+bwd recompute -> accumulate (results/NVIDIA-H200/attention_probe_s11_call3.json): encoder
     L=512 d=64 0.452 -> 0.462 ms, with dropout 0.1 0.607 -> 0.594; L=2048 d=128 1.411 -> 1.332;
     decoder (causal) L=114 d=64 0.075 -> 0.072."""
-    default = "recompute" if block_d <= 64 and not dropout and not causal else "accumulate"
+    faster = block_d > 64 or dropout or causal
+    default = "accumulate" if faster and buffer_bytes <= _BAND_BUFFER_MAX_BYTES else "recompute"
     mode = os.environ.get("MARCH_ATTN_BAND_MODE", "") or default
     if mode not in ("accumulate", "recompute"):
         raise ValueError(f"MARCH_ATTN_BAND_MODE must be 'accumulate' or 'recompute', got {mode!r}")
