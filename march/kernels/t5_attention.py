@@ -15,6 +15,14 @@ gradient is returned in its dtype). Dropout draws one seed per forward call from
 for the device (on the device: no sync, CUDA-graph safe), so ``torch.manual_seed`` makes it
 reproducible; the backward replays the same mask.
 
+Switches (environment, read per call; defaults are the H200 measurements'): MARCH_ATTN_AUTOTUNE=1
+autotunes the launch configs (``autotuning``); MARCH_ATTN_DROPOUT_MASK=recomputed draws the keep
+mask in every kernel instead of once (``dropout_mask_mode``); MARCH_ATTN_BAND_MODE=accumulate|
+recompute picks how the band tiles' table gradient is summed (``band_mode``: "accumulate" holds a
+transient fp32 buffer of ~10× q's bytes during the backward, capped at _BAND_BUFFER_MAX_BYTES);
+MARCH_ATTN_BAND_CONFIG / MARCH_ATTN_BAND_CHUNKS are timing-sweep overrides of the recomputing
+band kernel.
+
 Layers: kernels -> launchers (here) -> ``march::t5_attention_fwd/bwd`` custom ops (fake + autograd,
 so ``torch.compile(fullgraph=True)`` sees through; in eager mode an autograd.Function calls the
 launchers directly, without the dispatch cost) -> the public ``t5_attention`` (input checks,
