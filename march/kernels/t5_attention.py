@@ -433,13 +433,13 @@ def _attn_bwd(do, q, k, v, o, lse, seed, mask, table, kpm, bidirectional, num_bu
     if accumulate:
         bm, bn = _block_mn(dkdv_kernel)
         used = bsz * n_slots + triton.cdiv(lk, bn) * n_t
-    if accumulate and n_t > 0:  # (n_t = 0: no band tile, e.g. one decoding step far from its keys)
-        _t5_attn_bwd_band_sum_kernel[(triton.cdiv(lk, bn) * n_t, heads)](
-            dsb, brow, klim, dtab, bsz, heads, lq, lk, query_offset, sat_pos, r, n_t, n_rows, bsz * n_slots,
-            dq_bm, dq_bn, BLOCK_M=bm, BLOCK_N=bn, HAS_KPM=common["HAS_KPM"], CAUSAL=causal, NB_P2=nb_p2,
-            **_BAND_SUM_LAUNCH,
-        )
-    elif not accumulate:
+        if n_t > 0:  # (n_t = 0: no band tile, e.g. one decoding step far from its keys)
+            _t5_attn_bwd_band_sum_kernel[(triton.cdiv(lk, bn) * n_t, heads)](
+                dsb, brow, klim, dtab, bsz, heads, lq, lk, query_offset, sat_pos, r, n_t, n_rows,
+                bsz * n_slots, dq_bm, dq_bn, BLOCK_M=bm, BLOCK_N=bn, HAS_KPM=common["HAS_KPM"], CAUSAL=causal,
+                NB_P2=nb_p2, **_BAND_SUM_LAUNCH,
+            )
+    else:
         bm, bn, n_t = band["BLOCK_M"], band["BLOCK_N"], band["n_t"]
         if dq_bm % bm or dq_bn % bn:
             raise RuntimeError(f"band tiles {bm}x{bn} must divide the dq kernel's {dq_bm}x{dq_bn}")
