@@ -399,13 +399,13 @@ def _attn_bwd(do, q, k, v, o, lse, seed, mask, table, kpm, bidirectional, num_bu
     # Table-gradient partials, (H, ROWS, NB_P2) fp32: per head, B·n_slots rows from the dq kernel
     # (saturated tiles) then the band rows; the rows a launch uses are all written by it.
     n_slots = triton.cdiv(lq, SLOT_M)
-    accumulate = False
-    if bias_grad:
+    accumulate = bias_grad and band_mode(block_d, dropout_p > 0, causal) == "accumulate"
+    if accumulate:  # (the buffer's size is known once planned: past the cap the default recomputes)
         band = _band_sum_plan(q, k, query_offset, sat_pos, r, _tiles(_dq_name(dropout_p), block_d),
                               _tiles("dkdv", block_d))
         accumulate = band_mode(block_d, dropout_p > 0, causal, 4 * band["dsb_numel"]) == "accumulate"
-        if not accumulate:
-            band = _band_plan(q, k, sat_pos, r, common["BLOCK_D"], _dq_name(dropout_p))
+    if bias_grad and not accumulate:
+        band = _band_plan(q, k, sat_pos, r, common["BLOCK_D"], _dq_name(dropout_p))
     n_rows = bsz * n_slots + (band["rows"] if bias_grad else 0)
     dtab = torch.empty((heads, n_rows, nb_p2) if bias_grad else (1,), dtype=torch.float32, device=q.device)
     dq_kernel = _kernel(_dq_name(dropout_p), block_d, tune)
