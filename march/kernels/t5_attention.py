@@ -131,14 +131,19 @@ _TUNE = {
     # 0.128 ms at (64, 64, 4, 3), 0.120 at (128, 64, 4, 3); without dropout 0.103 and 0.102).
     ("fwd_dropout", 64): [(128, 64, 4, 3), (64, 64, 4, 3), (128, 128, 8, 3), (128, 32, 4, 4)],
     ("dkdv", 64): [(64, 64, 4, 3), (32, 64, 4, 3), (64, 128, 8, 2), (32, 128, 8, 2)],
-    ("dkdv", 128): [(64, 128, 8, 2), (64, 128, 8, 3), (32, 64, 4, 2), (64, 64, 8, 2)],
+    # d=128 backward (session 12, L=2048 d=128, same call, two rounds; results/NVIDIA-H200/
+    # attention_probe_s12_call5.json): dk/dv at (32, 64, 4, 3) 0.508 ms against 0.547 at (64, 128, 8, 2)
+    # (255 registers with 176 B of spills there, none here; band sum 0.043 against 0.053), dq at
+    # (64, 64, 4, 2) 0.382 against 0.394 at (128, 64, 8, 3): fwd+bwd 1.321 -> 1.262 ms.
+    ("dkdv", 128): [(32, 64, 4, 3), (64, 128, 8, 2), (32, 64, 4, 2), (64, 128, 8, 3)],
     ("dq", 64): [(64, 64, 4, 3), (128, 64, 8, 2), (128, 128, 8, 2), (64, 128, 4, 3)],
-    ("dq", 128): [(128, 64, 8, 3), (128, 64, 8, 2), (64, 64, 8, 2), (64, 64, 4, 3)],
+    ("dq", 128): [(64, 64, 4, 2), (128, 64, 8, 3), (128, 64, 8, 2), (64, 64, 8, 2)],
     # With dropout, dq under a 168-register cap (no spills): three programs per SM instead of two
     # (session 9, L=512 d=64 with dropout 0.1: 0.175 ms uncapped, 0.150 capped, 0.147 with 2 stages).
     ("dq_dropout", 64): [(64, 64, 4, 2, 168), (64, 64, 4, 3, 168), (64, 64, 4, 3), (128, 64, 4, 3)],
 }
-# At d=128 the dropout kernels keep the plain lists (not priced separately with dropout).
+# At d=128 the dropout kernels keep the plain lists (not priced separately with dropout; session
+# 12's d=128 dq default was priced without dropout only).
 _TUNE[("fwd_dropout", 128)] = list(_TUNE[("fwd", 128)])
 _TUNE[("dq_dropout", 128)] = list(_TUNE[("dq", 128)])
 # 4 configs each: every new key costs 12 compiles (~1-2 s each) + short timings, once per process.

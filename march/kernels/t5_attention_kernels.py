@@ -97,6 +97,15 @@ benchmarks/probe_attention.py; results/NVIDIA-H200/attention_probe_s6.json):
   without the adds; and the forward issuing the next key block's S = q·kᵀ before this block's
   softmax (FA3's intra-warpgroup overlap): L=512 0.103 -> 0.108 ms, with dropout 0.105 -> 0.141,
   L=2048 d=128 0.327 -> 0.463 (``attention_probe_s11_call1.json``).
+- Session 12: Nsight Compute on the H200 (``results/NVIDIA-H200/ncu_s12/``): every kernel issues on
+  26-54% of cycles with 2-3 warps per scheduler and no pipeline above 45% (latency-bound); the
+  forward's per-tile mask-byte load (~10% of its stall samples) and every kernel's per-tile scalar
+  load of a saturated tile's bias (~2%) were exposed. Now loaded a tile ahead (``_mask_bytes``,
+  forward without dropout) and once per program (``_bias_saturated``, forward without dropout and
+  dk/dv): L=2048 d=128 fwd 0.326 -> 0.312 ms, dk/dv 0.550 -> 0.544, L=512 unchanged (within
+  0.002); in dq, and in the dropout forward (255 registers: it spilled, 0.104 -> 0.114), they cost
+  time and are not used (``attention_probe_s12_call4.json``). With the hoist, dk/dv at d=128 runs
+  without spills at (32, 64, 4, 3): 0.508 against 0.547 ms (``_TUNE``).
 - Measured and rejected in session 8: (a) dq inside the dk/dv kernel (FA2's layout, an extra dSᵀk
   product per tile into an fp32 buffer): +0.146 ms in dk/dv with unordered atomics, +0.28 ms with
   deterministic adds ordered by key block, against the 0.144 ms dq kernel it would replace
@@ -204,11 +213,22 @@ def _bias_gather(BIAS_H, tile_rel0, ROWS: tl.constexpr, COLS: tl.constexpr, KEY_
 
 
 @triton.jit
+def _bias_saturated(BIAS_H, R):
+    """(bias · log2(e) of every rel ≥ R, of every rel ≤ −R): the two saturated buckets' values,
+    loaded once before a kernel's loop. (Loaded per saturated tile, the scalar's L2 latency was
+    exposed on every tile: ~2% of the forward's and dq's stall samples, H200, session 12.)"""
+    return tl.load(BIAS_H + R), tl.load(BIAS_H - R)
+
+
+@triton.jit
 def _bias_log2(BIAS_H, tile_rel0, sat_pos, R, ROWS: tl.constexpr, COLS: tl.constexpr, KEY_ROWS: tl.constexpr,
-               rel=None):
+               bias_sat, rel=None):
     """Bias · log2(e) (fp32) of a (ROWS, COLS) tile whose relative positions span [tile_rel0 − (queries
     − 1), tile_rel0 + keys − 1] (see ``_bias_gather``): a gather from the head's precomputed row,
-    BIAS_H[rel] = table[bucket(rel), h] · log2(e), or one scalar when the tile is saturated. Given
+    BIAS_H[rel] = table[bucket(rel), h] · log2(e), or one of the two saturated values ``bias_sat``
+    (``_bias_saturated``) when the tile is saturated: every rel ≥ sat_pos has the bucket of +R
+    (sat_pos = R bidirectional; 0 one-sided, where every rel ≥ 0 is bucket 0), every rel ≤ −R that
+    of −R. Given
     ``rel`` (the tile's int32 relative positions), band tiles are addressed from it instead: the
     dq kernel's choice (with dropout, 0.169 ms with ``_bias_gather``'s addressing against 0.163 at
     L=512 d=64 on the H200, session 8; the same without dropout)."""
@@ -222,8 +242,11 @@ def _bias_log2(BIAS_H, tile_rel0, sat_pos, R, ROWS: tl.constexpr, COLS: tl.const
     # (Branch-local names differ on purpose: compiled Triton requires a variable assigned in both
     # branches to have one type, and the index is a scalar in one and a tile in the other.)
     if (rel_lo >= sat_pos) | (rel_hi <= -R):  # one bucket for the whole tile: a scalar
-        tile_idx = tl.minimum(tl.maximum(rel_lo, -R), R)
-        bias = tl.zeros([ROWS, COLS], tl.float32) + tl.load(BIAS_H + tile_idx)
+        if bias_sat is None:  # loaded here, per tile
+            bias = tl.zeros([ROWS, COLS], tl.float32) + tl.load(BIAS_H + tl.minimum(tl.maximum(rel_lo, -R), R))
+        else:
+            bias_pos, bias_neg = bias_sat
+            bias = tl.zeros([ROWS, COLS], tl.float32) + tl.where(rel_lo >= sat_pos, bias_pos, bias_neg)
     elif rel is None:
         bias = _bias_gather(BIAS_H, tile_rel0, ROWS, COLS, KEY_ROWS)
     else:
@@ -248,6 +271,20 @@ def _key_range(KLIM, b, Lk, HAS_KPM: tl.constexpr, BLOCK_N: tl.constexpr):
         lo = (tl.load(KLIM + 2 * b) // BLOCK_N) * BLOCK_N
         hi = tl.load(KLIM + 2 * b + 1)
     return lo, hi
+
+
+@triton.jit
+def _mask_bytes(KPM, b, skpm, n0, Lk, HAS_KPM: tl.constexpr, BLOCK_N: tl.constexpr):
+    """Key block n0's mask bytes (uint8 (BLOCK_N,), 0 past Lk; a dummy 0 without a mask). The
+    forward and dq kernels load the next block's while working on this one: loaded per tile and
+    consumed right after the score product, the load's L2 latency was exposed on every tile and
+    held 8-10% of the forward's stall samples and ~4% of dq's (H200, session 12, Nsight Compute
+    warp sampling, L=512 d=64)."""
+    kp = 0
+    if HAS_KPM:
+        offs = n0 + tl.arange(0, BLOCK_N)
+        kp = tl.load(KPM + b * skpm + offs, mask=offs < Lk, other=0)
+    return kp
 
 
 @triton.jit
@@ -310,20 +347,33 @@ def _t5_attn_fwd_kernel(
     l_i = tl.zeros([BLOCK_M], tl.float32)
     acc = tl.zeros([BLOCK_M, BLOCK_D], tl.float32)
     lo, hi = _key_range(KLIM, b, Lk, HAS_KPM, BLOCK_N)
+    # Without dropout, the next key block's mask bytes are loaded a tile ahead (``_mask_bytes``);
+    # with it the forward is at 255 registers and they made it spill (H200, session 12, L=512 d=64
+    # with dropout 0.1: 0.104 -> 0.114 ms; without: L=2048 d=128 0.326 -> 0.312, L=512 unchanged).
+    # (The same for the saturated bias values: with dropout they are loaded per tile.)
+    PREFETCH_KPM: tl.constexpr = HAS_KPM and not DROPOUT
+    kp_next = _mask_bytes(KPM, b, skpm, lo, Lk, PREFETCH_KPM, BLOCK_N)
+    bias_sat = None
+    if HAS_BIAS and not DROPOUT:
+        bias_sat = _bias_saturated(BIAS_H, R)
     if CAUSAL:  # keys j ≤ i + query_offset only
         hi = tl.minimum(hi, m0 + BLOCK_M + query_offset)
     for n0 in range(lo, hi, BLOCK_N):
         offs_n = n0 + tl.arange(0, BLOCK_N)
         n_mask = offs_n < Lk
+        if PREFETCH_KPM:
+            kp = kp_next
+            kp_next = _mask_bytes(KPM, b, skpm, n0 + BLOCK_N, Lk, PREFETCH_KPM, BLOCK_N)
         kv_mask = n_mask[:, None] & d_mask[None, :]
         k = tl.load(K + (offs_n[:, None] * skn + offs_d[None, :]), mask=kv_mask, other=0.0)
         s = tl.dot(q, tl.trans(k)) * scale_log2  # (BM, BN) fp32
         if HAS_BIAS:
-            s += _bias_log2(BIAS_H, n0 - m0 - query_offset, sat_pos, R, BLOCK_M, BLOCK_N, False)
+            s += _bias_log2(BIAS_H, n0 - m0 - query_offset, sat_pos, R, BLOCK_M, BLOCK_N, False, bias_sat)
         # Rows ≥ Lq need no mask: they are never stored (and q = 0 there keeps them finite).
         valid = n_mask[None, :]
         if HAS_KPM:
-            kp = tl.load(KPM + b * skpm + offs_n, mask=n_mask, other=0)
+            if not PREFETCH_KPM:
+                kp = tl.load(KPM + b * skpm + offs_n, mask=n_mask, other=0)
             valid &= (kp != 0)[None, :]
         if CAUSAL:  # j ≤ i + offset
             valid &= offs_n[None, :] <= (offs_m[:, None] + query_offset)
@@ -468,6 +518,7 @@ def _t5_attn_bwd_dkdv_kernel(
     Q += b * sqb + h64 * sqh
     DO += b * sdob + h64 * sdoh
     BIAS_H = _bias_row(BIAS, h, R)
+    bias_sat = _bias_saturated(BIAS_H, R) if HAS_BIAS else (0.0, 0.0)
     seed = tl.load(SEED)  # the dropout seed (a dummy without dropout)
     inv_keep = 1.0 / (1.0 - dropout_p)
 
@@ -498,7 +549,7 @@ def _t5_attn_bwd_dkdv_kernel(
         delta = tl.load(DELTA + bh.to(tl.int64) * Lq + offs_m, mask=m_mask, other=0.0)
         sT = tl.dot(k, qT) * scale_log2  # (BN, BM)
         if HAS_BIAS:
-            sT += _bias_log2(BIAS_H, n0 - m0 - query_offset, sat_pos, R, BLOCK_N, BLOCK_M, True)
+            sT += _bias_log2(BIAS_H, n0 - m0 - query_offset, sat_pos, R, BLOCK_N, BLOCK_M, True, bias_sat)
         valid = kvalid[:, None] & m_mask[None, :]
         if CAUSAL:  # j ≤ i + offset
             valid &= offs_n[:, None] <= (offs_m[None, :] + query_offset)
@@ -616,9 +667,10 @@ def _t5_attn_bwd_dq_kernel(
         rel_lo = n0 - (m0 + BLOCK_M - 1 + query_offset)  # the tile's rel range (scalars)
         rel_hi = n0 + BLOCK_N - 1 - (m0 + query_offset)
         if HAS_BIAS:
-            s += _bias_log2(BIAS_H, n0 - m0 - query_offset, sat_pos, R, BLOCK_M, BLOCK_N, False, rel)
+            # (the saturated values loaded per tile: hoisted, as the forward and dk/dv do, dq was no faster)
+            s += _bias_log2(BIAS_H, n0 - m0 - query_offset, sat_pos, R, BLOCK_M, BLOCK_N, False, None, rel)
         valid = n_mask[None, :]  # rows ≥ Lq: lse = +inf there, so p = 0 without a mask
-        if HAS_KPM:
+        if HAS_KPM:  # (loaded a tile ahead, as the forward does, it cost +0.005 ms at L=2048 d=128)
             valid &= (tl.load(KPM + b * skpm + offs_n, mask=n_mask, other=0) != 0)[None, :]
         if CAUSAL:
             valid &= rel <= 0
