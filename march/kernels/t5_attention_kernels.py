@@ -276,7 +276,7 @@ def _key_range(KLIM, b, Lk, HAS_KPM: tl.constexpr, BLOCK_N: tl.constexpr):
 @triton.jit
 def _mask_bytes(KPM, b, skpm, n0, Lk, HAS_KPM: tl.constexpr, BLOCK_N: tl.constexpr):
     """Key block n0's mask bytes (uint8 (BLOCK_N,), 0 past Lk; a dummy 0 without a mask). The
-    forward and dq kernels load the next block's while working on this one: loaded per tile and
+    forward without dropout loads the next block's while working on this one: loaded per tile and
     consumed right after the score product, the load's L2 latency was exposed on every tile and
     held 8-10% of the forward's stall samples and ~4% of dq's (H200, session 12, Nsight Compute
     warp sampling, L=512 d=64)."""
@@ -667,10 +667,11 @@ def _t5_attn_bwd_dq_kernel(
         rel_lo = n0 - (m0 + BLOCK_M - 1 + query_offset)  # the tile's rel range (scalars)
         rel_hi = n0 + BLOCK_N - 1 - (m0 + query_offset)
         if HAS_BIAS:
-            # (the saturated values loaded per tile: hoisted, as the forward and dk/dv do, dq was no faster)
+            # (Saturated values loaded per tile, and the mask bytes below: with both loaded ahead as
+            # the forward does, dq was 0.001-0.005 ms slower, session 12; not priced apart.)
             s += _bias_log2(BIAS_H, n0 - m0 - query_offset, sat_pos, R, BLOCK_M, BLOCK_N, False, None, rel)
         valid = n_mask[None, :]  # rows ≥ Lq: lse = +inf there, so p = 0 without a mask
-        if HAS_KPM:  # (loaded a tile ahead, as the forward does, it cost +0.005 ms at L=2048 d=128)
+        if HAS_KPM:
             valid &= (tl.load(KPM + b * skpm + offs_n, mask=n_mask, other=0) != 0)[None, :]
         if CAUSAL:
             valid &= rel <= 0
