@@ -518,7 +518,9 @@ def _t5_attn_bwd_dkdv_kernel(
     Q += b * sqb + h64 * sqh
     DO += b * sdob + h64 * sdoh
     BIAS_H = _bias_row(BIAS, h, R)
-    bias_sat = _bias_saturated(BIAS_H, R) if HAS_BIAS else (0.0, 0.0)
+    bias_sat = None
+    if HAS_BIAS:
+        bias_sat = _bias_saturated(BIAS_H, R)
     seed = tl.load(SEED)  # the dropout seed (a dummy without dropout)
     inv_keep = 1.0 / (1.0 - dropout_p)
 
