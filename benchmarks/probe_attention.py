@@ -17,6 +17,7 @@ MARCH_PROBE_CANDIDATES (JSON) prices explicit config lists for some kernels, the
 from __future__ import annotations
 
 import importlib
+import itertools
 import json
 import os
 import sys
@@ -26,6 +27,7 @@ import torch
 import triton
 from torch.profiler import ProfilerActivity, profile
 
+from benchmarks import common
 from benchmarks.test_bench_attention import CASES, _inputs, _kw
 
 attn = importlib.import_module("march.kernels.t5_attention")  # the module (the package exports the function)
@@ -66,6 +68,8 @@ def _explicit_candidates(value: str) -> dict:
     return chosen
 
 
+# MARCH_PROBE_BAND_STREAMS=off,side: the "full" rows once per band-stream mode (attn.band_stream).
+STREAMS = [m for m in os.environ.get("MARCH_PROBE_BAND_STREAMS", "").split(",") if m] or [None]
 if os.environ.get("MARCH_PROBE_CANDIDATES"):
     CANDIDATES = _explicit_candidates(os.environ["MARCH_PROBE_CANDIDATES"])
 # (Sessions ≤ 8 had a delta prepass, "delta"; session 9 computes delta in the dq kernel and keeps a
@@ -114,6 +118,9 @@ def _kernel_ms(fn) -> dict:
         name = next((v for k, v in KERNELS.items() if k in e.key), "flash" if "flash" in e.key else "other")
         out[name] = out.get(name, 0.0) + t / ITERS / 1e3
     out["total"] = sum(out.values())
+    # Kernels on a side stream overlap (``attn.band_stream``): the sum above counts them apart;
+    # "wall" is one fwd+bwd's GPU time, replayed from a CUDA graph (inputs not rotated).
+    out["wall"] = common.graph_ms(fn, replays=30) or float("nan")
     return out
 
 
@@ -173,15 +180,20 @@ def main(path: str) -> None:
                 cls = 64 if d <= 64 else 128
                 names = ("fwd", "dq", "dkdv", "fwd_dropout", "dq_dropout")
                 n = max(len(CANDIDATES.get((name, cls), ())) for name in names) if variant == "full" else 1
-                for i in range(n):
+                for i, stream in itertools.product(range(n), STREAMS if variant == "full" else [None]):
                     if time.time() - t0 > budget:
                         raise TimeoutError
                     configs = _set_configs(triton.next_power_of_2(d), i)
                     row = {"case": case, "variant": variant, "configs": configs}
+                    if stream:
+                        os.environ["MARCH_ATTN_BAND_STREAM"] = row["band_stream"] = stream
                     try:
                         row["ms"] = _kernel_ms(_step(q, k, v, tab, mask, kind, dout, dropout_p, mask_mode))
                     except Exception as e:  # a config that does not compile or fit: recorded
                         row["error"] = f"{type(e).__name__}: {str(e)[:200]}"
+                    finally:
+                        if stream:
+                            os.environ.pop("MARCH_ATTN_BAND_STREAM")
                     emit(row)
             if case == "encoder L512 d64":  # the bound: SDPA flash, no bias, no padding
                 qs, ks, vs = (t.detach().requires_grad_() for t in (q, k, v))

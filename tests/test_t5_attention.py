@@ -649,6 +649,55 @@ def test_dropout_gpu(device, d, band_mode):
         assert_close_to_oracle(name, g, ge, go)
 
 
+@pytest.mark.gpu
+def test_band_stream_modes_are_bit_identical_and_capturable(monkeypatch, device):
+    """MARCH_ATTN_BAND_STREAM: the recomputing band kernel beside dk/dv on a side stream (either
+    priority) gives the bits of the band kernel after dk/dv on the caller's stream, eagerly and
+    replayed from a CUDA graph (the fork and the join are captured)."""
+    import importlib
+
+    mod = importlib.import_module("march.kernels.t5_attention")
+    monkeypatch.setenv("MARCH_ATTN_BAND_MODE", "recompute")
+    q, k, v, table, kpm = _make(4, 12, 512, 512, 64, BF16, device, pad="right")
+    grad = torch.randn(4, 12, 512, 64, device=device, dtype=BF16)
+    results = {}
+    for mode in mod.BAND_STREAM_MODES:
+        monkeypatch.setenv("MARCH_ATTN_BAND_STREAM", mode)
+        results[mode] = _run(lambda *a: t5_attention(*a, key_padding_mask=kpm), [q, k, v, table], grad)[1]
+    for mode in ("side", "side-high"):
+        for a, b in zip(results["off"], results[mode]):
+            assert torch.equal(a, b), mode
+    monkeypatch.setenv("MARCH_ATTN_BAND_STREAM", "side")
+    params = [t.detach().clone().requires_grad_(True) for t in (q, k, v, table)]
+
+    def step():
+        return torch.autograd.grad(t5_attention(*params, key_padding_mask=kpm), params, grad)
+
+    warm = torch.cuda.Stream()
+    warm.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(warm):
+        step()
+    torch.cuda.current_stream().wait_stream(warm)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        captured = step()
+    graph.replay()
+    torch.cuda.synchronize()
+    for a, b in zip(results["off"], captured):
+        assert torch.equal(a, b)
+
+
+def test_band_stream_rejects_bad_values(monkeypatch):
+    import importlib
+
+    mod = importlib.import_module("march.kernels.t5_attention")
+    monkeypatch.setenv("MARCH_ATTN_BAND_STREAM", "both")
+    with pytest.raises(ValueError, match="MARCH_ATTN_BAND_STREAM"):
+        mod.band_stream()
+    monkeypatch.delenv("MARCH_ATTN_BAND_STREAM")
+    assert mod.band_stream() in mod.BAND_STREAM_MODES
+
+
 _BAND_OVERRIDES = {  # env variable: (parser, a good value, what it parses to)
     "MARCH_ATTN_BAND_CONFIG": ("_band_config_override", "32,64,8,2", (32, 64, 8, 2)),
     "MARCH_ATTN_BAND_CHUNKS": ("_band_chunks_override", "3", 3),

@@ -32,6 +32,7 @@ reference fallback on CPU without the interpreter).
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import functools
 import inspect
 import os
@@ -426,15 +427,37 @@ def _attn_bwd(do, q, k, v, o, lse, seed, mask, table, kpm, bidirectional, num_bu
         n_t = band["n_t"]
     else:
         dsb, n_t = dtab, 1
+    recompute = bias_grad and not accumulate
+    # The recomputing band kernel and dk/dv both need only dq's outputs: the band kernel may run on
+    # a side stream beside dk/dv (``band_stream``), joined before the partials are summed.
+    side = _side_stream(q.device, band_stream()) if recompute and q.is_cuda and not tune else None
+    main = torch.cuda.current_stream(q.device) if side is not None else None
+    if side is not None:
+        side.wait_stream(main)  # forked after dq, before either launch
+    if recompute:
+        _, _, _, query_offset, _, scale_log2, _, _, dropout_p, seed, mask = scalars
+        bm, bn, n_t = band["BLOCK_M"], band["BLOCK_N"], band["n_t"]
+        if dq_bm % bm or dq_bn % bn:
+            raise RuntimeError(f"band tiles {bm}x{bn} must divide the dq kernel's {dq_bm}x{dq_bn}")
+        with torch.cuda.stream(side) if side is not None else contextlib.nullcontext():
+            _t5_attn_bwd_bias_band_kernel[(triton.cdiv(lk, bn) * n_t, heads, band["n_chunks"])](
+                q, k, v, do, rows, brow, kpm_t, lse, delta_exact, dtab, *qkv_do, skpm,
+                bsz, heads, lq, lk, query_offset, scale_log2, sat_pos, r, dropout_p, seed, mask,
+                n_rows, bsz * n_slots, n_t, band["b_chunk"], HEAD_DIM=d, BLOCK_D=block_d, BLOCK_M=bm,
+                BLOCK_N=bn, HAS_KPM=common["HAS_KPM"], CAUSAL=causal, DROPOUT=common["DROPOUT"], NB_P2=nb_p2,
+                DQ_BM=dq_bm, DQ_BN=dq_bn, STORED_MASK=common["STORED_MASK"], **band["launch"],
+            )
     dkdv_kernel = _kernel("dkdv", block_d, tune)
     dkdv_kernel[lambda meta: (triton.cdiv(lk, meta["BLOCK_N"]), bsz * heads)](
         q, k, v, do, rows, kpm_t, klim, lse, delta_exact, dk, dv, dsb, *qkv_do,
         dk.stride(0), dk.stride(1), dk.stride(2), dv.stride(0), dv.stride(1), dv.stride(2), skpm, *scalars,
-        n_t, dq_bm, dq_bn, *keys, BAND_STORE=accumulate, **common,
+        n_t if accumulate else 1, dq_bm, dq_bn, *keys, BAND_STORE=accumulate, **common,
     )
+    if side is not None:
+        main.wait_stream(side)  # joined: every tensor the band kernel reads outlives its work
     if not bias_grad:
         return dq, dk, dv, q.new_zeros(0)
-    _, _, _, query_offset, _, scale_log2, _, _, dropout_p, seed, mask = scalars
+    used = n_rows
     if accumulate:
         bm, bn = _block_mn(dkdv_kernel)
         used = bsz * n_slots + triton.cdiv(lk, bn) * n_t
@@ -444,22 +467,38 @@ def _attn_bwd(do, q, k, v, o, lse, seed, mask, table, kpm, bidirectional, num_bu
                 bsz * n_slots, dq_bm, dq_bn, BLOCK_M=bm, BLOCK_N=bn, HAS_KPM=common["HAS_KPM"], CAUSAL=causal,
                 NB_P2=nb_p2, **_BAND_SUM_LAUNCH,
             )
-    else:
-        bm, bn, n_t = band["BLOCK_M"], band["BLOCK_N"], band["n_t"]
-        if dq_bm % bm or dq_bn % bn:
-            raise RuntimeError(f"band tiles {bm}x{bn} must divide the dq kernel's {dq_bm}x{dq_bn}")
-        _t5_attn_bwd_bias_band_kernel[(triton.cdiv(lk, bn) * n_t, heads, band["n_chunks"])](
-            q, k, v, do, rows, brow, kpm_t, lse, delta_exact, dtab, *qkv_do, skpm,
-            bsz, heads, lq, lk, query_offset, scale_log2, sat_pos, r, dropout_p, seed, mask,
-            n_rows, bsz * n_slots, n_t, band["b_chunk"], HEAD_DIM=d, BLOCK_D=block_d, BLOCK_M=bm, BLOCK_N=bn,
-            HAS_KPM=common["HAS_KPM"], CAUSAL=causal, DROPOUT=common["DROPOUT"], NB_P2=nb_p2,
-            DQ_BM=dq_bm, DQ_BN=dq_bn, STORED_MASK=common["STORED_MASK"], **band["launch"],
-        )
-        used = n_rows
     # The partials summed in a fixed order, cast and transposed into (NB, H) in one launch.
     out = torch.empty((num_buckets, heads), dtype=table.dtype, device=table.device)
     sum_rows(dtab[:, :used, :num_buckets], out.t())
     return dq, dk, dv, out
+
+
+BAND_STREAM_MODES = ("off", "side", "side-high")
+
+
+def band_stream() -> str:
+    """MARCH_ATTN_BAND_STREAM: where the recomputing band kernel (``band_mode`` "recompute") runs.
+    "side": on a second stream beside the dk/dv kernel (both read only dq's outputs), so that each
+    fills the SMs the other leaves idle (the band kernel's ~1.5 waves, dk/dv's last wave); "side-high":
+    that stream at high priority, so the band kernel's programs are dispatched first; "off": after
+    dk/dv on the caller's stream. Either way the results are bit-identical (neither kernel writes
+    what the other reads)."""
+    mode = os.environ.get("MARCH_ATTN_BAND_STREAM", "side")
+    if mode not in BAND_STREAM_MODES:
+        raise ValueError(f"MARCH_ATTN_BAND_STREAM must be one of {BAND_STREAM_MODES}, got {mode!r}")
+    return mode
+
+
+@functools.lru_cache(maxsize=None)
+def _side_streams(device: torch.device) -> dict:
+    """One normal- and one high-priority side stream per device, made once (never during a CUDA-graph
+    capture: the first backward of a process runs before any capture)."""
+    # (lower numbers are higher priorities; torch maps one past the device's range to its highest)
+    return {"side": torch.cuda.Stream(device, priority=0), "side-high": torch.cuda.Stream(device, priority=-5)}
+
+
+def _side_stream(device: torch.device, mode: str) -> torch.cuda.Stream | None:
+    return None if mode == "off" else _side_streams(device)[mode]
 
 
 def band_mode(block_d: int, dropout: bool, causal: bool, buffer_bytes: int = 0) -> str:
