@@ -68,8 +68,10 @@ def _explicit_candidates(value: str) -> dict:
     return chosen
 
 
-# MARCH_PROBE_BAND_STREAMS=off,side: the "full" rows once per band-stream mode (attn.band_stream).
-STREAMS = [m for m in os.environ.get("MARCH_PROBE_BAND_STREAMS", "").split(",") if m] or [None]
+# MARCH_PROBE_ENV_SWEEP="MARCH_ATTN_BAND_STREAM=off,side,off,side": the "full" rows once per value of
+# one of march's switches (read per call), in this order (repeat values for interleaved rounds).
+SWEEP_VAR, _, _values = os.environ.get("MARCH_PROBE_ENV_SWEEP", "").partition("=")
+SWEEP_VALUES = [v for v in _values.split(",") if v] or [None]
 if os.environ.get("MARCH_PROBE_CANDIDATES"):
     CANDIDATES = _explicit_candidates(os.environ["MARCH_PROBE_CANDIDATES"])
 # (Sessions ≤ 8 had a delta prepass, "delta"; session 9 computes delta in the dq kernel and keeps a
@@ -118,7 +120,8 @@ def _kernel_ms(fn) -> dict:
         name = next((v for k, v in KERNELS.items() if k in e.key), "flash" if "flash" in e.key else "other")
         out[name] = out.get(name, 0.0) + t / ITERS / 1e3
     out["total"] = sum(out.values())
-    # Kernels on a side stream overlap (``attn.band_stream``): the sum above counts them apart;
+    # Kernels on a side stream overlap (``attn.band_stream``, ``attn.band_parts``): the sum above
+    # counts them apart;
     # "wall" is one fwd+bwd's GPU time, replayed from a CUDA graph (inputs not rotated).
     out["wall"] = common.graph_ms(fn, replays=30) or float("nan")
     return out
@@ -160,7 +163,8 @@ def main(path: str) -> None:
                        "band_mode": os.environ.get("MARCH_ATTN_BAND_MODE") or "default (t5_attention.band_mode)",
                        "rows": rows}, f, indent=1)
         ms = " ".join(f"{k}={v:.3f}" for k, v in row.get("ms", {}).items())
-        print(f"{row['case']:24} {row['variant']:16} {str(row.get('configs', '')):70} {ms} {row.get('error', '')}",
+        print(f"{row['case']:24} {row['variant']:16} {row.get(SWEEP_VAR, '')!s:10} {str(row.get('configs', '')):70} "
+              f"{ms} {row.get('error', '')}",
               flush=True)
 
     try:
@@ -180,20 +184,23 @@ def main(path: str) -> None:
                 cls = 64 if d <= 64 else 128
                 names = ("fwd", "dq", "dkdv", "fwd_dropout", "dq_dropout")
                 n = max(len(CANDIDATES.get((name, cls), ())) for name in names) if variant == "full" else 1
-                for i, stream in itertools.product(range(n), STREAMS if variant == "full" else [None]):
+                for i, value in itertools.product(range(n), SWEEP_VALUES if variant == "full" else [None]):
                     if time.time() - t0 > budget:
                         raise TimeoutError
                     configs = _set_configs(triton.next_power_of_2(d), i)
                     row = {"case": case, "variant": variant, "configs": configs}
-                    if stream:
-                        os.environ["MARCH_ATTN_BAND_STREAM"] = row["band_stream"] = stream
+                    saved = os.environ.get(SWEEP_VAR) if value else None
+                    if value:
+                        os.environ[SWEEP_VAR] = row[SWEEP_VAR] = value
                     try:
                         row["ms"] = _kernel_ms(_step(q, k, v, tab, mask, kind, dout, dropout_p, mask_mode))
                     except Exception as e:  # a config that does not compile or fit: recorded
                         row["error"] = f"{type(e).__name__}: {str(e)[:200]}"
                     finally:
-                        if stream:
-                            os.environ.pop("MARCH_ATTN_BAND_STREAM")
+                        if value:
+                            os.environ.pop(SWEEP_VAR)
+                            if saved is not None:
+                                os.environ[SWEEP_VAR] = saved
                     emit(row)
             if case == "encoder L512 d64":  # the bound: SDPA flash, no bias, no padding
                 qs, ks, vs = (t.detach().requires_grad_() for t in (q, k, v))
