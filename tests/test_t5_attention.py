@@ -687,69 +687,6 @@ def test_band_stream_modes_are_bit_identical_and_capturable(monkeypatch, device)
         assert torch.equal(a, b)
 
 
-@pytest.mark.gpu
-def test_band_parts_are_bit_identical_and_capturable(monkeypatch, device):
-    """MARCH_ATTN_BAND_PARTS: dk/dv in parts by key block, each part's band sum on a side stream
-    beside the next part, gives the bits of one part, eagerly and replayed from a CUDA graph."""
-    monkeypatch.setenv("MARCH_ATTN_BAND_MODE", "accumulate")
-    q, k, v, table, kpm = _make(4, 12, 512, 512, 64, BF16, device, pad="right")
-    grad = torch.randn(4, 12, 512, 64, device=device, dtype=BF16)
-    results = {}
-    for parts in ("1", "2", "3"):
-        monkeypatch.setenv("MARCH_ATTN_BAND_PARTS", parts)
-        results[parts] = _run(lambda *a: t5_attention(*a, key_padding_mask=kpm), [q, k, v, table], grad)[1]
-        for a, b in zip(results["1"], results[parts]):
-            assert torch.equal(a, b), parts
-    params = [t.detach().clone().requires_grad_(True) for t in (q, k, v, table)]
-
-    def step():
-        return torch.autograd.grad(t5_attention(*params, key_padding_mask=kpm), params, grad)
-
-    warm = torch.cuda.Stream()
-    warm.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(warm):
-        step()
-    torch.cuda.current_stream().wait_stream(warm)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        captured = step()
-    graph.replay()
-    torch.cuda.synchronize()
-    for a, b in zip(results["1"], captured):
-        assert torch.equal(a, b)
-
-
-@pytest.mark.skipif(HAS_GPU, reason="interpreter shapes; the GPU test above covers the side stream")
-@pytest.mark.parametrize("causal", [False, True])
-def test_band_parts_give_the_same_gradients(monkeypatch, causal):
-    """dk/dv and the band sums launched in parts by key block (KB0: the part's first key block, in
-    the programs' indices and the band buffer's addresses) give the bits of one launch, also with
-    more parts asked for than there are key blocks (capped) and parts of unequal size."""
-    monkeypatch.setenv("MARCH_ATTN_BAND_MODE", "accumulate")
-    q, k, v, table, kpm = _make(2, 2, 75, 200, 64, BF16, "cpu", pad="right", nb=8)  # 4 key blocks of 64
-    grad = torch.randn(2, 2, 75, 64)
-    kw = dict(key_padding_mask=kpm, num_buckets=8, max_distance=16, causal=causal, bidirectional=not causal)
-    results = {}
-    for parts in ("1", "3", "99"):
-        monkeypatch.setenv("MARCH_ATTN_BAND_PARTS", parts)
-        results[parts] = _run(lambda *a: t5_attention(*a, **kw), [q, k, v, table], grad)[1]
-    for parts in ("3", "99"):
-        for a, b in zip(results["1"], results[parts]):
-            assert torch.equal(a, b), parts
-
-
-def test_band_parts_rejects_bad_values(monkeypatch):
-    import importlib
-
-    mod = importlib.import_module("march.kernels.t5_attention")
-    for bad in ("0", "-1", "two", "1.5"):
-        monkeypatch.setenv("MARCH_ATTN_BAND_PARTS", bad)
-        with pytest.raises(ValueError, match="MARCH_ATTN_BAND_PARTS"):
-            mod.band_parts(8)
-    monkeypatch.setenv("MARCH_ATTN_BAND_PARTS", "5")
-    assert mod.band_parts(8) == 5 and mod.band_parts(3) == 3
-
-
 def test_band_stream_rejects_bad_values(monkeypatch):
     import importlib
 

@@ -448,56 +448,29 @@ def _attn_bwd(do, q, k, v, o, lse, seed, mask, table, kpm, bidirectional, num_bu
                 DQ_BM=dq_bm, DQ_BN=dq_bn, STORED_MASK=common["STORED_MASK"], **band["launch"],
             )
     dkdv_kernel = _kernel("dkdv", block_d, tune)
-    # Accumulate mode: dk/dv in parts by key block, each part's band sum on a side stream while
-    # dk/dv runs the next part (``band_parts``); one part when autotuning (BLOCK_N unknown here).
-    n_kb = None if tune else triton.cdiv(lk, _block_mn(dkdv_kernel)[1])
-    parts = band_parts(n_kb) if accumulate and n_t > 0 and n_kb else 1
-    bounds = [0] if parts == 1 else [n_kb * i // parts for i in range(parts)]
-    if parts > 1 and q.is_cuda:  # (on CPU, under the interpreter, the parts run in order)
-        side = _side_stream(q.device, "side")
-        main = torch.cuda.current_stream(q.device)
-    for i, kb0 in enumerate(bounds):
-        kb1 = bounds[i + 1] if i + 1 < len(bounds) else None  # None: to the last key block
-        dkdv_kernel[lambda meta, kb0=kb0, kb1=kb1: ((kb1 or triton.cdiv(lk, meta["BLOCK_N"])) - kb0, bsz * heads)](
-            q, k, v, do, rows, kpm_t, klim, lse, delta_exact, dk, dv, dsb, *qkv_do,
-            dk.stride(0), dk.stride(1), dk.stride(2), dv.stride(0), dv.stride(1), dv.stride(2), skpm, *scalars,
-            n_t if accumulate else 1, dq_bm, dq_bn, kb0, *keys, BAND_STORE=accumulate, **common,
-        )
-        if accumulate and n_t > 0:
-            bm, bn = _block_mn(dkdv_kernel)
-            if side is not None:
-                side.wait_stream(main)  # this part's dS written
-            with torch.cuda.stream(side) if side is not None else contextlib.nullcontext():
-                _t5_attn_bwd_band_sum_kernel[(((kb1 or triton.cdiv(lk, bn)) - kb0) * n_t, heads)](
-                    dsb, brow, klim, dtab, bsz, heads, lq, lk, query_offset, sat_pos, r, n_t, n_rows,
-                    bsz * n_slots, dq_bm, dq_bn, kb0, BLOCK_M=bm, BLOCK_N=bn, HAS_KPM=common["HAS_KPM"],
-                    CAUSAL=causal, NB_P2=nb_p2, **_BAND_SUM_LAUNCH,
-                )
+    dkdv_kernel[lambda meta: (triton.cdiv(lk, meta["BLOCK_N"]), bsz * heads)](
+        q, k, v, do, rows, kpm_t, klim, lse, delta_exact, dk, dv, dsb, *qkv_do,
+        dk.stride(0), dk.stride(1), dk.stride(2), dv.stride(0), dv.stride(1), dv.stride(2), skpm, *scalars,
+        n_t if accumulate else 1, dq_bm, dq_bn, *keys, BAND_STORE=accumulate, **common,
+    )
     if side is not None:
-        main.wait_stream(side)  # joined: every tensor the side stream's kernels read outlives their work
+        main.wait_stream(side)  # joined: every tensor the band kernel reads outlives its work
     if not bias_grad:
         return dq, dk, dv, q.new_zeros(0)
     used = n_rows
-    if accumulate:  # (n_t = 0: no band tile, e.g. one decoding step far from its keys)
-        used = bsz * n_slots + triton.cdiv(lk, _block_mn(dkdv_kernel)[1]) * n_t
+    if accumulate:
+        bm, bn = _block_mn(dkdv_kernel)
+        used = bsz * n_slots + triton.cdiv(lk, bn) * n_t
+        if n_t > 0:  # (n_t = 0: no band tile, e.g. one decoding step far from its keys)
+            _t5_attn_bwd_band_sum_kernel[(triton.cdiv(lk, bn) * n_t, heads)](
+                dsb, brow, klim, dtab, bsz, heads, lq, lk, query_offset, sat_pos, r, n_t, n_rows,
+                bsz * n_slots, dq_bm, dq_bn, BLOCK_M=bm, BLOCK_N=bn, HAS_KPM=common["HAS_KPM"], CAUSAL=causal,
+                NB_P2=nb_p2, **_BAND_SUM_LAUNCH,
+            )
     # The partials summed in a fixed order, cast and transposed into (NB, H) in one launch.
     out = torch.empty((num_buckets, heads), dtype=table.dtype, device=table.device)
     sum_rows(dtab[:, :used, :num_buckets], out.t())
     return dq, dk, dv, out
-
-
-_BAND_PARTS_DEFAULT = 1
-
-
-def band_parts(n_kb: int) -> int:
-    """MARCH_ATTN_BAND_PARTS: in the accumulate mode, the dk/dv kernel runs in this many launches
-    by key block and the band-sum kernel of each part on a side stream beside the next part (it
-    only reads that part's dS), instead of after all of dk/dv. At most one part per key block;
-    the same bits whatever the count (each band-sum program sums one position in batch order)."""
-    value = os.environ.get("MARCH_ATTN_BAND_PARTS", "") or str(_BAND_PARTS_DEFAULT)
-    if not value.isdigit() or int(value) < 1:
-        raise ValueError(f"MARCH_ATTN_BAND_PARTS must be a positive integer, got {value!r}")
-    return max(1, min(int(value), n_kb))
 
 
 BAND_STREAM_MODES = ("off", "side", "side-high")

@@ -481,14 +481,13 @@ def _band_store(ptrs, dsT):
             "=r,=r,l,l,f,f", [ptrs.to(tl.int64), dsT], dtype=tl.int32, is_pure=False, pack=2)
 
 
-@triton.jit(do_not_specialize=["query_offset", "LQ_KEY", "LK_KEY", "N_T", "KB0"])
+@triton.jit(do_not_specialize=["query_offset", "LQ_KEY", "LK_KEY", "N_T"])
 def _t5_attn_bwd_dkdv_kernel(
     Q, K, V, DO, BIAS, KPM, KLIM, LSE, DELTA, DK, DV,
     DSB,  # BAND_STORE: (B·H, n_kb, N_T, BLOCK_N, BLOCK_M) fp32, the band tiles' dS
     sqb, sqh, sqm, skb, skh, skn, svb, svh, svn, sdob, sdoh, sdom, sdkb, sdkh, sdkn, sdvb, sdvh, sdvn, skpm,
     H, Lq, Lk, query_offset, scale, scale_log2, sat_pos, R, dropout_p, SEED, MASK,
     N_T, DQ_BM, DQ_BN,  # band tiles per key block; the dq kernel's tile (BAND_STORE only)
-    KB0,  # this launch's first key block (program 0's; ``t5_attention.band_parts``)
     LQ_KEY, LK_KEY,  # bucketed Lq, Lk: autotune keys only, unused here
     HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
     HAS_BIAS: tl.constexpr, HAS_KPM: tl.constexpr, CAUSAL: tl.constexpr, DROPOUT: tl.constexpr,
@@ -499,7 +498,7 @@ def _t5_attn_bwd_dkdv_kernel(
     Bias-table gradient (BAND_STORE): the band tiles' dS go to DSB (tile t of key block n: the t-th
     query block from the band's first, ``_band_queries``) for ``_t5_attn_bwd_band_sum_kernel``;
     the saturated tiles' are the dq kernel's."""
-    pid_n = tl.program_id(0) + KB0
+    pid_n = tl.program_id(0)
     bh = tl.program_id(1)
     b = (bh // H).to(tl.int64)
     h = bh % H
@@ -540,7 +539,7 @@ def _t5_attn_bwd_dkdv_kernel(
     if BAND_STORE:
         band_lo, band_hi = _band_queries(n0, BLOCK_N, Lq, query_offset, sat_pos, R, DQ_BM, DQ_BN)
         band_m0 = (band_lo // BLOCK_M) * BLOCK_M
-        DSB += (bh.to(tl.int64) * tl.cdiv(Lk, BLOCK_N) + pid_n) * (N_T * BLOCK_N * BLOCK_M)
+        DSB += (bh.to(tl.int64) * tl.num_programs(0) + pid_n) * (N_T * BLOCK_N * BLOCK_M)
     for m0 in range(lo, hi, BLOCK_M):
         offs_m = m0 + tl.arange(0, BLOCK_M)
         m_mask = offs_m < Lq
@@ -813,10 +812,9 @@ def _t5_attn_bwd_bias_band_kernel(
     tl.store(DTAB + (h64 * ROWS + ROW0 + chunk * tl.num_programs(0) + pid) * NB_P2 + nb, dtab)
 
 
-@triton.jit(do_not_specialize=["query_offset", "N_T", "KB0"])
+@triton.jit(do_not_specialize=["query_offset", "N_T"])
 def _t5_attn_bwd_band_sum_kernel(
     DSB, BROW, KLIM, DTAB, B, H, Lq, Lk, query_offset, sat_pos, R, N_T, ROWS, ROW0, DQ_BM, DQ_BN,
-    KB0,  # this launch's first key block (its positions from KB0·N_T)
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, HAS_KPM: tl.constexpr, CAUSAL: tl.constexpr,
     NB_P2: tl.constexpr, STAGES: tl.constexpr,
 ):
@@ -826,9 +824,9 @@ def _t5_attn_bwd_band_sum_kernel(
     wrote nothing: skipped here), the elements of saturated dq tiles (the dq kernel's) and those
     past Lq or Lk masked, then summed along the diagonals into buckets (``_bucket_sums``, once per
     position). Writes partial row ROW0 + n·N_T + t of head h (zeros where the position holds no
-    band tile). A launch may cover key blocks KB0.. only (``t5_attention.band_parts``)."""
+    band tile)."""
     tl.static_assert(BLOCK_M <= BLOCK_N, "the diagonal reduction needs BLOCK_M <= BLOCK_N (dk/dv tiles)")
-    pid = tl.program_id(0) + KB0 * N_T
+    pid = tl.program_id(0)
     h = tl.program_id(1)
     h64 = h.to(tl.int64)
     pid_n = pid // N_T
@@ -843,7 +841,7 @@ def _t5_attn_bwd_band_sum_kernel(
         if m0 < (tl.maximum(n0 - query_offset, 0) // BLOCK_M) * BLOCK_M:
             b_end = 0
     offs = tl.arange(0, BLOCK_N)[:, None] * BLOCK_M + tl.arange(0, BLOCK_M)[None, :]
-    per_bh = (tl.cdiv(Lk, BLOCK_N) * N_T).to(tl.int64) * (BLOCK_N * BLOCK_M)  # one (b, h): n_kb·N_T tiles
+    per_bh = tl.num_programs(0).to(tl.int64) * (BLOCK_N * BLOCK_M)  # one (b, h): n_kb·N_T tiles
     DSB += h64 * per_bh + pid * (BLOCK_N * BLOCK_M)
     acc = tl.zeros([BLOCK_N, BLOCK_M], tl.float32)
     for b in tl.range(0, b_end, num_stages=STAGES):  # in batch order: the same sum every run
