@@ -120,8 +120,7 @@ def _kernel_ms(fn) -> dict:
         name = next((v for k, v in KERNELS.items() if k in e.key), "flash" if "flash" in e.key else "other")
         out[name] = out.get(name, 0.0) + t / ITERS / 1e3
     out["total"] = sum(out.values())
-    # Kernels on a side stream overlap (``attn.band_stream``): the sum above
-    # counts them apart;
+    # Kernels on a side stream overlap (``attn.band_stream``): the sum above counts them apart;
     # "wall" is one fwd+bwd's GPU time, replayed from a CUDA graph (inputs not rotated).
     out["wall"] = common.graph_ms(fn, replays=30) or float("nan")
     return out
