@@ -106,6 +106,20 @@ benchmarks/probe_attention.py; results/NVIDIA-H200/attention_probe_s6.json):
   0.002); in dq, and in the dropout forward (255 registers: it spilled, 0.104 -> 0.114), they cost
   time and are not used (``attention_probe_s12_call4.json``). With the hoist, dk/dv at d=128 runs
   without spills at (32, 64, 4, 3): 0.508 against 0.547 ms (``_TUNE``).
+- Session 13 (``attention_probe_s13_call*.json``, wall time of one fwd+bwd): the recomputing band
+  kernel runs on a side stream beside dk/dv (both need only dq's outputs; ``t5_attention.band_stream``):
+  L=512 d=64 0.452/0.457 -> 0.435/0.433 ms (benchmark 0.451 -> 0.433, 200 -> 208 TFLOP/s); no gain
+  where the band kernel is larger (d=128: 1.378 either way) and still behind the accumulate mode
+  with dropout (0.608-0.610 against 0.601-0.603). Measured and rejected: dk/dv in 2-8 launches by
+  key block with each part's band sum on the side stream (L=512 with dropout 0.60 -> 0.62, d=128
+  1.32 -> 1.33-1.41: the band sums' small grids beside dk/dv cost more than they hid); the band
+  buffer in fp16 with per-row power-of-two scales (error vs the oracle unchanged on CPU; dk/dv
+  −0.009 ms but its band sum 0.055 -> 0.072 through 4-byte loads of the permuted tile, 0.298 when
+  summed in the buffer's order and permuted back: no gain at L=512, 1.29 -> 1.27 at d=128, slower
+  for the decoder); Triton's automatic Hopper warp specialisation (``tl.range(warp_specialize=True)``
+  with tensor descriptors) on a minimal FlashAttention forward: an illegal memory access on
+  triton 3.6 (``ws_minimal_s13.json``; descriptors without it: 407 TFLOP/s against 441 with pointer
+  loads at d=128, the same as this forward with its bias and mask, 434).
 - Measured and rejected in session 8: (a) dq inside the dk/dv kernel (FA2's layout, an extra dSᵀk
   product per tile into an fp32 buffer): +0.146 ms in dk/dv with unordered atomics, +0.28 ms with
   deterministic adds ordered by key block, against the 0.144 ms dq kernel it would replace
