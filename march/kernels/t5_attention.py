@@ -409,9 +409,7 @@ def _attn_bwd(do, q, k, v, o, lse, seed, mask, table, kpm, bidirectional, num_bu
     if accumulate:  # (the buffer's size is known once planned: past the cap the default recomputes)
         band = _band_sum_plan(q, k, query_offset, sat_pos, r, _tiles(_dq_name(dropout_p), block_d),
                               _tiles("dkdv", block_d))
-        f16 = band_dtype() == "fp16"
-        buffer_bytes = (2 * band["dsb_numel"] + 4 * band["dss_numel"]) if f16 else 4 * band["dsb_numel"]
-        accumulate = band_mode(block_d, dropout_p > 0, causal, buffer_bytes) == "accumulate"
+        accumulate = band_mode(block_d, dropout_p > 0, causal, 4 * band["dsb_numel"]) == "accumulate"
     if bias_grad and not accumulate:
         band = _band_plan(q, k, sat_pos, r, common["BLOCK_D"], _dq_name(dropout_p))
     n_rows = bsz * n_slots + (band["rows"] if bias_grad else 0)
@@ -425,11 +423,10 @@ def _attn_bwd(do, q, k, v, o, lse, seed, mask, table, kpm, bidirectional, num_bu
     )
     dq_bm, dq_bn = _block_mn(dq_kernel)
     if accumulate:  # dk/dv also writes the band tiles' dS (fp32) to DSB
-        dsb = torch.empty(band["dsb_numel"], dtype=torch.float16 if f16 else torch.float32, device=q.device)
-        dss = torch.empty(band["dss_numel"], dtype=torch.float32, device=q.device) if f16 else dtab
+        dsb = torch.empty(band["dsb_numel"], dtype=torch.float32, device=q.device)
         n_t = band["n_t"]
     else:
-        dsb, dss, n_t, f16 = dtab, dtab, 1, False
+        dsb, n_t = dtab, 1
     recompute = bias_grad and not accumulate
     # The recomputing band kernel and dk/dv both need only dq's outputs: the band kernel may run on
     # a side stream beside dk/dv (``band_stream``), joined before the partials are summed.
@@ -452,9 +449,9 @@ def _attn_bwd(do, q, k, v, o, lse, seed, mask, table, kpm, bidirectional, num_bu
             )
     dkdv_kernel = _kernel("dkdv", block_d, tune)
     dkdv_kernel[lambda meta: (triton.cdiv(lk, meta["BLOCK_N"]), bsz * heads)](
-        q, k, v, do, rows, kpm_t, klim, lse, delta_exact, dk, dv, dsb, dss, *qkv_do,
+        q, k, v, do, rows, kpm_t, klim, lse, delta_exact, dk, dv, dsb, *qkv_do,
         dk.stride(0), dk.stride(1), dk.stride(2), dv.stride(0), dv.stride(1), dv.stride(2), skpm, *scalars,
-        n_t if accumulate else 1, dq_bm, dq_bn, *keys, BAND_STORE=accumulate, BAND_F16=f16, **common,
+        n_t if accumulate else 1, dq_bm, dq_bn, *keys, BAND_STORE=accumulate, **common,
     )
     if side is not None:
         main.wait_stream(side)  # joined: every tensor the band kernel reads outlives its work
@@ -466,28 +463,14 @@ def _attn_bwd(do, q, k, v, o, lse, seed, mask, table, kpm, bidirectional, num_bu
         used = bsz * n_slots + triton.cdiv(lk, bn) * n_t
         if n_t > 0:  # (n_t = 0: no band tile, e.g. one decoding step far from its keys)
             _t5_attn_bwd_band_sum_kernel[(triton.cdiv(lk, bn) * n_t, heads)](
-                dsb, dss, brow, klim, dtab, bsz, heads, lq, lk, query_offset, sat_pos, r, n_t, n_rows,
+                dsb, brow, klim, dtab, bsz, heads, lq, lk, query_offset, sat_pos, r, n_t, n_rows,
                 bsz * n_slots, dq_bm, dq_bn, BLOCK_M=bm, BLOCK_N=bn, HAS_KPM=common["HAS_KPM"], CAUSAL=causal,
-                NB_P2=nb_p2, BAND_F16=f16, **_BAND_SUM_LAUNCH,
+                NB_P2=nb_p2, **_BAND_SUM_LAUNCH,
             )
     # The partials summed in a fixed order, cast and transposed into (NB, H) in one launch.
     out = torch.empty((num_buckets, heads), dtype=table.dtype, device=table.device)
     sum_rows(dtab[:, :used, :num_buckets], out.t())
     return dq, dk, dv, out
-
-
-BAND_DTYPES = ("fp32", "fp16")
-
-
-def band_dtype() -> str:
-    """MARCH_ATTN_BAND_DTYPE: the accumulate mode's band buffer (``band_mode``). "fp32": dS as
-    computed; "fp16": each tile row scaled by a power of two (max|row| · scale in [2^14, 2^15))
-    and rounded to fp16 (2^-11 relative, every element within 2^28 of its row's largest), with
-    the row's 1 / scale beside it: half the bytes written by dk/dv and read by the band sum."""
-    value = os.environ.get("MARCH_ATTN_BAND_DTYPE", "fp32")
-    if value not in BAND_DTYPES:
-        raise ValueError(f"MARCH_ATTN_BAND_DTYPE must be one of {BAND_DTYPES}, got {value!r}")
-    return value
 
 
 BAND_STREAM_MODES = ("off", "side", "side-high")
@@ -569,8 +552,7 @@ def _band_sum_plan(q, k, query_offset, sat_pos, r, dq_tiles, dkdv_tiles) -> dict
     n_t = max(_band_tiles(lq, lk, query_offset, sat_pos, r, dq, t) for dq in dq_tiles for t in dkdv_tiles)
     tiles = [(triton.cdiv(lk, bn), bm * bn) for bm, bn in dkdv_tiles]
     return dict(n_t=n_t, rows=max(nkb * n_t for nkb, _ in tiles),
-                dsb_numel=max(bsz * heads * nkb * n_t * size for nkb, size in tiles),
-                dss_numel=max(bsz * heads * triton.cdiv(lk, bn) * n_t * bn for _, bn in dkdv_tiles))
+                dsb_numel=max(bsz * heads * nkb * n_t * size for nkb, size in tiles))
 
 
 def _block_mn(launcher) -> tuple[int, int]:

@@ -115,8 +115,8 @@ benchmarks/probe_attention.py; results/NVIDIA-H200/attention_probe_s6.json):
   1.32 -> 1.33-1.41: the band sums' small grids beside dk/dv cost more than they hid); the band
   buffer in fp16 with per-row power-of-two scales (error vs the oracle unchanged on CPU; dk/dv
   −0.009 ms but its band sum 0.055 -> 0.072 through 4-byte loads of the permuted tile, 0.298 when
-  summed in the buffer's order and permuted back: no gain at L=512, 1.29 -> 1.27 at d=128, slower
-  for the decoder); Triton's automatic Hopper warp specialisation (``tl.range(warp_specialize=True)``
+  summed in the buffer's order and permuted back, 0.158 reducing the diagonals by a gather from
+  that order: at best no gain at L=512, 1.29 -> 1.27 at d=128, slower for the decoder); Triton's automatic Hopper warp specialisation (``tl.range(warp_specialize=True)``
   with tensor descriptors) on a minimal FlashAttention forward: an illegal memory access on
   triton 3.6 (``ws_minimal_s13.json``; descriptors without it: 407 TFLOP/s against 441 with pointer
   loads at d=128, the same as this forward with its bias and mask, 434).
@@ -449,16 +449,10 @@ def _bucket_sums(dsT, BROW, shift, R, BLOCK_N: tl.constexpr, BLOCK_M: tl.constex
     g then holds the diagonal jl − il = r where r + il < BN, and jl − il = r − BN elsewhere
     (unambiguous as BLOCK_M ≤ BLOCK_N). Both halves' one-hot rows are summed before the one
     reduction over r (two reductions measured 0.008 ms slower at L=512 d=64)."""
-    rr = tl.arange(0, BLOCK_N)[:, None] + tl.arange(0, BLOCK_M)[None, :]
-    return _rotated_bucket_sums(tl.gather(dsT, rr % BLOCK_N, 0), BROW, shift, R, BLOCK_N, BLOCK_M, NB_P2)
-
-
-@triton.jit
-def _rotated_bucket_sums(g, BROW, shift, R, BLOCK_N: tl.constexpr, BLOCK_M: tl.constexpr, NB_P2: tl.constexpr):
-    """``_bucket_sums`` of a tile already rotated: g[r, il] = dsT[(r + il) mod BN, il]."""
     nb = tl.arange(0, NB_P2)
     r = tl.arange(0, BLOCK_N)
     rr = r[:, None] + tl.arange(0, BLOCK_M)[None, :]
+    g = tl.gather(dsT, rr % BLOCK_N, 0)
     upper = rr < BLOCK_N
     d1 = tl.sum(tl.where(upper, g, 0.0), 1)  # (BN,) diagonal rel = r + shift
     d2 = tl.sum(g, 1) - d1  # (BN,) diagonal rel = r − BN + shift: the rest of row r of g
@@ -501,57 +495,10 @@ def _band_store(ptrs, dsT):
             "=r,=r,l,l,f,f", [ptrs.to(tl.int64), dsT], dtype=tl.int32, is_pure=False, pack=2)
 
 
-@triton.jit
-def _band_offsets_f16(BLOCK_N: tl.constexpr, BLOCK_M: tl.constexpr):
-    """(row part (BN, 1), column part (1, BM)) of each element's offset in a BAND_F16 buffer tile:
-    row 16w + 8a + i, column 8g + 2q + c at (((w·BM/8 + g)·8 + i)·4 + q)·4 + 2a + c. A thread's
-    2 × 2 block of the wgmma accumulator (rows r, r + 8 × columns c, c + 1: four consecutive
-    elements of its layout) is then 8 consecutive bytes, and a warp's 32 blocks of one 16-row ×
-    8-column group 256 (full sectors)."""
-    tl.static_assert((BLOCK_N % 16 == 0) & (BLOCK_M % 8 == 0), "BAND_F16 tiles: BLOCK_N % 16, BLOCK_M % 8")
-    row = tl.arange(0, BLOCK_N)
-    col = tl.arange(0, BLOCK_M)
-    row_part = (row // 16) * (BLOCK_M // 8) * 128 + (row % 8) * 16 + ((row // 8) % 2) * 2
-    col_part = (col // 8) * 128 + ((col // 2) % 4) * 4 + col % 2
-    return row_part[:, None], col_part[None, :]
-
-
-@triton.jit
-def _row_scales_f16(dsT):
-    """Per-row powers of two for dsT (BN, BM) fp32 -> fp16: (scale, 1 / scale), each (BN,), with
-    max|row| · scale in [2^14, 2^15) (fp16's 10-bit mantissa for every element within 2^28 of its
-    row's largest; rows of zeros get 2^127 and 0). Exponent arithmetic only: exact, no division."""
-    e = (tl.max(tl.abs(dsT), 1).to(tl.int32, bitcast=True) >> 23) & 0xFF  # biased exponent of max|row|
-    se = tl.minimum(268 - e, 254)  # 2^(141 − e): 2^14 for a row max in [1, 2)
-    return (se << 23).to(tl.float32, bitcast=True), ((254 - se) << 23).to(tl.float32, bitcast=True)
-
-
-@triton.jit
-def _band_store_f16(ptrs, dsT, scale_ptrs, dsT_scale, inv_scale):
-    """dsT · scale (rows scaled by ``_row_scales_f16``) as fp16 to a BAND_F16 tile (``ptrs``: the
-    offsets of ``_band_offsets_f16``) and each row's 1 / scale (fp32) to ``scale_ptrs``. In inline
-    PTX on the GPU: four elements (a 2 × 2 block, 8 consecutive bytes) per ``st.global.v2.b32`` (a
-    ``tl.store`` would convert the tile's layout through shared memory, see ``_band_store``); the
-    row scales from every thread that holds the row (the same value)."""
-    x = dsT * dsT_scale[:, None]
-    if _INTERPRET:
-        tl.store(ptrs, x.to(tl.float16))
-        tl.store(scale_ptrs, inv_scale)
-    else:
-        tl.inline_asm_elementwise(
-            "{ .reg .b32 lo, hi; cvt.rn.f16x2.f32 lo, $9, $8; cvt.rn.f16x2.f32 hi, $11, $10; "
-            "st.global.v2.b32 [$4], {lo, hi}; mov.b32 $0, 0; mov.b32 $1, 0; mov.b32 $2, 0; mov.b32 $3, 0; }",
-            "=r,=r,=r,=r,l,l,l,l,f,f,f,f", [ptrs.to(tl.int64), x], dtype=tl.int32, is_pure=False, pack=4)
-        tl.inline_asm_elementwise(
-            "st.global.f32 [$1], $2; mov.b32 $0, 0;", "=r,l,f", [scale_ptrs.to(tl.int64), inv_scale],
-            dtype=tl.int32, is_pure=False, pack=1)
-
-
 @triton.jit(do_not_specialize=["query_offset", "LQ_KEY", "LK_KEY", "N_T"])
 def _t5_attn_bwd_dkdv_kernel(
     Q, K, V, DO, BIAS, KPM, KLIM, LSE, DELTA, DK, DV,
-    DSB,  # BAND_STORE: (B·H, n_kb, N_T, BLOCK_N, BLOCK_M) fp32, the band tiles' dS (fp16 if BAND_F16)
-    DSS,  # BAND_F16: (B·H, n_kb, N_T, BLOCK_N) fp32, each tile row's 1 / scale
+    DSB,  # BAND_STORE: (B·H, n_kb, N_T, BLOCK_N, BLOCK_M) fp32, the band tiles' dS
     sqb, sqh, sqm, skb, skh, skn, svb, svh, svn, sdob, sdoh, sdom, sdkb, sdkh, sdkn, sdvb, sdvh, sdvn, skpm,
     H, Lq, Lk, query_offset, scale, scale_log2, sat_pos, R, dropout_p, SEED, MASK,
     N_T, DQ_BM, DQ_BN,  # band tiles per key block; the dq kernel's tile (BAND_STORE only)
@@ -560,7 +507,6 @@ def _t5_attn_bwd_dkdv_kernel(
     HAS_BIAS: tl.constexpr, HAS_KPM: tl.constexpr, CAUSAL: tl.constexpr, DROPOUT: tl.constexpr,
     STORED_MASK: tl.constexpr = False,  # read the forward's keep-mask bits instead of drawing them again
     BAND_STORE: tl.constexpr = False,  # also write the band tiles' dS (fp32) to DSB
-    BAND_F16: tl.constexpr = False,  # ... as fp16 with per-row power-of-two scales (``band_dtype``)
 ):
     """One program = BLOCK_N keys of one (b, h); walks the query blocks. Tiles are (keys, queries).
     Bias-table gradient (BAND_STORE): the band tiles' dS go to DSB (tile t of key block n: the t-th
@@ -607,10 +553,7 @@ def _t5_attn_bwd_dkdv_kernel(
     if BAND_STORE:
         band_lo, band_hi = _band_queries(n0, BLOCK_N, Lq, query_offset, sat_pos, R, DQ_BM, DQ_BN)
         band_m0 = (band_lo // BLOCK_M) * BLOCK_M
-        tile0 = (bh.to(tl.int64) * tl.num_programs(0) + pid_n) * N_T  # this key block's first band tile
-        DSB += tile0 * (BLOCK_N * BLOCK_M)
-        if BAND_F16:
-            DSS += tile0 * BLOCK_N
+        DSB += (bh.to(tl.int64) * tl.num_programs(0) + pid_n) * (N_T * BLOCK_N * BLOCK_M)
     for m0 in range(lo, hi, BLOCK_M):
         offs_m = m0 + tl.arange(0, BLOCK_M)
         m_mask = offs_m < Lq
@@ -642,16 +585,8 @@ def _t5_attn_bwd_dkdv_kernel(
             if (m0 + BLOCK_M > band_lo) & (m0 < band_hi):
                 # per-row pointers + a column arange: ptxas folds each thread's offsets into the
                 # stores (see ``_bias_gather``)
-                t_band = (m0 - band_m0) // BLOCK_M
-                tile = DSB + t_band * (BLOCK_N * BLOCK_M)
-                if BAND_F16:
-                    row_off, col_off = _band_offsets_f16(BLOCK_N, BLOCK_M)
-                    scale_row, inv_row = _row_scales_f16(dsT)
-                    _band_store_f16((tile + row_off) + col_off, dsT, DSS + t_band * BLOCK_N + tl.arange(0, BLOCK_N),
-                                    scale_row, inv_row)
-                else:
-                    _band_store((tile + tl.arange(0, BLOCK_N) * BLOCK_M)[:, None] + tl.arange(0, BLOCK_M)[None, :],
-                                dsT)
+                tile = DSB + ((m0 - band_m0) // BLOCK_M) * (BLOCK_N * BLOCK_M)
+                _band_store((tile + tl.arange(0, BLOCK_N) * BLOCK_M)[:, None] + tl.arange(0, BLOCK_M)[None, :], dsT)
 
     tl.store(DK + b * sdkb + h64 * sdkh + rows_n * sdkn + offs_d[None, :], (dk * scale).to(DK.dtype.element_ty),
              mask=kv_mask)
@@ -891,64 +826,11 @@ def _t5_attn_bwd_bias_band_kernel(
     tl.store(DTAB + (h64 * ROWS + ROW0 + chunk * tl.num_programs(0) + pid) * NB_P2 + nb, dtab)
 
 
-@triton.jit
-def _f16_coords(BLOCK_N: tl.constexpr, BLOCK_M: tl.constexpr):
-    """A BAND_F16 tile in its buffer order as (BN·BM/16, 16) (``_band_offsets_f16``): each
-    element's offset and its tile (row, column), broadcast to that shape."""
-    G: tl.constexpr = BLOCK_M // 8
-    r = tl.arange(0, BLOCK_N * BLOCK_M // 16)[:, None]  # (w, g, i): w = r // (8G), g = (r // 8) % G, i = r % 8
-    k = tl.arange(0, 16)[None, :]  # (q, a, c): q = k // 4, a = (k // 2) % 2, c = k % 2
-    row = (r // (8 * G)) * 16 + ((k // 2) % 2) * 8 + r % 8
-    col = ((r // 8) % G) * 8 + (k // 4) * 2 + k % 2
-    return r * 16 + k, row, col
-
-
-@triton.jit
-def _band_sum_f16(DSB, DSS, KLIM, b_end, stride_b, stride_b_s, n0, Lk, HAS_KPM: tl.constexpr,
-                  BLOCK_N: tl.constexpr, BLOCK_M: tl.constexpr, STAGES: tl.constexpr):
-    """Σ_b of one band tile position's BAND_F16 tiles (DSB, DSS: batch row 0's tile and row scales;
-    rows b at + b·stride_b, + b·stride_b_s) -> fp32 in the buffer's order, (BN·BM/16, 16)
-    (``_f16_coords``): 32 contiguous bytes per row (vector loads), each element times its row's
-    1 / scale. Not put back in (key, query) order: a 6-D permute after the loop made Triton read
-    the loop's tiles from shared memory as 2-byte scalars (0.298 ms at L=512 d=64 with dropout
-    against fp32's 0.055, H200, session 13); ``_f16_bucket_sums`` reads this order itself."""
-    G: tl.constexpr = BLOCK_M // 8
-    P: tl.constexpr = BLOCK_N * BLOCK_M // 16
-    # 4-D (w·g·i, q, a, c): each element's row scale is indexed by (r, a) only, loaded as
-    # (P, 1, 2, 1) and broadcast, so the fp16 tile keeps its load layout (16-byte rows)
-    offs = tl.arange(0, P)[:, None] * 16 + tl.arange(0, 16)[None, :]  # loaded as (P, 16): 32-byte rows
-    r = tl.arange(0, P)[:, None, None, None]
-    a = tl.arange(0, 2)[None, None, :, None]
-    row = (r // (8 * G)) * 16 + a * 8 + r % 8  # (P, 1, 2, 1): the element's tile row (key)
-    acc = tl.zeros([P, 4, 2, 2], tl.float32)
-    for b in tl.range(0, b_end, num_stages=STAGES):  # in batch order: the same sum every run
-        k_lo, k_hi = _key_range(KLIM, b, Lk, HAS_KPM, BLOCK_N)
-        live = (n0 >= k_lo) & (n0 < k_hi)
-        tile = tl.reshape(tl.load(DSB + b * stride_b + offs, mask=live, other=0.0), (P, 4, 2, 2))
-        inv = tl.load(DSS + b * stride_b_s + row, mask=live, other=0.0)
-        acc += tile.to(tl.float32) * inv
-    return tl.reshape(acc, (P, 16))
-
-
-@triton.jit
-def _f16_bucket_sums(acc, BROW, shift, R, BLOCK_N: tl.constexpr, BLOCK_M: tl.constexpr, NB_P2: tl.constexpr):
-    """``_bucket_sums`` of a tile in the BAND_F16 buffer order (``_band_sum_f16``): the rotation
-    gathers each element from its offset there, so the tile is never permuted back."""
-    G: tl.constexpr = BLOCK_M // 8
-    rr = tl.arange(0, BLOCK_N)[:, None] + tl.arange(0, BLOCK_M)[None, :]
-    row = rr % BLOCK_N  # g[r, il] = dsT[(r + il) mod BN, il]
-    col = tl.arange(0, BLOCK_M)[None, :]
-    src = ((((row // 16) * G + col // 8) * 8 + row % 8) * 4 + (col // 2) % 4) * 4 + ((row // 8) % 2) * 2 + col % 2
-    flat = tl.reshape(acc, (BLOCK_N * BLOCK_M,))
-    g = tl.reshape(tl.gather(flat, tl.reshape(src, (BLOCK_N * BLOCK_M,)), 0), (BLOCK_N, BLOCK_M))
-    return _rotated_bucket_sums(g, BROW, shift, R, BLOCK_N, BLOCK_M, NB_P2)
-
-
 @triton.jit(do_not_specialize=["query_offset", "N_T"])
 def _t5_attn_bwd_band_sum_kernel(
-    DSB, DSS, BROW, KLIM, DTAB, B, H, Lq, Lk, query_offset, sat_pos, R, N_T, ROWS, ROW0, DQ_BM, DQ_BN,
+    DSB, BROW, KLIM, DTAB, B, H, Lq, Lk, query_offset, sat_pos, R, N_T, ROWS, ROW0, DQ_BM, DQ_BN,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, HAS_KPM: tl.constexpr, CAUSAL: tl.constexpr,
-    NB_P2: tl.constexpr, STAGES: tl.constexpr, BAND_F16: tl.constexpr = False,
+    NB_P2: tl.constexpr, STAGES: tl.constexpr,
 ):
     """Bias-table gradient of one band tile position (BLOCK_N keys from n0 × BLOCK_M queries from
     m0, the t-th query block from the band's first) of head h: the dk/dv kernel's dS tiles (DSB,
@@ -972,41 +854,26 @@ def _t5_attn_bwd_band_sum_kernel(
     if CAUSAL:  # the dk/dv kernel starts at the first query block with i + query_offset ≥ n0
         if m0 < (tl.maximum(n0 - query_offset, 0) // BLOCK_M) * BLOCK_M:
             b_end = 0
-    tiles_bh = tl.num_programs(0).to(tl.int64)  # one (b, h): n_kb·N_T tiles
-    per_bh = tiles_bh * (BLOCK_N * BLOCK_M)
+    offs = tl.arange(0, BLOCK_N)[:, None] * BLOCK_M + tl.arange(0, BLOCK_M)[None, :]
+    per_bh = tl.num_programs(0).to(tl.int64) * (BLOCK_N * BLOCK_M)  # one (b, h): n_kb·N_T tiles
     DSB += h64 * per_bh + pid * (BLOCK_N * BLOCK_M)
+    acc = tl.zeros([BLOCK_N, BLOCK_M], tl.float32)
+    for b in tl.range(0, b_end, num_stages=STAGES):  # in batch order: the same sum every run
+        k_lo, k_hi = _key_range(KLIM, b, Lk, HAS_KPM, BLOCK_N)
+        live = (n0 >= k_lo) & (n0 < k_hi)
+        acc += tl.load(DSB + (h64 * 0 + b) * (H * per_bh) + offs, mask=live, other=0.0)
+    # Only the elements in band tiles of the dq grid and inside [0, Lq) × [0, Lk).
+    offs_n = n0 + tl.arange(0, BLOCK_N)
+    offs_m = m0 + tl.arange(0, BLOCK_M)
+    nq0 = (offs_n // DQ_BN) * DQ_BN
+    mq0 = (offs_m // DQ_BM) * DQ_BM
+    tile_rel_lo = nq0[:, None] - mq0[None, :] - DQ_BM + 1 - query_offset
+    tile_rel_hi = nq0[:, None] + DQ_BN - 1 - mq0[None, :] - query_offset
+    band = (tile_rel_lo < sat_pos) & (tile_rel_hi > -R) & (offs_n < Lk)[:, None] & (offs_m < Lq)[None, :]
     dtab = tl.zeros([NB_P2], tl.float32)
-    shift = n0 - m0 - query_offset
-    if BAND_F16:
-        acc = _band_sum_f16(DSB, DSS + (h64 * tiles_bh + pid) * BLOCK_N, KLIM, b_end, H * per_bh,
-                            H * tiles_bh * BLOCK_N, n0, Lk, HAS_KPM, BLOCK_N, BLOCK_M, STAGES)
-        _, row, col = _f16_coords(BLOCK_N, BLOCK_M)
-        band = _in_band(n0 + row, m0 + col, Lq, Lk, query_offset, sat_pos, R, DQ_BM, DQ_BN)
-        if b_end > 0:
-            dtab = _f16_bucket_sums(tl.where(band, acc, 0.0), BROW, shift, R, BLOCK_N, BLOCK_M, NB_P2)
-    else:
-        offs = tl.arange(0, BLOCK_N)[:, None] * BLOCK_M + tl.arange(0, BLOCK_M)[None, :]
-        acc = tl.zeros([BLOCK_N, BLOCK_M], tl.float32)
-        for b in tl.range(0, b_end, num_stages=STAGES):  # in batch order: the same sum every run
-            k_lo, k_hi = _key_range(KLIM, b, Lk, HAS_KPM, BLOCK_N)
-            live = (n0 >= k_lo) & (n0 < k_hi)
-            acc += tl.load(DSB + (h64 * 0 + b) * (H * per_bh) + offs, mask=live, other=0.0)
-        band = _in_band((n0 + tl.arange(0, BLOCK_N))[:, None], (m0 + tl.arange(0, BLOCK_M))[None, :], Lq, Lk,
-                        query_offset, sat_pos, R, DQ_BM, DQ_BN)
-        if b_end > 0:
-            dtab = _bucket_sums(tl.where(band, acc, 0.0), BROW, shift, R, BLOCK_N, BLOCK_M, NB_P2)
+    if b_end > 0:
+        dtab = _bucket_sums(tl.where(band, acc, 0.0), BROW, n0 - m0 - query_offset, R, BLOCK_N, BLOCK_M, NB_P2)
     tl.store(DTAB + (h64 * ROWS + ROW0 + pid) * NB_P2 + tl.arange(0, NB_P2), dtab)
-
-
-@triton.jit
-def _in_band(key, query, Lq, Lk, query_offset, sat_pos, R, DQ_BM, DQ_BN):
-    """Whether element (query, key) (broadcastable index tensors) lies in a band tile of the dq
-    kernel's grid (the saturated ones are the dq kernel's) and inside [0, Lq) × [0, Lk)."""
-    nq0 = (key // DQ_BN) * DQ_BN
-    mq0 = (query // DQ_BM) * DQ_BM
-    tile_rel_lo = nq0 - mq0 - DQ_BM + 1 - query_offset
-    tile_rel_hi = nq0 + DQ_BN - 1 - mq0 - query_offset
-    return (tile_rel_lo < sat_pos) & (tile_rel_hi > -R) & (key < Lk) & (query < Lq)
 
 
 @triton.jit
