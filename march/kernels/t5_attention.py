@@ -494,9 +494,9 @@ def band_stream() -> str:
 
 @functools.lru_cache(maxsize=None)
 def _side_streams(device: torch.device) -> dict:
-    """One normal- and one high-priority side stream per device, made once (never during a CUDA-graph
-    capture: the first backward of a process runs before any capture)."""
-    # (lower numbers are higher priorities; torch maps one past the device's range to its highest)
+    """One normal- and one high-priority side stream per device, made on first use (by the warm-up
+    that a CUDA-graph capture needs anyway, outside the capture) and reused by every backward."""
+    # (lower numbers are higher priorities; torch maps a value past the device's range to the nearest)
     return {"side": torch.cuda.Stream(device, priority=0), "side-high": torch.cuda.Stream(device, priority=-5)}
 
 
