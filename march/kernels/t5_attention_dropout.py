@@ -15,7 +15,7 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from march.kernels._philox16 import _spread, _threshold
+from march.kernels._philox16 import _randint4x, _spread, _threshold
 from march.kernels._utils import interpreting
 
 _INTERPRET = tl.constexpr(interpreting())
@@ -255,7 +255,7 @@ def _octet_block(seed, counter0, qb, octet: tl.constexpr, n_groups, thr, qm, wk,
     block = tl.zeros(g.shape, tl.uint64)
     for r in tl.static_range(8):
         i = qb * 32 + (8 * octet + r)
-        w0, w1, w2, w3 = tl.randint4x(seed, counter0 + (i * n_groups).to(tl.int64))
+        w0, w1, w2, w3 = _randint4x(seed, counter0 + (i * n_groups).to(tl.int64))
         byte = _keep_bytes(w0, w1, w2, w3, thr)
         tl.store(qm + i * (4 * wk) + g, byte.to(tl.uint8), mask=(i < Lq) & g_ok)
         block |= byte.to(tl.uint64) << (8 * r)
