@@ -1,4 +1,5 @@
-"""The dropout draw every march kernel shares: eight 16-bit uniforms per Philox-4x32-10 call.
+"""The dropout draw every march kernel shares: eight 16-bit uniforms per Philox-4x32-10 call
+(``tl.randint4x``; ``_randint4x`` for the same words with fewer instructions).
 
 keep = u ≥ round(p · 2^16) for a 16-bit uniform u: the keep probability is 1 − round(p·2^16)/2^16,
 within 2^-17 of 1 − p (kept values are scaled by 1/(1 − p), as the references do). Used by the GLU /
@@ -51,7 +52,10 @@ def _randint4x(seed, offset):
     """``tl.randint4x(seed, offset)`` (Philox-4x32-10, counter (offset lo, offset hi, 0, 0), key
     (seed lo, seed hi)), bit for bit, with each round's two 32 × 32 -> 64-bit products as one
     ``mul.wide.u32`` (IMAD.WIDE) each where Triton emits a high and a low multiply (IMAD.HI + IMAD):
-    20 fewer SASS instructions per call. The interpreter cannot run PTX: ``tl.randint4x``."""
+    ~16 fewer SASS instructions per call (the attention bits kernel: 3408 -> 2912 per thread,
+    sm_90; H200, B=32 H=12 L=512, 0.069 -> 0.065 ms, cross-attention 0.024 -> 0.023, session 13;
+    the GPU tests check the words against ``tl.randint4x``'s). The interpreter cannot run PTX:
+    ``tl.randint4x``."""
     if _INTERPRET:
         w0, w1, w2, w3 = tl.randint4x(seed, offset)
     else:
