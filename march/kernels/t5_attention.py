@@ -20,8 +20,9 @@ autotunes the launch configs (``autotuning``); MARCH_ATTN_DROPOUT_MASK=recompute
 mask in every kernel instead of once (``dropout_mask_mode``); MARCH_ATTN_BAND_MODE=accumulate|
 recompute picks how the band tiles' table gradient is summed (``band_mode``: "accumulate" holds a
 transient fp32 buffer of ~10× q's bytes during the backward, capped at _BAND_BUFFER_MAX_BYTES);
-MARCH_ATTN_BAND_CONFIG / MARCH_ATTN_BAND_CHUNKS are timing-sweep overrides of the recomputing
-band kernel.
+MARCH_ATTN_BAND_STREAM=off|side|side-high places the recomputing band kernel (``band_stream``:
+beside dk/dv on a second stream by default); MARCH_ATTN_BAND_CONFIG / MARCH_ATTN_BAND_CHUNKS are
+timing-sweep overrides of the recomputing band kernel.
 
 Layers: kernels -> launchers (here) -> ``march::t5_attention_fwd/bwd`` custom ops (fake + autograd,
 so ``torch.compile(fullgraph=True)`` sees through; in eager mode an autograd.Function calls the
@@ -493,15 +494,13 @@ def band_stream() -> str:
 
 
 @functools.lru_cache(maxsize=None)
-def _side_streams(device: torch.device) -> dict:
-    """One normal- and one high-priority side stream per device, made on first use (by the warm-up
-    that a CUDA-graph capture needs anyway, outside the capture) and reused by every backward."""
-    # (lower numbers are higher priorities; torch maps a value past the device's range to the nearest)
-    return {"side": torch.cuda.Stream(device, priority=0), "side-high": torch.cuda.Stream(device, priority=-5)}
-
-
 def _side_stream(device: torch.device, mode: str) -> torch.cuda.Stream | None:
-    return None if mode == "off" else _side_streams(device)[mode]
+    """The side stream of ``mode`` (None for "off"), made on first use (by the warm-up that a
+    CUDA-graph capture needs anyway, outside the capture) and reused by every backward."""
+    if mode == "off":
+        return None
+    # (lower numbers are higher priorities; torch maps a value past the device's range to the nearest)
+    return torch.cuda.Stream(device, priority=-5 if mode == "side-high" else 0)
 
 
 def band_mode(block_d: int, dropout: bool, causal: bool, buffer_bytes: int = 0) -> str:
