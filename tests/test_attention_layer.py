@@ -148,3 +148,32 @@ def test_fp32_auto_falls_back_and_bad_kernels():
         T5Attention(D_MODEL, HEADS, D_KV, kernels="cuda")
     with pytest.raises(ValueError, match="cross-attention"):
         T5Attention(D_MODEL, HEADS, D_KV, has_relative_attention_bias=True, is_cross_attention=True)
+
+
+@pytest.mark.parametrize("kind,forward_mms", [("encoder", 2), ("cross", 3)])
+def test_projections_are_packed_into_one_gemm(kind, forward_mms, device):
+    """Without a cache, q, k, v (cross-attention: k, v) come from ONE GEMM, and the attention
+    backward returns their gradients as one tensor, so each packed projection's backward is one dx
+    and one dW GEMM (separately: three of each and an add)."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class CountMatmuls(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.count = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            self.count += func in (torch.ops.aten.mm.default, torch.ops.aten.addmm.default, torch.ops.aten.bmm.default)
+            return func(*args, **(kwargs or {}))
+
+    layer = _layer("triton", has_relative_attention_bias=kind == "encoder", is_cross_attention=kind == "cross",
+                   is_decoder=kind == "cross").to(device, torch.bfloat16)
+    x = torch.randn(2, 13, D_MODEL, device=device, dtype=torch.bfloat16, requires_grad=True)
+    enc = torch.randn(2, 20, D_MODEL, device=device, dtype=torch.bfloat16, requires_grad=True)
+    enc = enc if kind == "cross" else None
+    with CountMatmuls() as fwd:
+        out, _ = layer(x, key_value_states=enc)
+    with CountMatmuls() as bwd:
+        out.float().sum().backward()
+    assert (fwd.count, bwd.count) == (forward_mms, 2 * forward_mms)
+    assert all(p.grad is not None for p in layer.parameters())

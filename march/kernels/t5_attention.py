@@ -340,13 +340,14 @@ def _prepare(q, table, kpm, bidirectional, num_buckets, max_distance):
 
 
 def _attn_fwd(q, k, v, table, kpm, bidirectional, num_buckets, max_distance, causal, query_offset,
-              scale, dropout_p, prep=None):
+              scale, dropout_p, prep=None, out=None):
     """q (B, H, Lq, d), k/v (B, H, Lk, d) -> o (B, H, Lq, d), lse (B, H, Lq) fp32 (log2), seed (1,),
-    mask words (B·H, Lq·⌈Lk/32⌉ + Lk·⌈Lq/32⌉) int32 or (0,) (see ``dropout_mask_mode``)."""
+    mask words (B·H, Lq·⌈Lk/32⌉ + Lk·⌈Lq/32⌉) int32 or (0,) (see ``dropout_mask_mode``).
+    ``out``: o's buffer (any strides with a unit last one; the packed ops pass a view)."""
     q, k, v = _unit_last(q), _unit_last(k), _unit_last(v)
     bsz, heads, lq, d = q.shape
     lk = k.shape[2]
-    o = _empty_like_layout(q)
+    o = _empty_like_layout(q) if out is None else out
     lse = torch.empty((bsz, heads, lq), dtype=torch.float32, device=q.device)
     seed = _draw_seed(dropout_p, q.device)
     mode = dropout_mask_mode() if dropout_p > 0 else "recomputed"
@@ -373,8 +374,9 @@ def _attn_fwd(q, k, v, table, kpm, bidirectional, num_buckets, max_distance, cau
 
 
 def _attn_bwd(do, q, k, v, o, lse, seed, mask, table, kpm, bidirectional, num_buckets, max_distance, causal,
-              query_offset, scale, dropout_p, table_grad, prep=None):
-    """Returns dq, dk, dv (like q, k, v) and d table (num_buckets, H) in table's dtype (or (0,))."""
+              query_offset, scale, dropout_p, table_grad, prep=None, out=None):
+    """Returns dq, dk, dv (like q, k, v, or ``out``: their buffers, unit last stride; the packed
+    ops pass views of one) and d table (num_buckets, H) in table's dtype (or (0,))."""
     q, k, v, o, do = (_unit_last(t) for t in (q, k, v, o, do))
     bsz, heads, lq, d = q.shape
     lk = k.shape[2]
@@ -387,7 +389,7 @@ def _attn_bwd(do, q, k, v, o, lse, seed, mask, table, kpm, bidirectional, num_bu
         k, kpm_t, klim, kmean, k.stride(0), k.stride(1), k.stride(2), skpm, heads, lk,
         HEAD_DIM=d, BLOCK_D=block_d, BLOCK_N=64, HAS_KPM=kpm is not None,
     )
-    dq, dk, dv = _empty_like_layout(q), _empty_like_layout(k), _empty_like_layout(v)
+    dq, dk, dv = out or (_empty_like_layout(q), _empty_like_layout(k), _empty_like_layout(v))
     bias_grad = table is not None and table_grad
     nb_p2 = triton.next_power_of_2(num_buckets)
     common = dict(HEAD_DIM=d, BLOCK_D=block_d, HAS_BIAS=table is not None, HAS_KPM=kpm is not None,
@@ -715,7 +717,8 @@ def _shape(t):
     return tuple(t.shape)
 
 
-def _check(q, k, v, bias_table, num_buckets, max_distance, key_padding_mask, query_offset, dropout_p, scale):
+def _check(q, k, v, bias_table, num_buckets, max_distance, key_padding_mask, query_offset, dropout_p, scale,
+           bidirectional):
     for name, t in (("q", q), ("k", k), ("v", v)):
         check_float(name, t, QKV_DTYPES)
         if t.dim() != 4:
@@ -759,6 +762,11 @@ def _check(q, k, v, bias_table, num_buckets, max_distance, key_padding_mask, que
     if not isinstance(scale, (int, float)):
         raise TypeError(f"scale must be a number, got {type(scale).__name__}")
     check_same_device(q=q, k=k, v=v, bias_table=bias_table, key_padding_mask=key_padding_mask)
+    if bias_table is not None:
+        _, max_exact = _bucket_params(bidirectional, num_buckets)
+        if max_exact < 1 or max_distance <= max_exact:
+            raise ValueError(f"need num_buckets ≥ {4 if bidirectional else 2} and max_distance > "
+                             f"{max_exact} (got num_buckets={num_buckets}, max_distance={max_distance})")
 
 
 def t5_attention(q, k, v, bias_table=None, *, bidirectional=True, num_buckets=32, max_distance=128,
@@ -767,12 +775,8 @@ def t5_attention(q, k, v, bias_table=None, *, bidirectional=True, num_buckets=32
     bias_table (num_buckets, H) (HF ``relative_attention_bias.weight``) or None;
     key_padding_mask (B, Lk) bool/int, True = real token. Returns (B, H, Lq, d) in q's dtype.
     See the module docstring for the math; ``reference.t5_attention`` is the definition."""
-    _check(q, k, v, bias_table, num_buckets, max_distance, key_padding_mask, query_offset, dropout_p, scale)
-    if bias_table is not None:
-        nb_eff, max_exact = _bucket_params(bidirectional, num_buckets)
-        if max_exact < 1 or max_distance <= max_exact:
-            raise ValueError(f"need num_buckets ≥ {4 if bidirectional else 2} and max_distance > "
-                             f"{max_exact} (got num_buckets={num_buckets}, max_distance={max_distance})")
+    _check(q, k, v, bias_table, num_buckets, max_distance, key_padding_mask, query_offset, dropout_p, scale,
+           bidirectional)
     tensors = [t for t in (q, k, v, bias_table, key_padding_mask) if t is not None]
     if not use_triton(*tensors):
         return reference.t5_attention(q, k, v, bias_table, bidirectional=bidirectional, num_buckets=num_buckets,
