@@ -52,7 +52,12 @@ def _idle(spans: list, steps: int) -> dict:
         if end is None or stop > end:
             end, prev = stop, name
     gaps.sort(key=lambda g: -g[0])
+    # Gaps under 20 µs are the device's own between back-to-back kernels (a CUDA-graph replay has
+    # only these); longer ones are the host (or the step boundary) keeping the GPU waiting.
+    short = [g[0] for g in gaps if g[0] < 20]
     return {"idle_ms_per_step": sum(g[0] for g in gaps) / 1e3 / steps,
+            "short_gaps_ms_per_step": sum(short) / 1e3 / steps, "short_gaps_per_step": len(short) / steps,
+            "short_gap_us_median": sorted(short)[len(short) // 2] if short else None,
             "largest_gaps": [{"us": round(us, 1), "after": a[:100], "before": b[:100]} for us, a, b in gaps[:15]]}
 
 
@@ -92,14 +97,15 @@ def profile(preset: str, impl: str, steps: int) -> dict:
     groups: dict[str, float] = defaultdict(float)
     for name, (us, _) in kernels.items():
         groups[group_of(name)] += us / 1e3 / steps
-    top = sorted(kernels.items(), key=lambda kv: -kv[1][0])[:40]
+    top = sorted(kernels.items(), key=lambda kv: -kv[1][0])  # every kernel, the longest first
     idle = _idle(spans, steps)
     return {
         "preset": preset, "impl": impl, "steps": steps, "gpu": torch.cuda.get_device_name(),
         "torch": torch.__version__, "step_ms": step_ms, "warmup_s": warmup_s,
         "kernel_ms_per_step": sum(groups.values()),
         "groups_ms_per_step": dict(sorted(groups.items(), key=lambda kv: -kv[1])),
-        "gpu_idle_ms_per_step": idle["idle_ms_per_step"], "largest_gaps": idle["largest_gaps"],
+        "kernels_per_step": len(spans) / steps,
+        **{k: v for k, v in idle.items() if k != "idle_ms_per_step"}, "gpu_idle_ms_per_step": idle["idle_ms_per_step"],
         "top_kernels": [{"name": n[:160], "ms_per_step": us / 1e3 / steps, "calls_per_step": c / steps,
                          "group": group_of(n)} for n, (us, c) in top],
     }
@@ -120,7 +126,9 @@ def main() -> None:
         path.write_text(json.dumps(result, indent=1))
         print(f"== {args.preset} {impl}: step {result['step_ms']:.1f} ms (events), kernels "
               f"{result['kernel_ms_per_step']:.1f} ms/step, warm-up {result['warmup_s']:.0f} s")
-        print(f"   GPU idle {result['gpu_idle_ms_per_step']:.1f} ms/step; largest gaps:")
+        print(f"   {result['kernels_per_step']:.0f} kernels/step; GPU idle {result['gpu_idle_ms_per_step']:.1f} ms/step, "
+              f"{result['short_gaps_ms_per_step']:.2f} ms of it in {result['short_gaps_per_step']:.0f} gaps < 20 us "
+              f"(median {result['short_gap_us_median']} us); largest gaps:")
         for gap in result["largest_gaps"][:8]:
             print(f"     {gap['us']:8.1f} us  after {gap['after'][:60]}  before {gap['before'][:60]}")
         for g, ms in result["groups_ms_per_step"].items():

@@ -31,6 +31,10 @@ def test_idle_sums_gaps_between_kernels_overlaps_included():
     out = _idle(spans, steps=2)
     assert out["idle_ms_per_step"] == pytest.approx(11 / 1e3 / 2)
     assert out["largest_gaps"][0] == {"us": 10, "after": "b", "before": "c"}
+    assert (out["short_gaps_per_step"], out["short_gap_us_median"]) == (1, 10)  # both < 20 µs
+    assert out["short_gaps_ms_per_step"] == pytest.approx(11 / 1e3 / 2)
+    out = _idle([(0, 10, "a"), (40, 50, "b"), (52, 60, "c")], steps=1)  # a 30 µs gap is not short
+    assert (out["short_gaps_per_step"], out["short_gaps_ms_per_step"]) == (1, pytest.approx(0.002))
     assert _idle([], steps=1)["idle_ms_per_step"] == 0
 
 
