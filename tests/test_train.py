@@ -107,6 +107,8 @@ def test_compile_options():
     with pytest.raises(ValueError, match="zero_stage 3"):
         TrainConfig(compile=True, zero_stage=3)
     assert TrainConfig(compile=False, zero_stage=3).zero_stage == 3
+    with pytest.raises(ValueError, match="zero3_persistence_threshold"):
+        TrainConfig(zero_stage=3, zero3_persistence_threshold=-1)
 
 
 def test_run_folder_is_never_clobbered(tmp_path):
@@ -293,11 +295,14 @@ def test_compile_matches_plain_and_checkpoints_interchange(reference, tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("zero_stage", [1, 2])
+@pytest.mark.parametrize("zero_stage", [1, 2, 3])
 def test_two_process_deepspeed_matches_single_process(tmp_path, zero_stage):
-    """deepspeed --num_gpus 2 (gloo on CPU), 1 worker each == 1 process with 2 workers and 2x accumulation."""
+    """deepspeed --num_gpus 2 (gloo on CPU), 1 worker each == 1 process with 2 workers and 2x accumulation.
+    ZeRO-3 with every parameter partitioned (the small model's would all stay whole by default): the
+    packed projections and the shared bias table are read outside their own modules' forward."""
+    zero3 = ["--zero3-persistence-threshold", "0"] if zero_stage == 3 else []
     common = SMALL[:-2] + ["--steps", "4", "--tokens-per-step", "624", "--dropout", "0",
-                           "--zero-stage", str(zero_stage), "--output-dir", str(tmp_path)]
+                           "--zero-stage", str(zero_stage), "--output-dir", str(tmp_path)] + zero3
     _run(common + ["--run-name", "one", "--num-workers", "2"])
     port = 29500 + os.getpid() % 1000 + zero_stage
     launcher = [sys.executable, "-m", "deepspeed.launcher.runner", "--num_gpus", "2", "--master_port", str(port)]

@@ -66,6 +66,9 @@ class TrainConfig:
     adam_eps: float = 1e-8
     grad_clip: float = 1.0
     zero_stage: int = 1
+    # ZeRO-3: parameters of at most this many elements stay whole on every rank (DeepSpeed's
+    # stage3_param_persistence_threshold; None = DeepSpeed's default, 1e5)
+    zero3_persistence_threshold: int | None = None
     precision: str = "bf16"
     seed: int = 0
     # bookkeeping
@@ -90,6 +93,8 @@ class TrainConfig:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
         if self.zero_stage not in (0, 1, 2, 3):
             raise ValueError(f"zero_stage must be 0, 1, 2 or 3, got {self.zero_stage}")
+        if self.zero3_persistence_threshold is not None and self.zero3_persistence_threshold < 0:
+            raise ValueError(f"zero3_persistence_threshold must be >= 0, got {self.zero3_persistence_threshold}")
         if self.kernels not in ("auto", "triton", "eager"):
             raise ValueError(f"kernels must be auto, triton or eager, got {self.kernels!r}")
         if self.compile_mode is not None and self.compile_mode not in COMPILE_MODES:

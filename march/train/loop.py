@@ -313,13 +313,21 @@ def _train(cfg, run_dir, source, device, plan, tokens_per_sample, target_length,
         model = _FakeOOM(model, cfg.fake_oom_above)
     optimizer = make_optimizer(model, cfg)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, cfg))
+    # ZeRO-3 partitions parameters and gathers them as modules run. The attention and feedforward
+    # blocks read their submodules' weights directly (packed projections) and later layers read the
+    # first layer's bias table: DeepSpeed gathers such parameters on access and registers them with
+    # the running module (tests/test_train.py runs it with every parameter partitioned). Marking the
+    # blocks as ZeRO-3 leaves instead would release the shared table after the first layer.
+    zero3 = {}
+    if cfg.zero_stage == 3 and cfg.zero3_persistence_threshold is not None:
+        zero3["stage3_param_persistence_threshold"] = cfg.zero3_persistence_threshold
     ds_config = {
         "train_micro_batch_size_per_gpu": plan.micro,
         "gradient_accumulation_steps": plan.accum,
         "train_batch_size": plan.samples,
         "gradient_clipping": cfg.grad_clip,
         "bf16": {"enabled": cfg.precision == "bf16"},
-        "zero_optimization": {"stage": cfg.zero_stage},
+        "zero_optimization": {"stage": cfg.zero_stage, **zero3},
         "zero_allow_untested_optimizer": True,
         "steps_per_print": 2**31 - 1,
         "wall_clock_breakdown": False,
