@@ -14,7 +14,9 @@ MARCH_E2E_PRESETS (default ``Baseline,GELUGatedLinearUnit,T5v1_1Base``; the firs
     march           kernels="triton" (fused RMSNorm, GLU / activation+dropout, T5 attention)
     eager           kernels="eager" (the plain-PyTorch references)
     hf              transformers T5ForConditionalGeneration with the same config and weights (to_hf_t5)
-    <impl>+compile  ``torch.compile(model, dynamic=False)`` of the module (default mode), for the presets
+    <impl>+compile  ``torch.compile(loss, dynamic=False)`` of a function returning the model's loss (default
+                    mode; until session 14 the module itself, whose returned logits cost the compiled
+                    backward a zero gradient of (B, Lout, vocab)), for the presets
                     in MARCH_E2E_COMPILE_PRESETS (default: all of them on a GPU, none on CPU)
     <impl>+compile-cg  the same with mode="reduce-overhead" (CUDA graphs: no host launch cost;
                     march's ops are graph-safe, the dropout seeds drawn on the device), first
@@ -193,7 +195,14 @@ def _build(impl: str, config):
     # -cg: mode="reduce-overhead", CUDA graphs (cudagraph trees) around the compiled forward and
     # backward, so the host's launch cost leaves the step (the optimizer step stays outside).
     mode = "reduce-overhead" if impl.endswith("-cg") else None
-    forward = torch.compile(model, dynamic=False, mode=mode) if compiled else model
+
+    def loss(**batch):
+        """The step needs only the loss: compiled, a returned logits tensor would be a graph output
+        whose (zero) gradient the backward writes and reads, (B, Lout, vocab) each step; so every
+        implementation, march and HF alike, compiles this loss-only function (since session 14)."""
+        return model(**batch).loss
+
+    forward = torch.compile(loss, dynamic=False, mode=mode) if compiled else loss
     return model, optimizer, forward
 
 
@@ -206,7 +215,7 @@ def make_step(impl: str, forward, optimizer, input_ids, attention_mask, labels):
         if impl.endswith("-cg"):
             torch.compiler.cudagraph_mark_step_begin()
         with autocast:
-            loss = forward(input_ids=input_ids, attention_mask=attention_mask, labels=labels).loss
+            loss = forward(input_ids=input_ids, attention_mask=attention_mask, labels=labels)
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)

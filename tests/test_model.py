@@ -42,6 +42,10 @@ def test_forward_loss_semantics():
     assert model(input_ids, attention_mask, decoder_input_ids=dec).loss is None
     with pytest.raises(ValueError, match="decoder_input_ids or labels"):
         model(input_ids)
+    loss_only = model(input_ids, attention_mask, labels=labels, return_logits=False)
+    assert loss_only.logits is None and torch.equal(loss_only.loss, out.loss)
+    with pytest.raises(ValueError, match="return_logits=False needs labels"):
+        model(input_ids, attention_mask, decoder_input_ids=dec, return_logits=False)
 
 
 def test_padding_is_masked():

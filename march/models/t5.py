@@ -38,7 +38,7 @@ KVCache = list[tuple[tuple[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torc
 @dataclass
 class Seq2SeqOutput:
     loss: torch.Tensor | None  # () fp32, mean over labels != -100
-    logits: torch.Tensor  # (B, Lout, vocab) in the model's dtype
+    logits: torch.Tensor | None  # (B, Lout, vocab) in the model's dtype; None when return_logits=False
     past_key_values: KVCache | None = None
 
 
@@ -231,7 +231,14 @@ class T5Model(nn.Module):
         decoder_input_ids: torch.Tensor | None = None,  # (B, Lout)
         labels: torch.Tensor | None = None,  # (B, Lout), -100 ignored
         decoder_attention_mask: torch.Tensor | None = None,  # (B, Lout)
+        return_logits: bool = True,
     ) -> Seq2SeqOutput:
+        """``return_logits=False`` (with labels): only the loss comes back. A training step that
+        needs only the loss should say so under torch.compile: a returned logits tensor is a graph
+        output, and the compiled backward then takes a gradient for it, a (B, Lout, vocab)
+        tensor of zeros written and read every step (~0.26 ms on an H200 at 64 × 114 × 32128)."""
+        if not return_logits and labels is None:
+            raise ValueError("return_logits=False needs labels: the output would be empty")
         if decoder_input_ids is None:
             if labels is None:
                 raise ValueError("give decoder_input_ids or labels")
@@ -241,7 +248,7 @@ class T5Model(nn.Module):
         loss = None
         if labels is not None:
             loss = F.cross_entropy(logits.float().flatten(0, 1), labels.flatten(), ignore_index=-100)
-        return Seq2SeqOutput(loss=loss, logits=logits)
+        return Seq2SeqOutput(loss=loss, logits=logits if return_logits else None)
 
     # --- generation --------------------------------------------------------------------------------
 

@@ -65,7 +65,7 @@ def _probe(model, optimizer, batch: dict, device, probe_steps: int) -> dict:
             before = torch.cuda.memory_allocated(device)
         _sync(device)
         t0 = time.perf_counter()
-        loss = model(**batch).loss
+        loss = model(**batch, return_logits=False).loss  # as the training loop steps
         loss.backward()
         _sync(device)
         t1 = time.perf_counter()

@@ -384,7 +384,7 @@ def _train(cfg, run_dir, source, device, plan, tokens_per_sample, target_length,
         with torch.no_grad(), eager:
             for i in range(0, per_rank, plan.micro):
                 batch = _to({"input_ids": val_inputs[i:i + plan.micro], "labels": val_labels[i:i + plan.micro]}, device)
-                out = engine(**batch)
+                out = engine(**batch, return_logits=False)
                 total += torch.tensor([out.loss.float().item() * len(batch["input_ids"]), len(batch["input_ids"])],
                                       dtype=torch.float64, device=device)
         engine.train()
@@ -403,7 +403,7 @@ def _train(cfg, run_dir, source, device, plan, tokens_per_sample, target_length,
                     raw = next(loader)
                     data_wait += time.perf_counter() - t_data
                     batch = _to(raw, device)
-                    loss = engine(**batch).loss
+                    loss = engine(**batch, return_logits=False).loss
                     engine.backward(loss)
                     engine.step()
                     losses.append(loss.detach().float())
