@@ -166,3 +166,14 @@ def t5_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias_table: 
             keep = torch.rand(probs.shape, device=probs.device) >= dropout_p
         probs = probs * keep / (1.0 - dropout_p)
     return torch.matmul(probs.to(v.dtype), v)
+
+
+# ---------------------------------------------------------------------------------------------
+# Cross-entropy (the loss over the vocabulary)
+# ---------------------------------------------------------------------------------------------
+
+
+def cross_entropy(logits: torch.Tensor, labels: torch.Tensor, ignore_index: int = -100) -> torch.Tensor:
+    """Mean over labels != ignore_index of −log softmax(logits)[label], in fp32 (HF T5's loss on
+    upcast logits); logits (N, V), labels (N,)."""
+    return torch.nn.functional.cross_entropy(logits.float(), labels, ignore_index=ignore_index)

@@ -9,7 +9,7 @@ state_dict loads as is (``march.models.hf``):
               out = dropout(final_norm(h))
     decoder:  the same with causal self-attention, and cross-attention (no bias) between the two
     logits  = (out · d_model^-0.5) @ embedᵀ   (tied, T5 v1.0)   or   lm_head(out)   (v1.1, mT5)
-    loss    = cross_entropy(fp32 logits, labels, ignore_index=-100)
+    loss    = cross_entropy(fp32 logits, labels, ignore_index=-100)   (fused: march.kernels.cross_entropy)
 
 The relative-bias table lives in the first block of each stack and is passed to every layer of the
 stack (``bias_table``), as HF shares the first layer's position bias. With fused kernels the
@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from march.kernels import add_rms_norm
+from march.kernels import add_rms_norm, cross_entropy, reference
 from march.models.config import TransformerConfig
 from march.models.layers import FeedForward, GatedFeedForward, RMSNorm, T5Attention
 from march.models.layers.norm import check_kernels
@@ -247,7 +247,8 @@ class T5Model(nn.Module):
         logits, _ = self.decode(decoder_input_ids, enc, attention_mask, decoder_attention_mask)
         loss = None
         if labels is not None:
-            loss = F.cross_entropy(logits.float().flatten(0, 1), labels.flatten(), ignore_index=-100)
+            loss_fn = reference.cross_entropy if self.kernels == "eager" else cross_entropy
+            loss = loss_fn(logits.flatten(0, 1), labels.flatten(), ignore_index=-100)
         return Seq2SeqOutput(loss=loss, logits=logits if return_logits else None)
 
     # --- generation --------------------------------------------------------------------------------
