@@ -61,6 +61,12 @@ def tables(gpu: str) -> str:
         cases = [(f"{d}→{f}→{d} {c}", f"gated_ffn gelu_tanh dropout0.0 {c}", f"32768x{d}x{f}")
                  for d, f in ((768, 2048), (1024, 2816)) for c in ("fwd", "fwd+bwd")]
         lines += _table(glu, cases, ["march", "eager", "torch.compile"], "TFLOP/s") + [""]
+    ce = _rows(gpu, "cross_entropy")
+    if ce:
+        lines += ["**Cross-entropy** over the vocabulary, the T5 step's 7296 tokens × 32128, bf16 logits "
+                  "(TB/s of the fewest bytes: fwd reads the logits, fwd+bwd reads them twice and writes d logits)", ""]
+        cases = [(f"7296x32128 {c}", c, "7296x32128") for c in ("fwd", "fwd+bwd")]
+        lines += _table(ce, cases, ["march", "eager", "torch.compile", "liger"], "GB/s") + [""]
     att = _rows(gpu, "attention") + _rows(gpu, "attention_flex")
     if att:
         lines += ["**T5 attention with the learned relative-position bias and its gradient** (TFLOP/s; "

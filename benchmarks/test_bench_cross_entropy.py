@@ -12,7 +12,9 @@ import torch
 from benchmarks import common
 from march.kernels import cross_entropy, reference
 
-SHAPES = common.size([(7296, 32128), (32768, 32128)], [(16, 1000)])
+# (Session 14's (32768, 32128) row failed for every implementation, march, eager, torch.compile and
+# Liger alike; the call kept only pytest's summary line, so the error is unknown: dropped until rerun.)
+SHAPES = common.size([(7296, 32128)], [(16, 1000)])
 DTYPE = torch.bfloat16
 DEVICE = "cuda" if common.ON_GPU else "cpu"
 
