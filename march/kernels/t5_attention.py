@@ -680,26 +680,33 @@ def _backward(ctx, do, _dlse, _dseed, _dmask, bwd=None):
 torch.library.register_autograd("march::t5_attention_fwd", _backward, setup_context=_setup_context)
 
 
-class _T5AttentionFunction(torch.autograd.Function):
-    """The same forward/backward as the registered op, calling the launchers directly: the op's
-    dispatch and autograd wrappers cost tens of µs of host time a call, which at T5 sizes the GPU
-    waits on; the bias rows, mask bytes and key range are computed once for both passes.
-    Eager mode; torch.compile sees the op. (Old-style forward(ctx, ...): a separate setup_context
-    would bind every call's arguments through inspect.signature.)"""
+def eager_function(name: str, fwd, bwd, setup_context, backward, prepare) -> type:
+    """An autograd.Function with a registered op's forward and backward that calls the launchers
+    (``fwd``, ``bwd``) directly: the op's dispatch and autograd wrappers cost tens of µs of host time
+    a call, which at T5 sizes the GPU waits on; ``prepare(*inputs)`` (the bias rows, mask bytes and
+    key range) runs once for both passes. Eager mode; torch.compile sees the op. (Old-style
+    forward(ctx, ...): a separate setup_context would bind every call's arguments through
+    inspect.signature.)"""
 
-    @staticmethod
-    def forward(ctx, q, k, v, table, kpm, bidirectional, num_buckets, max_distance, *flags):
-        ctx.prep = _prepare(q, table, kpm, bidirectional, num_buckets, max_distance)
-        inputs = (q, k, v, table, kpm, bidirectional, num_buckets, max_distance, *flags)
-        out = _attn_fwd(*inputs, prep=ctx.prep)
-        _setup_context(ctx, inputs, out)
+    def forward(ctx, *inputs):
+        ctx.prep = prepare(*inputs)
+        out = fwd(*inputs, prep=ctx.prep)
+        setup_context(ctx, inputs, out)
         ctx.mark_non_differentiable(*out[1:])
         return out
 
-    @staticmethod
-    def backward(ctx, do, _dlse, _dseed, _dmask):
+    def backward_(ctx, *grads):
         prep, ctx.prep = ctx.prep, None
-        return _backward(ctx, do, _dlse, _dseed, _dmask, bwd=functools.partial(_attn_bwd, prep=prep))
+        return backward(ctx, *grads, bwd=functools.partial(bwd, prep=prep))
+
+    return type(name, (torch.autograd.Function,), {"forward": staticmethod(forward),
+                                                   "backward": staticmethod(backward_)})
+
+
+_T5AttentionFunction = eager_function(
+    "_T5AttentionFunction", _attn_fwd, _attn_bwd, _setup_context, _backward,
+    lambda q, k, v, table, kpm, bidirectional, num_buckets, max_distance, *_: _prepare(
+        q, table, kpm, bidirectional, num_buckets, max_distance))
 
 
 def _attn_apply(*inputs):

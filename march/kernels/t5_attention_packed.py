@@ -17,8 +17,6 @@ N = 3·H·d). The output is (B, Lq, H, d) contiguous: the o projection reads it 
 
 from __future__ import annotations
 
-import functools
-
 import torch
 
 from march.kernels import reference
@@ -31,6 +29,7 @@ from march.kernels.t5_attention import (
     _attn_fwd_fake,
     _check,
     _prepare,
+    eager_function,
 )
 
 
@@ -112,23 +111,11 @@ def _backward(ctx, do, _dlse, _dseed, _dmask, bwd=None):
 torch.library.register_autograd("march::t5_attention_packed_fwd", _backward, setup_context=_setup_context)
 
 
-class _PackedFunction(torch.autograd.Function):
-    """Eager mode: the launchers called directly, the bias rows / mask bytes / key range computed
-    once for both passes (as ``t5_attention._T5AttentionFunction``)."""
-
-    @staticmethod
-    def forward(ctx, q, packed, table, kpm, bidirectional, num_buckets, max_distance, *flags):
-        ctx.prep = _prepare(_views(q, packed)[0], table, kpm, bidirectional, num_buckets, max_distance)
-        inputs = (q, packed, table, kpm, bidirectional, num_buckets, max_distance, *flags)
-        out = _packed_fwd(*inputs, prep=ctx.prep)
-        _setup_context(ctx, inputs, out)
-        ctx.mark_non_differentiable(*out[1:])
-        return out
-
-    @staticmethod
-    def backward(ctx, do, _dlse, _dseed, _dmask):
-        prep, ctx.prep = ctx.prep, None
-        return _backward(ctx, do, _dlse, _dseed, _dmask, bwd=functools.partial(_packed_bwd, prep=prep))
+# Eager mode: the launchers called directly (see ``t5_attention.eager_function``).
+_PackedFunction = eager_function(
+    "_PackedFunction", _packed_fwd, _packed_bwd, _setup_context, _backward,
+    lambda q, packed, table, kpm, bidirectional, num_buckets, max_distance, *_: _prepare(
+        _views(q, packed)[0], table, kpm, bidirectional, num_buckets, max_distance))
 
 
 def _shape(t):
