@@ -109,6 +109,8 @@ def test_compile_options():
     assert TrainConfig(compile=False, zero_stage=3).zero_stage == 3
     with pytest.raises(ValueError, match="zero3_persistence_threshold"):
         TrainConfig(zero_stage=3, zero3_persistence_threshold=-1)
+    with pytest.raises(ValueError, match="zero_stage 3 only"):
+        TrainConfig(zero_stage=2, zero3_persistence_threshold=0)
 
 
 def test_run_folder_is_never_clobbered(tmp_path):

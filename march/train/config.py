@@ -93,8 +93,12 @@ class TrainConfig:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
         if self.zero_stage not in (0, 1, 2, 3):
             raise ValueError(f"zero_stage must be 0, 1, 2 or 3, got {self.zero_stage}")
-        if self.zero3_persistence_threshold is not None and self.zero3_persistence_threshold < 0:
-            raise ValueError(f"zero3_persistence_threshold must be >= 0, got {self.zero3_persistence_threshold}")
+        if self.zero3_persistence_threshold is not None:
+            if self.zero_stage != 3:
+                raise ValueError(f"zero3_persistence_threshold applies to zero_stage 3 only, got zero_stage "
+                                 f"{self.zero_stage}")
+            if self.zero3_persistence_threshold < 0:
+                raise ValueError(f"zero3_persistence_threshold must be >= 0, got {self.zero3_persistence_threshold}")
         if self.kernels not in ("auto", "triton", "eager"):
             raise ValueError(f"kernels must be auto, triton or eager, got {self.kernels!r}")
         if self.compile_mode is not None and self.compile_mode not in COMPILE_MODES:

@@ -319,7 +319,7 @@ def _train(cfg, run_dir, source, device, plan, tokens_per_sample, target_length,
     # the running module (tests/test_train.py runs it with every parameter partitioned). Marking the
     # blocks as ZeRO-3 leaves instead would release the shared table after the first layer.
     zero3 = {}
-    if cfg.zero_stage == 3 and cfg.zero3_persistence_threshold is not None:
+    if cfg.zero3_persistence_threshold is not None:  # (only with zero_stage 3: TrainConfig checks)
         zero3["stage3_param_persistence_threshold"] = cfg.zero3_persistence_threshold
     ds_config = {
         "train_micro_batch_size_per_gpu": plan.micro,
