@@ -2,6 +2,8 @@
 benchmarks/profile_step.py, the candidate lists of benchmarks/probe_attention.py (the profiles
 themselves need a GPU)."""
 
+import json
+
 import pytest
 
 from benchmarks.profile_step import _idle, group_of
@@ -51,3 +53,28 @@ def test_probe_explicit_candidates(monkeypatch):
     assert chosen[("dq", 64)] == attn._TUNE[("dq", 64)][:1]
     with pytest.raises(ValueError, match="dqq"):
         probe._explicit_candidates('{"dqq": [[64, 64, 4, 3]]}')
+
+
+@pytest.mark.parametrize("preset", ["Baseline", "GELUGatedLinearUnit", "T5v1_1Base", "Tiny"])
+def test_step_gemms_sum_to_the_flop_formula(preset):
+    """benchmarks/gemm_shapes.py's GEMM list (fwd, dx, dW of each) has exactly the matmul FLOPs of
+    march.models.flops (everything but attention)."""
+    from benchmarks.gemm_shapes import step_gemms
+    from march.models import get_preset
+    from march.models.flops import flop_breakdown
+
+    config = get_preset(preset)
+    gemms = step_gemms(config, batch=3, input_length=37, target_length=11)
+    total = sum(3 * 2 * g["M"] * g["N"] * g["K"] * g["count"] for g in gemms)
+    f = flop_breakdown(config, 37, 11)
+    assert total == 3 * 3 * (f.encoder_matmul + f.decoder_matmul + f.lm_head)
+
+
+def test_gemm_shapes_cli_smoke(tmp_path, capsys):
+    from benchmarks import gemm_shapes
+
+    out = tmp_path / "gemms.json"
+    gemm_shapes.main(["--preset", "Tiny", "--batch", "1", "--input", "8", "--target", "4", "--out", str(out)])
+    result = json.loads(out.read_text())
+    assert len(result["rows"]) == 3 * 12 and result["step_matmul_ms"] > 0
+    assert "matmul time of one step" in capsys.readouterr().out
