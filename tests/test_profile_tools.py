@@ -1,6 +1,6 @@
 """The GPU diagnostics' pure parts on CPU: kernel-name grouping and GPU-idle accounting of
-benchmarks/profile_step.py, the candidate lists of benchmarks/probe_attention.py (the profiles
-themselves need a GPU)."""
+benchmarks/profile_step.py, the candidate lists of benchmarks/probe_attention.py, the GEMM list of
+benchmarks/gemm_shapes.py (the profiles and timings themselves need a GPU)."""
 
 import json
 
