@@ -2,7 +2,8 @@
 issue, against the measured bf16 ceiling: which matmuls keep the step's matmul time (35.4 ms of
 69.2 ms of kernels in session 14's Baseline profile) away from the ceiling.
 
-    python3 -m benchmarks.gemm_shapes [--preset Baseline] [--batch 64] [--input 512] [--target 114] [--out F]
+    python3 -m benchmarks.gemm_shapes [--preset Baseline] [--batch 64] [--input 512] [--target 114]
+                                      [--blas default,cublaslt,no-reduced] [--out F]
 
 GEMMs of one step (M tokens, K in -> N out; march's packed projections):
     encoder, per layer:  qkv d -> 3·inner, o inner -> d, ff in d -> (2 if gated else 1)·d_ff, ff out d_ff -> d
@@ -12,16 +13,50 @@ GEMMs of one step (M tokens, K in -> N out; march's packed projections):
 each as three products: fwd y = x·Wᵀ (M×K by K×N), dx = dy·W (M×N by N×K), dW = dyᵀ·x (N×M by M×K).
 Their FLOPs sum to ``march.models.flops``' matmul FLOPs (tested on CPU). GPU time: CUDA-graph replay
 of one product, two input sets rotated (``common.gpu_ms``); on CPU, wall time (smoke only).
+
+``--blas`` times every product once per cuBLAS setting (``BLAS_SETTINGS``: which library torch
+prefers, whether bf16 split-K may reduce in reduced precision): cuBLAS picks its kernel per setting,
+and a setting that wins on the shapes that matter is one line in the training step.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 
 import torch
 
 from benchmarks import common
+
+
+# name -> (preferred BLAS library or None for torch's default, bf16 reduced-precision reduction)
+BLAS_SETTINGS = {
+    "default": (None, True),
+    "cublaslt": ("cublaslt", True),
+    "cublas": ("cublas", True),
+    "no-reduced": (None, False),
+}
+
+
+@contextlib.contextmanager
+def blas_setting(name: str):
+    """torch's cuBLAS choices set to BLAS_SETTINGS[name] inside the block, restored after. Without
+    CUDA (the CPU smoke run) torch refuses to pick a cuBLAS library, so only the flag is set."""
+    if name not in BLAS_SETTINGS:
+        raise ValueError(f"unknown BLAS setting {name!r}; choose from {sorted(BLAS_SETTINGS)}")
+    library, reduced = BLAS_SETTINGS[name]
+    matmul = torch.backends.cuda.matmul
+    old_library, old_reduced = torch.backends.cuda.preferred_blas_library(), matmul.allow_bf16_reduced_precision_reduction
+    try:
+        if library is not None and torch.cuda.is_available():
+            torch.backends.cuda.preferred_blas_library(library)
+        matmul.allow_bf16_reduced_precision_reduction = reduced
+        yield
+    finally:
+        if torch.cuda.is_available():
+            torch.backends.cuda.preferred_blas_library(old_library)
+        matmul.allow_bf16_reduced_precision_reduction = old_reduced
 
 
 def step_gemms(config, batch: int, input_length: int, target_length: int) -> list[dict]:
@@ -59,21 +94,33 @@ def _products(m: int, n: int, k: int, device, dtype=torch.bfloat16) -> dict:
             "dW": [lambda x=x, dy=dy: dy.t() @ x for x, _, dy in sets]}
 
 
-def measure(config, batch: int, input_length: int, target_length: int) -> dict:
+def measure(config, batch: int, input_length: int, target_length: int, blas=("default",)) -> dict:
+    """Every product of ``step_gemms`` timed under each BLAS setting in ``blas`` (the settings
+    interleaved per product, so a clock drift does not favour one); step totals per setting and for
+    the best setting of each product."""
     device = "cuda" if common.ON_GPU else "cpu"
     ceiling = common.CEILINGS.get(common.gpu_name(), {}).get("bf16_tflops") if common.ON_GPU else None
-    rows, total_ms = [], 0.0
+    rows = []
     for g in step_gemms(config, batch, input_length, target_length):
         flops = 2.0 * g["M"] * g["N"] * g["K"]
         for product, fns in _products(g["M"], g["N"], g["K"], device).items():
-            t = common.gpu_ms(fns)
-            tflops = flops / (t["ms"] * 1e-3) / 1e12
-            rows.append({**g, "product": product, **t, "TFLOP/s": tflops, "step_ms": t["ms"] * g["count"],
-                         "of_ceiling": tflops / ceiling if ceiling else None})
-            total_ms += t["ms"] * g["count"]
+            for setting in blas:
+                with blas_setting(setting):
+                    t = common.gpu_ms(fns)
+                tflops = flops / (t["ms"] * 1e-3) / 1e12
+                rows.append({**g, "product": product, "blas": setting, **t, "TFLOP/s": tflops,
+                             "step_ms": t["ms"] * g["count"], "of_ceiling": tflops / ceiling if ceiling else None})
+    totals = {s: sum(r["step_ms"] for r in rows if r["blas"] == s) for s in blas}
+    best = {}
+    for r in rows:
+        key = (r["name"], r["product"])
+        if key not in best or r["step_ms"] < best[key]["step_ms"]:
+            best[key] = r
     return {"gpu": common.gpu_name() if common.ON_GPU else "cpu", "torch": torch.__version__,
             "batch": batch, "input_length": input_length, "target_length": target_length,
-            "ceiling_tflops": ceiling, "step_matmul_ms": total_ms, "rows": rows}
+            "ceiling_tflops": ceiling, "blas": list(blas), "step_matmul_ms": totals[blas[0]],
+            "step_matmul_ms_by_blas": totals, "step_matmul_ms_best_of": sum(r["step_ms"] for r in best.values()),
+            "best_blas": {f"{n} {p}": r["blas"] for (n, p), r in best.items()}, "rows": rows}
 
 
 def main(argv=None) -> None:
@@ -84,14 +131,23 @@ def main(argv=None) -> None:
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--input", type=int, default=512)
     ap.add_argument("--target", type=int, default=114)
+    ap.add_argument("--blas", default="default",
+                    help=f"comma-separated cuBLAS settings to compare, of {sorted(BLAS_SETTINGS)}")
     ap.add_argument("--out", default=None)
     args = ap.parse_args(argv)
-    result = {"preset": args.preset, **measure(get_preset(args.preset), args.batch, args.input, args.target)}
-    for r in sorted(result["rows"], key=lambda r: -r["step_ms"]):
+    blas = tuple(args.blas.split(","))
+    for name in blas:
+        if name not in BLAS_SETTINGS:
+            ap.error(f"unknown --blas setting {name!r}; choose from {sorted(BLAS_SETTINGS)}")
+    result = {"preset": args.preset, **measure(get_preset(args.preset), args.batch, args.input, args.target, blas)}
+    for r in sorted(result["rows"], key=lambda r: (-r["step_ms"] if r["blas"] == blas[0] else 0)):
         share = f"{r['of_ceiling']:.0%}" if r["of_ceiling"] else "—"
-        print(f"{r['name']:11s} {r['product']:3s} {r['M']:6d}x{r['N']:6d}x{r['K']:5d} x{r['count']:2d}  "
-              f"{r['ms'] * 1e3:8.1f} us  {r['TFLOP/s']:6.1f} TFLOP/s ({share})  {r['step_ms']:7.3f} ms/step")
-    print(f"matmul time of one step: {result['step_matmul_ms']:.2f} ms")
+        print(f"{r['name']:11s} {r['product']:3s} {r['blas']:10s} {r['M']:6d}x{r['N']:6d}x{r['K']:5d} "
+              f"x{r['count']:2d}  {r['ms'] * 1e3:8.1f} us  {r['TFLOP/s']:6.1f} TFLOP/s ({share})  "
+              f"{r['step_ms']:7.3f} ms/step")
+    for name, ms in result["step_matmul_ms_by_blas"].items():
+        print(f"matmul time of one step, {name}: {ms:.2f} ms")
+    print(f"best setting per product: {result['step_matmul_ms_best_of']:.2f} ms")
     if args.out:
         with open(args.out, "w") as f:
             json.dump(result, f, indent=1)

@@ -78,3 +78,27 @@ def test_gemm_shapes_cli_smoke(tmp_path, capsys):
     result = json.loads(out.read_text())
     assert len(result["rows"]) == 3 * 12 and result["step_matmul_ms"] > 0
     assert "matmul time of one step" in capsys.readouterr().out
+
+
+def test_gemm_shapes_compares_blas_settings_and_restores_them(tmp_path, capsys):
+    """--blas times each product once per setting; torch's settings are restored afterwards; an
+    unknown setting is refused by name."""
+    import torch
+
+    from benchmarks import gemm_shapes
+
+    before = (torch.backends.cuda.preferred_blas_library(),
+              torch.backends.cuda.matmul.allow_bf16_reduced_precision_reduction)
+    out = tmp_path / "gemms.json"
+    gemm_shapes.main(["--preset", "Tiny", "--batch", "1", "--input", "8", "--target", "4",
+                      "--blas", "default,no-reduced,cublaslt", "--out", str(out)])
+    result = json.loads(out.read_text())
+    assert len(result["rows"]) == 3 * 3 * 12
+    assert set(result["step_matmul_ms_by_blas"]) == {"default", "no-reduced", "cublaslt"}
+    assert result["step_matmul_ms_best_of"] <= min(result["step_matmul_ms_by_blas"].values())
+    assert len(result["best_blas"]) == 3 * 12
+    assert (torch.backends.cuda.preferred_blas_library(),
+            torch.backends.cuda.matmul.allow_bf16_reduced_precision_reduction) == before
+    with pytest.raises(SystemExit):
+        gemm_shapes.main(["--preset", "Tiny", "--blas", "default,fastest"])
+    assert "unknown --blas setting 'fastest'" in capsys.readouterr().err
