@@ -26,8 +26,10 @@ import triton.language as tl
 from march.kernels._utils import interpreting
 from march.kernels.glu import _dropout_args, _keep_mask
 
-# Epilogues (constexpr).
-PLAIN, RELU_DROPOUT, RELU_DROPOUT_BWD = 0, 1, 2
+# Epilogues (constexpr globals, readable inside the kernel).
+PLAIN = tl.constexpr(0)
+RELU_DROPOUT = tl.constexpr(1)
+RELU_DROPOUT_BWD = tl.constexpr(2)
 
 
 def _configs():
