@@ -151,6 +151,13 @@ def _exercise() -> None:
         for dt in (torch.bfloat16, torch.float32):
             x = torch.randn(6, vocab, dtype=dt, requires_grad=True)
             torch.autograd.grad(cross_entropy(x, torch.zeros(6, dtype=torch.long)), (x,))
+    from march.kernels import relu_matmul
+
+    for p in (0.0, 0.1):  # the ReLU feedforward's GEMMs with their epilogues
+        x, w = torch.randn(64, 768, dtype=torch.bfloat16), torch.randn(3072, 768, dtype=torch.bfloat16)
+        a = relu_matmul.relu_dropout_up(x, w, p, torch.ones(1, dtype=torch.int64))
+        relu_matmul.relu_dropout_bwd(x, w.t().contiguous(), a, p)
+    relu_matmul.matmul(x, w)
     try:
         from march.kernels import glu
         from march.kernels.glu import act_dropout

@@ -37,7 +37,7 @@ def _configs():
         return [triton.Config({"BLOCK_M": 32, "BLOCK_N": 32, "BLOCK_K": 32, "GROUP_M": 4}, num_warps=4)]
     shapes = [  # (BLOCK_M, BLOCK_N, BLOCK_K, stages, warps)
         (128, 256, 64, 3, 8), (128, 128, 64, 4, 4), (128, 128, 64, 3, 8), (128, 128, 64, 4, 8),
-        (256, 128, 64, 3, 8), (128, 256, 64, 4, 8), (128, 192, 64, 3, 8), (64, 256, 64, 4, 4),
+        (256, 128, 64, 3, 8), (128, 256, 64, 4, 8), (64, 256, 64, 4, 4), (256, 64, 64, 4, 4),
     ]
     return [triton.Config({"BLOCK_M": m, "BLOCK_N": n, "BLOCK_K": k, "GROUP_M": 8}, num_stages=s, num_warps=w)
             for m, n, k, s, w in shapes]
