@@ -1,0 +1,142 @@
+"""The ReLU feedforward as one op (march.kernels.feedforward on 16-bit inputs; the backward's GEMM in
+march.kernels.relu_matmul): values and every gradient vs a float64 oracle within ~2x eager's error,
+awkward shapes, dropout against the kernels' own mask, a poisoned output buffer, opcheck, compile.
+CPU: interpreter."""
+
+import pytest
+import torch
+
+from march.kernels import feedforward, reference
+from march.kernels.feedforward import relu_ff_bwd_op, relu_ff_fwd_op
+from march.kernels.glu import dropout_keep_mask
+from march.kernels.relu_matmul import relu_dropout_bwd
+from tests.helpers import assert_close_to_oracle
+
+BF16, FP16 = torch.bfloat16, torch.float16
+
+
+def _inputs(m, d, f, dtype, device, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(m, d, generator=g, dtype=torch.float64)
+    w_in = torch.randn(f, d, generator=g, dtype=torch.float64) / d**0.5
+    w_out = torch.randn(d, f, generator=g, dtype=torch.float64) / f**0.5
+    dy = torch.randn(m, d, generator=g, dtype=torch.float64)
+    return [t.to(dtype).to(device) for t in (x, w_in, w_out)], dy
+
+
+def _run(fn, inputs, dy):
+    inputs = [t.detach().clone().requires_grad_(True) for t in inputs]
+    y = fn(*inputs)
+    y.backward(dy.to(y.dtype).to(y.device))
+    return [y.detach()] + [t.grad for t in inputs]
+
+
+@pytest.mark.parametrize("m,d,f,p", [(1, 32, 48, 0.0), (199, 40, 48, 0.0), (77, 32, 100, 0.3), (64, 64, 64, 0.1)],
+                         ids=str)
+@pytest.mark.parametrize("dtype", [BF16, FP16], ids=str)
+def test_matches_oracle(m, d, f, p, dtype, device):
+    """With dropout the reference applies the mask the kernels draw (dropout_keep_mask)."""
+    inputs, dy = _inputs(m, d, f, dtype, device)
+    keep = dropout_keep_mask((m, f), p, 5, device).cpu() if p else None
+    got = _run(lambda x, a, b: feedforward(x, a, b, "relu", p, seed=5), inputs, dy)
+    ref = lambda x, a, b: reference.feedforward(x, a, b, "relu", p, keep)
+    eager = _run(ref, [t.cpu() for t in inputs], dy)
+    oracle = _run(ref, [t.cpu().double() for t in inputs], dy)
+    for name, g, e, o in zip(("y", "dx", "dw_in", "dw_out"), got, eager, oracle):
+        assert_close_to_oracle(name, g, e, o, factor=3.0)  # two GEMM roundings, as test_feedforward
+
+
+def test_backward_needs_only_a(device):
+    """dh = where(a > 0, dy W_out / (1 − p), 0): the saved tensors are x, the weights and a — no
+    pre-activation, no mask — and dh equals the masked-relu backward with the kernels' own mask."""
+    p = 0.25
+    (x, w_in, w_out), dy = _inputs(50, 32, 72, BF16, device)
+    y, a = relu_ff_fwd_op(x, w_in, w_out, p, torch.tensor([9], device=device))
+    keep = dropout_keep_mask((50, 72), p, 9, device)
+    h = (x.double() @ w_in.double().t())
+    want_a = torch.where(keep & (h > 0), h / (1 - p), 0.0)
+    torch.testing.assert_close(a.double(), want_a, rtol=2e-2, atol=2e-2)
+    dy = dy.to(BF16).to(device)
+    dh = relu_dropout_bwd(dy, w_out, a, p)
+    want_dh = torch.where(a.double() > 0, (dy.double() @ w_out.double()) / (1 - p), 0.0)
+    torch.testing.assert_close(dh.double(), want_dh, rtol=2e-2, atol=2e-2)
+    assert (dh[a == 0] == 0).all()
+
+
+def test_every_element_written(device):
+    """A NaN-poisoned output buffer, with M, N and K none of them block multiples: nothing left."""
+    (dy, _, w_out), _ = _inputs(37, 40, 53, BF16, device)
+    a = torch.rand(37, 53, device=device).to(BF16) - 0.3
+    out = torch.full((37, 53), float("nan"), dtype=BF16, device=device)
+    relu_dropout_bwd(dy, w_out, a, 0.0, out=out)
+    assert torch.isfinite(out).all()
+    torch.testing.assert_close(out.float(), torch.where(a > 0, dy.float() @ w_out.float(), 0.0), rtol=2e-2, atol=2e-2)
+
+
+def test_dropout_is_reproducible_and_seeded(device):
+    (x, w_in, w_out), _ = _inputs(16, 32, 64, BF16, device)
+    y1 = feedforward(x, w_in, w_out, "relu", 0.5, seed=3)
+    assert torch.equal(y1, feedforward(x, w_in, w_out, "relu", 0.5, seed=3))
+    assert not torch.equal(y1, feedforward(x, w_in, w_out, "relu", 0.5, seed=4))
+
+
+def test_empty_batch(device):
+    (x, w_in, w_out), _ = _inputs(4, 32, 48, BF16, device)
+    x0 = x[:0].clone().requires_grad_(True)
+    w = w_in.clone().requires_grad_(True)
+    y = feedforward(x0, w, w_out, "relu", 0.1)
+    assert y.shape == (0, 32)
+    y.sum().backward()
+    assert x0.grad.shape == (0, 32) and (w.grad == 0).all()
+
+
+def test_other_dtypes_and_activations_keep_the_unfused_path(device, monkeypatch):
+    """fp32 (cuBLAS's full-precision GEMMs), an fp32 wo (HF keeps it in fp32) and other activations
+    do not take the op; an input projection in another dtype than x is an error naming both."""
+    import importlib
+
+    ff = importlib.import_module("march.kernels.feedforward")  # (the package exports the function)
+    calls = []
+    monkeypatch.setattr(ff, "relu_ff_fwd_op", lambda *a: calls.append(a) or relu_ff_fwd_op(*a))
+    (x, w_in, w_out), _ = _inputs(8, 32, 48, BF16, device)
+    ff.feedforward(x.float(), w_in.float(), w_out.float(), "relu")
+    ff.feedforward(x, w_in, w_out.float(), "relu")
+    with pytest.raises(TypeError, match="w_in has dtype torch.float32 but x has torch.bfloat16"):
+        ff.feedforward(x, w_in.float(), w_out, "relu")
+    ff.feedforward(x, w_in, w_out, "gelu")
+    assert not calls
+    ff.feedforward(x, w_in, w_out, "relu")
+    assert len(calls) == 1
+
+
+def test_opcheck(device):
+    (x, w_in, w_out), dy = _inputs(24, 32, 48, BF16, device)
+    seed = torch.tensor([1], device=device)
+    torch.library.opcheck(relu_ff_fwd_op, (x.requires_grad_(True), w_in.requires_grad_(True), w_out, 0.1, seed))
+    _, a = relu_ff_fwd_op(x.detach(), w_in.detach(), w_out, 0.1, seed)
+    torch.library.opcheck(relu_ff_bwd_op, (dy.to(BF16).to(device), x.detach(), w_in.detach(), w_out, a, 0.1))
+
+
+def test_compiles_fullgraph(device):
+    from march.models.layers import FeedForward
+
+    ff = FeedForward(32, 40, activation="relu", dropout=0.1).to(device).to(BF16)
+    x = torch.randn(2, 3, 32, device=device, dtype=BF16, requires_grad=True)
+    compiled = torch.compile(ff, fullgraph=True, backend="aot_eager")
+    compiled(x).float().sum().backward()
+    assert x.grad is not None and all(p.grad is not None for p in ff.parameters())
+    ff.eval()
+    torch.testing.assert_close(compiled(x), ff(x), rtol=0, atol=0)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("m", [32768, 7296, 1000])
+def test_large_gpu(m):
+    """T5-base sizes; the oracle is fp64 on the GPU, eager bf16 on the GPU the error scale."""
+    inputs, dy = _inputs(m, 768, 3072, BF16, "cuda")
+    got = _run(lambda x, a, b: feedforward(x, a, b, "relu", 0.0), inputs, dy)
+    ref = lambda x, a, b: reference.feedforward(x, a, b, "relu", 0.0)
+    eager = _run(ref, inputs, dy)
+    oracle = _run(ref, [t.double() for t in inputs], dy)
+    for name, g, e, o in zip(("y", "dx", "dw_in", "dw_out"), got, eager, oracle):
+        assert_close_to_oracle(name, g, e, o, factor=3.0)
