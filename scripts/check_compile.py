@@ -36,6 +36,8 @@ def _sig(value) -> str:
         return "*" + {torch.float16: "fp16", torch.bfloat16: "bf16", torch.float32: "fp32",
                       torch.int64: "i64", torch.int32: "i32", torch.uint8: "u8", torch.int8: "i8",
                       torch.bool: "i1"}[value.dtype]
+    if type(value).__name__ == "TensorDescriptor":  # a host TMA descriptor (its block shape set by the config's pre_hook)
+        return f"tensordesc<{_sig(value.base)[1:]}[{','.join(str(b) for b in value.block_shape)}]>"
     if isinstance(value, bool):
         return "i1"
     if isinstance(value, int):
@@ -112,7 +114,10 @@ def _resources(ck) -> str:
 
 def _compile_every_config(self, *args, **kwargs):
     """An autotuned kernel: compile every config it may pick (no timing without a GPU)."""
-    for config in self.configs:
+    self.nargs = dict(zip(self.arg_names, args))
+    for config in self.prune_configs(kwargs):  # the configs the autotuner would time
+        if config.pre_hook:  # e.g. the TMA kernels' descriptors take the config's block shapes
+            config.pre_hook({**dict(zip(self.arg_names, args)), **kwargs, **config.all_kwargs()})
         self.fn.run(*args, **kwargs, **config.all_kwargs())
 
 

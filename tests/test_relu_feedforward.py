@@ -63,14 +63,35 @@ def test_backward_needs_only_a(device):
     assert (dh[a == 0] == 0).all()
 
 
-def test_every_element_written(device):
-    """A NaN-poisoned output buffer, with M, N and K none of them block multiples: nothing left."""
-    (dy, _, w_out), _ = _inputs(37, 40, 53, BF16, device)
-    a = torch.rand(37, 53, device=device).to(BF16) - 0.3
-    out = torch.full((37, 53), float("nan"), dtype=BF16, device=device)
-    relu_dropout_bwd(dy, w_out, a, 0.0, out=out)
+@pytest.mark.parametrize("f,kernel", [(56, "tma"), (53, "ptr")])
+def test_every_element_written(f, kernel, device, monkeypatch):
+    """A NaN-poisoned output buffer, M and K not block multiples, through the TMA kernel (rows of
+    16-byte multiples) and the pointer fallback (F = 53: rows TMA cannot describe)."""
+    import march.kernels.relu_matmul as rm
+
+    used = []
+    for name in ("_launch_tma", "_launch_ptr"):
+        monkeypatch.setattr(rm, name, lambda *a, _f=getattr(rm, name), _n=name, **k: used.append(_n) or _f(*a, **k))
+    (dy, _, w_out), _ = _inputs(37, 40, f, BF16, device)
+    a = torch.rand(37, f, device=device).to(BF16) - 0.3
+    out = torch.full((37, f), float("nan"), dtype=BF16, device=device)
+    rm.relu_dropout_bwd(dy, w_out, a, 0.0, out=out)
+    assert used == [f"_launch_{kernel}"]
     assert torch.isfinite(out).all()
     torch.testing.assert_close(out.float(), torch.where(a > 0, dy.float() @ w_out.float(), 0.0), rtol=2e-2, atol=2e-2)
+    x, w = dy, w_out.t().contiguous()  # (37, 40), (f, 40)
+    out = torch.full((37, f), float("nan"), dtype=BF16, device=device)
+    rm.matmul(x, w, out=out)
+    torch.testing.assert_close(out.float(), x.float() @ w.float().t(), rtol=2e-2, atol=2e-2)
+    out = torch.full((37, f), float("nan"), dtype=BF16, device=device)
+    got = rm.relu_dropout_up(x, w, 0.2, torch.tensor([3], device=device), out=out)
+    if kernel == "ptr":
+        assert got is None  # the forward's fallback is cuBLAS + the activation kernel (the op's)
+    else:
+        assert torch.isfinite(out).all()
+        keep = dropout_keep_mask((37, f), 0.2, 3, device)
+        want = torch.where(keep, torch.relu(x.float() @ w.float().t()) / 0.8, 0.0)
+        torch.testing.assert_close(out.float(), want, rtol=2e-2, atol=2e-2)
 
 
 def test_dropout_is_reproducible_and_seeded(device):

@@ -11,9 +11,10 @@ fused GLU kernel reads the two halves in place and, in the backward, writes d[ga
 seed, never stored. Eager PyTorch additionally keeps act(gate) and the mask.
 
 The plain ReLU block in 16-bit (T5's original feedforward, the research's Baseline) is one op,
-``march::relu_feedforward_fwd/bwd``: the backward's dh = where(a > 0, dy W_out / (1 − p), 0) comes out
-of one Triton GEMM (``march.kernels.relu_matmul``), so neither the pre-activation h nor a dropout
-mask is saved, and the activation's backward kernel is gone (see that module's docstring).
+``march::relu_feedforward_fwd/bwd``: a = drop(relu(x W_inᵀ)) and the backward's
+dh = where(a > 0, dy W_out / (1 − p), 0) each come out of one Triton GEMM (``march.kernels.relu_matmul``),
+so the pre-activation h is never stored, no dropout mask is saved, and both activation kernels are
+gone (see that module's docstring).
 
 Why not one Triton matmul with an act(gate)·up epilogue? It would keep gu out of HBM in the
 forward, but the backward needs gate and up (or a recompute GEMM), and cuBLAS at these shapes is
@@ -30,7 +31,7 @@ import torch.nn.functional as F
 from march.kernels import reference
 from march.kernels._utils import check_float, check_same_device, define_op, use_triton
 from march.kernels.glu import _launch_fwd, act_dropout, check_dropout, check_seed, glu_packed, make_seed
-from march.kernels.relu_matmul import relu_dropout_bwd
+from march.kernels.relu_matmul import relu_dropout_bwd, relu_dropout_up
 from march.kernels.reference import canonical_activation
 
 
@@ -84,8 +85,10 @@ def gated_feedforward(x: torch.Tensor, w_gate: torch.Tensor, w_up: torch.Tensor,
 
 def _relu_ff_fwd(x, w_in, w_out, dropout_p, seed):
     """x (M, d), w_in (F, d), w_out (d, F) -> y (M, d), a = drop(relu(x W_inᵀ)) (M, F)."""
-    h = F.linear(x, w_in)  # (M, F), freed on return: the backward needs only a
-    a = _launch_fwd(h, None, torch.empty_like(h), "relu", dropout_p, seed)
+    a = relu_dropout_up(x, w_in, dropout_p, seed)  # one Triton GEMM, h never stored
+    if a is None:  # rows TMA cannot describe: cuBLAS, then the activation kernel
+        h = F.linear(x, w_in)  # (M, F), freed on return: the backward needs only a
+        a = _launch_fwd(h, None, torch.empty_like(h), "relu", dropout_p, seed)
     return F.linear(a, w_out), a
 
 

@@ -11,10 +11,16 @@ never stored, and the activation kernels (read h, write a; read da and h, write 
 up-projection GEMM writes a, the GEMM that forms da writes dh instead. a is saved anyway (it is the
 down-projection's input, which its weight gradient reads).
 
-``relu_matmul(x, w, out_layout, p, seed)`` is that GEMM, C (M, N) = epilogue(A (M, K) · B (K, N)),
-B given by strides (W_inᵀ for the forward, W_out for the backward). The keep mask is glu.py's
-``_keep_mask`` (a function of seed, row, column: ``march.kernels.act_dropout`` draws the same mask).
-Accumulation is fp32; the epilogue rounds once, where eager rounds h, then a (and da, then dh).
+Two kernels compute C (M, N) = epilogue(A (M, K) · Bᵀ), B (N, K):
+- ``_tma_kernel``: persistent (one program per SM walking the tiles), every load and store through a
+  TMA descriptor, the tile loop flattened so the next tile's loads overlap this tile's epilogue
+  (Triton's persistent-matmul tutorial). H200, 32768 × 3072 × 768 (session 15, probe 2): 640
+  TFLOP/s against cuBLAS's 675, where a pointer-load kernel reached 490. Needs 16-byte aligned rows
+  (K and N multiples of 8 in 16-bit).
+- ``_ptr_kernel``: pointer loads, any shape: the fallback for rows TMA cannot describe.
+The keep mask is glu.py's ``_keep_mask`` (a function of seed, row, column: ``march.kernels.act_dropout``
+draws the same mask). Accumulation is fp32; the epilogue rounds once, where eager rounds h, then a
+(and da, then dh).
 """
 
 from __future__ import annotations
@@ -23,7 +29,9 @@ import torch
 import triton
 import triton.language as tl
 
-from march.kernels._utils import interpreting
+from triton.tools.tensor_descriptor import TensorDescriptor
+
+from march.kernels._utils import interpreting, num_sms
 from march.kernels.glu import _dropout_args, _keep_mask
 
 # Epilogues (constexpr globals, readable inside the kernel).
@@ -43,9 +51,103 @@ def _configs():
             for m, n, k, s, w in shapes]
 
 
+def _tma_configs():
+    if interpreting():
+        shapes = [(32, 32, 32, 1, 4, True)]
+    else:  # the probe's winners (enc: 128×256, 3 stages; dec: 128×128, 5 stages, 4 warps) and neighbours
+        shapes = [(128, 256, 64, 3, 8, False), (128, 256, 64, 3, 8, True), (128, 128, 64, 5, 4, False),
+                  (128, 128, 64, 4, 8, False)]
+    return [triton.Config({"BLOCK_M": m, "BLOCK_N": n, "BLOCK_K": k, "GROUP_M": 8, "SUBTILE": sub},
+                          num_stages=s, num_warps=w, pre_hook=_set_block_shapes)
+            for m, n, k, s, w, sub in shapes]
+
+
+def _set_block_shapes(nargs):
+    """Host descriptors carry their block shape: set it to the config's before each launch."""
+    bm, bn, bk = nargs["BLOCK_M"], nargs["BLOCK_N"], nargs["BLOCK_K"]
+    nargs["a_desc"].block_shape = [bm, bk]
+    nargs["b_desc"].block_shape = [bn, bk]
+    sub_n = bn // 2 if nargs["SUBTILE"] else bn
+    nargs["c_desc"].block_shape = [bm, sub_n]
+    nargs["aux_desc"].block_shape = [bm, sub_n]
+
+
+@triton.jit
+def _tile(tile_id, num_pid_in_group, num_pid_m, GROUP_M: tl.constexpr):
+    """Grouped tile order: GROUP_M row blocks share each weight column block while it is in L2."""
+    first_m = (tile_id // num_pid_in_group) * GROUP_M
+    group_m = tl.minimum(num_pid_m - first_m, GROUP_M)
+    return first_m + (tile_id % group_m), (tile_id % num_pid_in_group) // group_m
+
+
+@triton.jit
+def _epilogue(acc, aux_desc, SEED, om, on, N, p, scale, EPILOGUE: tl.constexpr, HAS_DROPOUT: tl.constexpr,
+              BLOCK_M: tl.constexpr, SUB_N: tl.constexpr):
+    """acc (BLOCK_M, SUB_N) fp32 of output rows om.., columns on..; returns it in fp32."""
+    if EPILOGUE == RELU_DROPOUT:
+        acc = tl.maximum(acc, 0.0) * scale
+        if HAS_DROPOUT:
+            rows64 = (om + tl.arange(0, BLOCK_M)).to(tl.int64)[:, None]
+            acc = tl.where(_keep_mask(SEED, rows64, on // SUB_N, N, p, BLOCK_M, SUB_N), acc, 0.0)
+    elif EPILOGUE == RELU_DROPOUT_BWD:
+        acc = tl.where(aux_desc.load([om, on]) > 0, acc * scale, 0.0)
+    return acc
+
+
+def _prune_tma(configs, named_args, **kwargs):
+    """A 128 × 256 tile with an epilogue (the mask draw, or a's tile) fits shared memory only as two halves."""
+    if kwargs["EPILOGUE"] == PLAIN:
+        return configs
+    return [c for c in configs if c.kwargs["SUBTILE"] or c.kwargs["BLOCK_N"] < 256]
+
+
+@triton.autotune(configs=_tma_configs(), key=["N", "K", "M_BUCKET", "EPILOGUE", "HAS_DROPOUT"],
+                 prune_configs_by={"early_config_prune": _prune_tma})
+@triton.jit
+def _tma_kernel(
+    a_desc, b_desc, c_desc, aux_desc, SEED,  # A (M, K), B (N, K), C and AUX (M, N): host TMA descriptors
+    M, N, K, p, scale,
+    M_BUCKET,  # autotune key only: M rounded to a power of two
+    EPILOGUE: tl.constexpr, HAS_DROPOUT: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
+    SUBTILE: tl.constexpr,  # store (and mask) the tile as two (BLOCK_M, BLOCK_N / 2) halves: fewer registers
+    NUM_SMS: tl.constexpr,
+):
+    start = tl.program_id(0)
+    num_pid_m = tl.cdiv(M, BLOCK_M)
+    num_pid_n = tl.cdiv(N, BLOCK_N)
+    k_tiles = tl.cdiv(K, BLOCK_K)  # out-of-range rows/columns of a TMA load read zeros
+    num_pid_in_group = GROUP_M * num_pid_n
+    SUB_N: tl.constexpr = BLOCK_N // 2 if SUBTILE else BLOCK_N
+    tile_c = start - NUM_SMS
+    # flatten: one software-pipelined loop over (tile, k), so the next tile's loads are in flight
+    # during this tile's epilogue
+    for tile in tl.range(start, num_pid_m * num_pid_n, NUM_SMS, flatten=True):
+        pid_m, pid_n = _tile(tile, num_pid_in_group, num_pid_m, GROUP_M)
+        om, on = pid_m * BLOCK_M, pid_n * BLOCK_N
+        acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+        for ki in range(k_tiles):
+            acc = tl.dot(a_desc.load([om, ki * BLOCK_K]), b_desc.load([on, ki * BLOCK_K]).T, acc)
+        # (the tutorial recomputes the tile's indices here: the flattened loop's epilogue runs on
+        # its own copy of the induction variable)
+        tile_c += NUM_SMS
+        pid_m, pid_n = _tile(tile_c, num_pid_in_group, num_pid_m, GROUP_M)
+        om, on = pid_m * BLOCK_M, pid_n * BLOCK_N
+        dtype = c_desc.dtype
+        if SUBTILE:
+            acc0, acc1 = tl.split(tl.permute(tl.reshape(acc, (BLOCK_M, 2, SUB_N)), (0, 2, 1)))
+            acc0 = _epilogue(acc0, aux_desc, SEED, om, on, N, p, scale, EPILOGUE, HAS_DROPOUT, BLOCK_M, SUB_N)
+            c_desc.store([om, on], acc0.to(dtype))  # out-of-range rows/columns of a TMA store are dropped
+            acc1 = _epilogue(acc1, aux_desc, SEED, om, on + SUB_N, N, p, scale, EPILOGUE, HAS_DROPOUT, BLOCK_M, SUB_N)
+            c_desc.store([om, on + SUB_N], acc1.to(dtype))
+        else:
+            acc = _epilogue(acc, aux_desc, SEED, om, on, N, p, scale, EPILOGUE, HAS_DROPOUT, BLOCK_M, SUB_N)
+            c_desc.store([om, on], acc.to(dtype))
+
+
 @triton.autotune(configs=_configs(), key=["N", "K", "M_BUCKET", "EPILOGUE", "B_K_MAJOR", "HAS_DROPOUT"])
 @triton.jit
-def _relu_matmul_kernel(
+def _ptr_kernel(
     A, B, C, AUX, SEED,  # A: (M, K) ; B: (K, N) by strides ; C: (M, N) ; AUX: (M, N) the forward's a (bwd)
     stride_am, stride_bk, stride_bn, stride_cm, stride_aux,
     M, N, K, p, scale,
@@ -101,21 +203,40 @@ def _relu_matmul_kernel(
     tl.store(C + rows64 * stride_cm + cols[None, :], acc.to(C.dtype.element_ty), mask=mask)
 
 
-def _launch(a: torch.Tensor, b: torch.Tensor, b_k_major: bool, epilogue: int, dropout_p: float = 0.0,
-            seed: torch.Tensor | None = None, aux: torch.Tensor | None = None,
-            out: torch.Tensor | None = None) -> torch.Tensor:
-    """C (M, N) = epilogue(a (M, K) · b), b (K, N) given as a view (b_k_major: b.stride(0) == 1);
-    written into ``out`` (M, N) with a unit last stride when given (the tests poison it)."""
-    m, k = a.shape
-    n = b.shape[1]
-    c = torch.empty((m, n), dtype=a.dtype, device=a.device) if out is None else out
-    if m == 0 or n == 0:
-        return c
+def _tma_ok(*tensors: torch.Tensor) -> bool:
+    """TMA describes 2-D row-major tensors with 16-byte aligned base and rows."""
+    return all(t.stride(1) == 1 and (t.stride(0) * t.element_size()) % 16 == 0 and t.data_ptr() % 16 == 0
+               and t.shape[0] > 0 and t.shape[1] > 0 for t in tensors)
+
+
+def _launch_tma(a, b, c, epilogue, dropout_p=0.0, seed=None, aux=None):
+    """c[:] = epilogue(a (M, K) · bᵀ), b (N, K); all row-major and 16-byte aligned (``_tma_ok``)."""
+    (m, k), n = a.shape, b.shape[0]
+    has_dropout, seed, scale = _dropout_args(dropout_p, seed, c)
+    if epilogue == PLAIN:
+        scale = 1.0
+    # block shapes are placeholders: the config's pre_hook sets them
+    a_desc = TensorDescriptor.from_tensor(a, [1, 8])
+    b_desc = TensorDescriptor.from_tensor(b, [1, 8])
+    c_desc = TensorDescriptor.from_tensor(c, [1, 8])
+    aux_desc = TensorDescriptor.from_tensor(aux, [1, 8]) if aux is not None else c_desc
+    sms = num_sms(a.device.index)
+    grid = lambda meta: (min(sms, triton.cdiv(m, meta["BLOCK_M"]) * triton.cdiv(n, meta["BLOCK_N"])),)
+    _tma_kernel[grid](a_desc, b_desc, c_desc, aux_desc, seed, m, n, k, dropout_p if has_dropout else 0.0, scale,
+                      triton.next_power_of_2(m), EPILOGUE=epilogue,
+                      HAS_DROPOUT=has_dropout and epilogue == RELU_DROPOUT, NUM_SMS=sms)
+    return c
+
+
+def _launch_ptr(a, b, c, b_k_major, epilogue, dropout_p=0.0, seed=None, aux=None):
+    """c[:] = epilogue(a (M, K) · b), b (K, N) a view (b_k_major: b.stride(0) == 1); any strides
+    with a unit last stride for a, c and aux."""
+    (m, k), n = a.shape, b.shape[1]
     has_dropout, seed, scale = _dropout_args(dropout_p, seed, c)
     if epilogue == PLAIN:
         scale = 1.0
     grid = lambda meta: (triton.cdiv(m, meta["BLOCK_M"]) * triton.cdiv(n, meta["BLOCK_N"]),)
-    _relu_matmul_kernel[grid](
+    _ptr_kernel[grid](
         a, b, c, aux if aux is not None else c, seed,
         a.stride(0), b.stride(0), b.stride(1), c.stride(0), aux.stride(0) if aux is not None else 0,
         m, n, k, dropout_p if has_dropout else 0.0, scale, triton.next_power_of_2(m),
@@ -124,17 +245,40 @@ def _launch(a: torch.Tensor, b: torch.Tensor, b_k_major: bool, epilogue: int, dr
     return c
 
 
-def relu_dropout_up(x: torch.Tensor, w_in: torch.Tensor, dropout_p: float, seed: torch.Tensor | None) -> torch.Tensor:
-    """a = drop(relu(x W_inᵀ)); x (M, d) row-major, w_in (F, d) row-major -> a (M, F)."""
-    return _launch(x, w_in.t(), True, RELU_DROPOUT, dropout_p, seed)
+def _out(a, n, out):
+    return torch.empty((a.shape[0], n), dtype=a.dtype, device=a.device) if out is None else out
+
+
+def relu_dropout_up(x: torch.Tensor, w_in: torch.Tensor, dropout_p: float, seed: torch.Tensor | None,
+                    out: torch.Tensor | None = None) -> torch.Tensor | None:
+    """a = drop(relu(x W_inᵀ)); x (M, d), w_in (F, d) row-major -> a (M, F), or None where TMA cannot
+    take the shapes (the caller then runs cuBLAS + the activation kernel: the pointer kernel's
+    K-major weight loads are slower than both)."""
+    a = _out(x, w_in.shape[0], out)
+    if a.numel() == 0:
+        return a
+    if not _tma_ok(x, w_in, a):
+        return None
+    return _launch_tma(x, w_in, a, RELU_DROPOUT, dropout_p, seed)
 
 
 def relu_dropout_bwd(dy: torch.Tensor, w_out: torch.Tensor, a: torch.Tensor, dropout_p: float,
                      out: torch.Tensor | None = None) -> torch.Tensor:
     """dh = where(a > 0, (dy W_out) / (1 − p), 0); dy (M, d), w_out (d, F), a (M, F) row-major -> dh (M, F)."""
-    return _launch(dy, w_out, False, RELU_DROPOUT_BWD, dropout_p, None, a, out)
+    dh = _out(dy, w_out.shape[1], out)
+    if dh.numel() == 0:
+        return dh
+    w_t = w_out.t().contiguous()  # (F, d): K-major, the layout the TMA kernel reads fastest (a 2·d·F-byte copy)
+    if _tma_ok(dy, w_t, a, dh):
+        return _launch_tma(dy, w_t, dh, RELU_DROPOUT_BWD, dropout_p, None, a)
+    return _launch_ptr(dy, w_out, dh, False, RELU_DROPOUT_BWD, dropout_p, None, a)
 
 
-def matmul(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-    """x Wᵀ with no epilogue: the kernel's GEMM alone (benchmarks compare it with cuBLAS)."""
-    return _launch(x, w.t(), True, PLAIN)
+def matmul(x: torch.Tensor, w: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+    """x Wᵀ with no epilogue: the kernels' GEMM alone (benchmarks compare it with cuBLAS)."""
+    c = _out(x, w.shape[0], out)
+    if c.numel() == 0:
+        return c
+    if _tma_ok(x, w, c):
+        return _launch_tma(x, w, c, PLAIN)
+    return _launch_ptr(x, w.t(), c, True, PLAIN)

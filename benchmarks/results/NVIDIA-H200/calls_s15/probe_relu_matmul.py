@@ -1,4 +1,4 @@
-"""Session 15 probe: the ReLU feedforward's hidden-sized GEMMs with the activation + dropout in a
+"""Session 15 probe (call 2: pointer kernel; call 4: the persistent TMA kernel): the ReLU feedforward's hidden-sized GEMMs with the activation + dropout in a
 Triton epilogue (march.kernels.relu_matmul) against cuBLAS + march's activation kernels."""
 import json
 import sys
@@ -40,7 +40,7 @@ for name, m in (("enc", 32768), ("dec", 7296)):
         "triton up fused": lambda s: R.relu_dropout_up(s[0], s[1], P, s[4]),
         "cublas da": lambda s: s[3] @ s[2],
         "cublas da + act bwd": bwd_ref,
-        "triton da plain": lambda s: R._launch(s[3], s[2], False, R.PLAIN),
+        "triton da plain": lambda s: R.matmul(s[3], s[2].t().contiguous()),
         "triton da fused": lambda s: R.relu_dropout_bwd(s[3], s[2], s[6], P),
     }
     # correctness on the first set
@@ -54,7 +54,7 @@ for name, m in (("enc", 32768), ("dec", 7296)):
     flops = 2.0 * m * f * d
     for case, fn in cases.items():
         t = common.gpu_ms([lambda s=s_, fn=fn: fn(s) for s_ in sets])
-        cfg = str(R._relu_matmul_kernel.best_config) if "triton" in case else ""
+        cfg = str(R._tma_kernel.best_config) if "triton" in case else ""
         rows.append({"shape": name, "M": m, "case": case, **t, "TFLOP/s": flops / t["ms"] / 1e9, "config": cfg})
         print(f"{name} {case:22s} {t['ms'] * 1e3:8.1f} us {flops / t['ms'] / 1e9:6.0f} TFLOP/s {cfg}", flush=True)
 json.dump({"gpu": torch.cuda.get_device_name(), "rows": rows}, open(out, "w"), indent=1)
