@@ -7,6 +7,10 @@ Bytes are the fewest that must move (bf16, N×F each):
   glu fwd+bwd = 8·N·F·2
   act(+dropout) fwd = read x + write y = 2·N·F·2; bwd = 3·N·F·2; fwd+bwd = 5·N·F·2
 Gated FFN d -> F -> d: FLOPs = 2·N·d·F·3 forward, 2× that backward (dx and dW GEMMs), 3× fwd+bwd.
+ReLU FFN d -> F -> d (T5's original block, the research's Baseline): FLOPs = 2·N·d·F·2 forward;
+"march" is the one-op path (activation and dropout in the Triton GEMMs' epilogues,
+``march.kernels.relu_matmul``), "march_unfused" the cuBLAS GEMMs around march's activation kernel
+(the path before session 15, and what other activations take).
 
 Timing: ``common.gpu_ms`` (CUDA-graph GPU time as ``ms``, do_bench from Python as ``ms_launch``)
 over rotated input sets that together exceed 3× the 60 MB L2. Backward alone is (fwd+bwd) − fwd:
@@ -22,13 +26,14 @@ import pytest
 import torch
 
 from benchmarks import common
-from march.kernels import act_dropout, gated_feedforward, glu, reference
+from march.kernels import act_dropout, feedforward, gated_feedforward, glu, reference
 
 SUITE = "glu"
 DTYPE = torch.bfloat16
 DEVICE = "cuda" if common.ON_GPU else "cpu"
 N, F = common.size((32768, 2048), (64, 256))
 FFN_SHAPES = common.size([(768, 2048), (1024, 2816)], [(32, 48)])
+RELU_FFN_SHAPES = common.size([(768, 3072), (1024, 4096)], [(32, 48)])
 N_FFN = common.size(32768, 64)
 GLU_ACTS = {"geglu": "gelu_tanh", "swiglu": "silu"}
 L2_BYTES = 60e6
@@ -196,4 +201,45 @@ def test_gated_ffn_up_projection_candidates(benchmark, d, f):
         row = common.record(benchmark, suite=SUITE, case="up-proj+glu fwd", impl=impl, **t, shape=shape,
                             dtype=DTYPE, flops=flops)
     common.run_once(benchmark, lambda: candidates["cublas+march_glu"](*sets[0]))
+    assert row["ms"] > 0
+
+
+def _relu_ffn_impls(p):
+    lin = torch.nn.functional.linear
+    impls = {
+        "march": lambda x, w_in, w_out: feedforward(x, w_in, w_out, "relu", p),
+        "march_unfused": lambda x, w_in, w_out: lin(act_dropout(lin(x, w_in), "relu", p), w_out),
+        "eager": lambda x, w_in, w_out: reference.feedforward(x, w_in, w_out, "relu", p),
+    }
+    if common.ON_GPU:
+        impls["torch.compile"] = torch.compile(lambda x, w_in, w_out: reference.feedforward(x, w_in, w_out, "relu", p))
+    return impls
+
+
+@pytest.mark.parametrize("impl", ["march", "march_unfused", "eager", "torch.compile"])
+@pytest.mark.parametrize("p", [0.0, 0.1], ids=lambda p: f"dropout{p}")
+@pytest.mark.parametrize("d,f", RELU_FFN_SHAPES, ids=str)
+def test_relu_ffn(benchmark, d, f, p, impl):
+    fn = _relu_ffn_impls(p).get(impl)
+    if fn is None:
+        pytest.skip(f"{impl} is GPU-only")
+    sets = []
+    for _ in range(_n_sets((2 * N_FFN * d + 2 * d * f) * DTYPE.itemsize)):
+        x = torch.randn(N_FFN, d, dtype=DTYPE, device=DEVICE, requires_grad=True)
+        w_in = (torch.randn(f, d, dtype=DTYPE, device=DEVICE) / d**0.5).requires_grad_()
+        w_out = (torch.randn(d, f, dtype=DTYPE, device=DEVICE) / f**0.5).requires_grad_()
+        sets.append(((x, w_in, w_out), torch.randn(N_FFN, d, dtype=DTYPE, device=DEVICE)))
+    inputs, dy = sets[0]
+    flops = 2 * N_FFN * d * f * 2
+    times = _time_grad(fn, sets)
+    with torch.no_grad():
+        mem_fwd = common.peak_memory_gib(lambda: fn(*inputs))
+    mem_all = common.peak_memory_gib(lambda: torch.autograd.grad(fn(*inputs), inputs, dy))
+    shape, case = (N_FFN, d, f), f"relu_ffn dropout{p}"
+    row = None
+    for name, t, fl, mem in zip(("fwd", "bwd", "fwd+bwd"), times, (flops, 2 * flops, 3 * flops),
+                                (mem_fwd, None, mem_all)):
+        row = common.record(benchmark, suite=SUITE, case=f"{case} {name}", impl=impl, **t, shape=shape,
+                            dtype=DTYPE, flops=fl, peak_mem_gib=mem)
+    common.run_once(benchmark, lambda: fn(*inputs))
     assert row["ms"] > 0
