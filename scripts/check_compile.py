@@ -158,10 +158,16 @@ def _exercise() -> None:
             torch.autograd.grad(cross_entropy(x, torch.zeros(6, dtype=torch.long)), (x,))
     from march.kernels import relu_matmul
 
-    for p in (0.0, 0.1):  # the ReLU feedforward's GEMMs with their epilogues
+    for p in (0.0, 0.1):  # the ReLU feedforward's GEMMs with their epilogues, both ways of reading W_out
         x, w = torch.randn(64, 768, dtype=torch.bfloat16), torch.randn(3072, 768, dtype=torch.bfloat16)
-        a = relu_matmul.relu_dropout_up(x, w, p, torch.ones(1, dtype=torch.int64))
-        relu_matmul.relu_dropout_bwd(x, w.t().contiguous(), a, p)
+        a = torch.empty(64, 3072, dtype=torch.bfloat16)
+        relu_matmul.relu_dropout_up(x, w, p, torch.ones(1, dtype=torch.int64), out=a)
+        for mode in relu_matmul.BWD_WEIGHT_MODES:
+            os.environ["MARCH_RELU_BWD_WEIGHT"] = mode
+            try:
+                relu_matmul.relu_dropout_bwd(x, w.t().contiguous(), a, p)
+            finally:
+                os.environ.pop("MARCH_RELU_BWD_WEIGHT")
     relu_matmul.matmul(x, w)
     try:
         from march.kernels import glu

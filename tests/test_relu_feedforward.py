@@ -63,12 +63,14 @@ def test_backward_needs_only_a(device):
     assert (dh[a == 0] == 0).all()
 
 
-@pytest.mark.parametrize("f,kernel", [(56, "tma"), (53, "ptr")])
-def test_every_element_written(f, kernel, device, monkeypatch):
+@pytest.mark.parametrize("f,kernel,weight", [(56, "tma", "transposed"), (56, "tma", "direct"), (53, "ptr", "direct")])
+def test_every_element_written(f, kernel, weight, device, monkeypatch):
     """A NaN-poisoned output buffer, M and K not block multiples, through the TMA kernel (rows of
-    16-byte multiples) and the pointer fallback (F = 53: rows TMA cannot describe)."""
+    16-byte multiples; the backward's W_out read both ways, MARCH_RELU_BWD_WEIGHT) and the pointer
+    fallback (F = 53: rows TMA cannot describe)."""
     import march.kernels.relu_matmul as rm
 
+    monkeypatch.setenv("MARCH_RELU_BWD_WEIGHT", weight)
     used = []
     for name in ("_launch_tma", "_launch_ptr"):
         monkeypatch.setattr(rm, name, lambda *a, _f=getattr(rm, name), _n=name, **k: used.append(_n) or _f(*a, **k))
@@ -92,6 +94,19 @@ def test_every_element_written(f, kernel, device, monkeypatch):
         keep = dropout_keep_mask((37, f), 0.2, 3, device)
         want = torch.where(keep, torch.relu(x.float() @ w.float().t()) / 0.8, 0.0)
         torch.testing.assert_close(out.float(), want, rtol=2e-2, atol=2e-2)
+
+
+def test_bwd_weight_modes_agree_and_bad_mode_is_refused(device, monkeypatch):
+    (dy, _, w_out), _ = _inputs(40, 32, 64, BF16, device)
+    a = torch.rand(40, 64, device=device).to(BF16) - 0.3
+    got = {}
+    for mode in ("transposed", "direct"):
+        monkeypatch.setenv("MARCH_RELU_BWD_WEIGHT", mode)
+        got[mode] = relu_dropout_bwd(dy, w_out, a, 0.1)
+    assert torch.equal(got["transposed"], got["direct"])
+    monkeypatch.setenv("MARCH_RELU_BWD_WEIGHT", "sideways")
+    with pytest.raises(ValueError, match="MARCH_RELU_BWD_WEIGHT must be one of .*'sideways'"):
+        relu_dropout_bwd(dy, w_out, a, 0.1)
 
 
 def test_dropout_is_reproducible_and_seeded(device):

@@ -18,12 +18,19 @@ Two kernels compute C (M, N) = epilogue(A (M, K) · Bᵀ), B (N, K):
   TFLOP/s against cuBLAS's 675, where a pointer-load kernel reached 490. Needs 16-byte aligned rows
   (K and N multiples of 8 in 16-bit).
 - ``_ptr_kernel``: pointer loads, any shape: the fallback for rows TMA cannot describe.
+The backward's weight W_out (d, F) is B with unit stride along N. ``MARCH_RELU_BWD_WEIGHT`` picks how
+the TMA kernel reads it: "transposed" (default) copies W_outᵀ (F, d) once per call (2·d·F bytes) and
+reads it K-major like the forward's W_in; "direct" describes W_out as it is (N-major tiles). H200,
+session 15, on different instances: direct 317.5 µs (probe 2), transposed 341.7 (call 4) at
+32768 × 3072 × 768: a same-instance A/B decides the default.
 The keep mask is glu.py's ``_keep_mask`` (a function of seed, row, column: ``march.kernels.act_dropout``
 draws the same mask). Accumulation is fp32; the epilogue rounds once, where eager rounds h, then a
 (and da, then dh).
 """
 
 from __future__ import annotations
+
+import os
 
 import torch
 import triton
@@ -38,6 +45,7 @@ from march.kernels.glu import _dropout_args, _keep_mask
 PLAIN = tl.constexpr(0)
 RELU_DROPOUT = tl.constexpr(1)
 RELU_DROPOUT_BWD = tl.constexpr(2)
+BWD_WEIGHT_MODES = ("transposed", "direct")
 
 
 def _configs():
@@ -66,7 +74,7 @@ def _set_block_shapes(nargs):
     """Host descriptors carry their block shape: set it to the config's before each launch."""
     bm, bn, bk = nargs["BLOCK_M"], nargs["BLOCK_N"], nargs["BLOCK_K"]
     nargs["a_desc"].block_shape = [bm, bk]
-    nargs["b_desc"].block_shape = [bn, bk]
+    nargs["b_desc"].block_shape = [bn, bk] if nargs["B_K_MAJOR"] else [bk, bn]
     sub_n = bn // 2 if nargs["SUBTILE"] else bn
     nargs["c_desc"].block_shape = [bm, sub_n]
     nargs["aux_desc"].block_shape = [bm, sub_n]
@@ -101,14 +109,15 @@ def _prune_tma(configs, named_args, **kwargs):
     return [c for c in configs if c.kwargs["SUBTILE"] or c.kwargs["BLOCK_N"] < 256]
 
 
-@triton.autotune(configs=_tma_configs(), key=["N", "K", "M_BUCKET", "EPILOGUE", "HAS_DROPOUT"],
+@triton.autotune(configs=_tma_configs(), key=["N", "K", "M_BUCKET", "EPILOGUE", "HAS_DROPOUT", "B_K_MAJOR"],
                  prune_configs_by={"early_config_prune": _prune_tma})
 @triton.jit
 def _tma_kernel(
-    a_desc, b_desc, c_desc, aux_desc, SEED,  # A (M, K), B (N, K), C and AUX (M, N): host TMA descriptors
+    a_desc, b_desc, c_desc, aux_desc, SEED,  # A (M, K), B (N, K) or (K, N), C and AUX (M, N): host TMA descriptors
     M, N, K, p, scale,
     M_BUCKET,  # autotune key only: M rounded to a power of two
     EPILOGUE: tl.constexpr, HAS_DROPOUT: tl.constexpr,
+    B_K_MAJOR: tl.constexpr,  # b_desc describes B as (N, K) (else as (K, N))
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
     SUBTILE: tl.constexpr,  # store (and mask) the tile as two (BLOCK_M, BLOCK_N / 2) halves: fewer registers
     NUM_SMS: tl.constexpr,
@@ -127,7 +136,11 @@ def _tma_kernel(
         om, on = pid_m * BLOCK_M, pid_n * BLOCK_N
         acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
         for ki in range(k_tiles):
-            acc = tl.dot(a_desc.load([om, ki * BLOCK_K]), b_desc.load([on, ki * BLOCK_K]).T, acc)
+            if B_K_MAJOR:
+                b = b_desc.load([on, ki * BLOCK_K]).T  # (BLOCK_K, BLOCK_N)
+            else:
+                b = b_desc.load([ki * BLOCK_K, on])
+            acc = tl.dot(a_desc.load([om, ki * BLOCK_K]), b, acc)
         # (the tutorial recomputes the tile's indices here: the flattened loop's epilogue runs on
         # its own copy of the induction variable)
         tile_c += NUM_SMS
@@ -209,9 +222,10 @@ def _tma_ok(*tensors: torch.Tensor) -> bool:
                and t.shape[0] > 0 and t.shape[1] > 0 for t in tensors)
 
 
-def _launch_tma(a, b, c, epilogue, dropout_p=0.0, seed=None, aux=None):
-    """c[:] = epilogue(a (M, K) · bᵀ), b (N, K); all row-major and 16-byte aligned (``_tma_ok``)."""
-    (m, k), n = a.shape, b.shape[0]
+def _launch_tma(a, b, c, epilogue, dropout_p=0.0, seed=None, aux=None, b_k_major=True):
+    """c[:] = epilogue(a (M, K) · bᵀ) for b (N, K), or epilogue(a · b) for b (K, N) when not
+    b_k_major; all row-major and 16-byte aligned (``_tma_ok``)."""
+    (m, k), n = a.shape, b.shape[0] if b_k_major else b.shape[1]
     has_dropout, seed, scale = _dropout_args(dropout_p, seed, c)
     if epilogue == PLAIN:
         scale = 1.0
@@ -224,7 +238,7 @@ def _launch_tma(a, b, c, epilogue, dropout_p=0.0, seed=None, aux=None):
     grid = lambda meta: (min(sms, triton.cdiv(m, meta["BLOCK_M"]) * triton.cdiv(n, meta["BLOCK_N"])),)
     _tma_kernel[grid](a_desc, b_desc, c_desc, aux_desc, seed, m, n, k, dropout_p if has_dropout else 0.0, scale,
                       triton.next_power_of_2(m), EPILOGUE=epilogue,
-                      HAS_DROPOUT=has_dropout and epilogue == RELU_DROPOUT, NUM_SMS=sms)
+                      HAS_DROPOUT=has_dropout and epilogue == RELU_DROPOUT, B_K_MAJOR=b_k_major, NUM_SMS=sms)
     return c
 
 
@@ -268,10 +282,20 @@ def relu_dropout_bwd(dy: torch.Tensor, w_out: torch.Tensor, a: torch.Tensor, dro
     dh = _out(dy, w_out.shape[1], out)
     if dh.numel() == 0:
         return dh
-    w_t = w_out.t().contiguous()  # (F, d): K-major, the layout the TMA kernel reads fastest (a 2·d·F-byte copy)
-    if _tma_ok(dy, w_t, a, dh):
-        return _launch_tma(dy, w_t, dh, RELU_DROPOUT_BWD, dropout_p, None, a)
-    return _launch_ptr(dy, w_out, dh, False, RELU_DROPOUT_BWD, dropout_p, None, a)
+    if not _tma_ok(dy, w_out, a, dh):
+        return _launch_ptr(dy, w_out, dh, False, RELU_DROPOUT_BWD, dropout_p, None, a)
+    if bwd_weight_mode() == "direct":
+        return _launch_tma(dy, w_out, dh, RELU_DROPOUT_BWD, dropout_p, None, a, b_k_major=False)
+    w_t = w_out.t().contiguous()  # (F, d): K-major, as the forward reads W_in
+    return _launch_tma(dy, w_t, dh, RELU_DROPOUT_BWD, dropout_p, None, a)
+
+
+def bwd_weight_mode() -> str:
+    """MARCH_RELU_BWD_WEIGHT: how the backward's TMA GEMM reads W_out (module docstring)."""
+    mode = os.environ.get("MARCH_RELU_BWD_WEIGHT", "transposed")
+    if mode not in BWD_WEIGHT_MODES:
+        raise ValueError(f"MARCH_RELU_BWD_WEIGHT must be one of {BWD_WEIGHT_MODES}, got {mode!r}")
+    return mode
 
 
 def matmul(x: torch.Tensor, w: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
