@@ -150,13 +150,17 @@ def test_gated_ffn(benchmark, d, f, p, impl):
         pytest.skip(f"{impl} is GPU-only")
     # A set's inputs (x, dy, weights) are small; the (N, 2F) intermediates are not, but rotate anyway.
     sets = [_ffn_set(d, f) for _ in range(_n_sets((2 * N_FFN * d + 3 * d * f) * DTYPE.itemsize))]
+    _record_ffn(benchmark, fn, sets, 2 * N_FFN * d * f * 3, (N_FFN, d, f), f"gated_ffn gelu_tanh dropout{p}", impl)
+
+
+def _record_ffn(benchmark, fn, sets, flops, shape, case, impl):
+    """fwd, bwd, fwd+bwd rows of a feedforward (``flops`` forward; the backward's dx and dW GEMMs
+    are twice that), with the peak memory of the forward and of forward + backward."""
     inputs, dy = sets[0]
-    flops = 2 * N_FFN * d * f * 3
     times = _time_grad(fn, sets)
     with torch.no_grad():
         mem_fwd = common.peak_memory_gib(lambda: fn(*inputs))
     mem_all = common.peak_memory_gib(lambda: torch.autograd.grad(fn(*inputs), inputs, dy))
-    shape, case = (N_FFN, d, f), f"gated_ffn gelu_tanh dropout{p}"
     row = None
     for name, t, fl, mem in zip(("fwd", "bwd", "fwd+bwd"), times, (flops, 2 * flops, 3 * flops),
                                 (mem_fwd, None, mem_all)):
@@ -229,17 +233,4 @@ def test_relu_ffn(benchmark, d, f, p, impl):
         w_in = (torch.randn(f, d, dtype=DTYPE, device=DEVICE) / d**0.5).requires_grad_()
         w_out = (torch.randn(d, f, dtype=DTYPE, device=DEVICE) / f**0.5).requires_grad_()
         sets.append(((x, w_in, w_out), torch.randn(N_FFN, d, dtype=DTYPE, device=DEVICE)))
-    inputs, dy = sets[0]
-    flops = 2 * N_FFN * d * f * 2
-    times = _time_grad(fn, sets)
-    with torch.no_grad():
-        mem_fwd = common.peak_memory_gib(lambda: fn(*inputs))
-    mem_all = common.peak_memory_gib(lambda: torch.autograd.grad(fn(*inputs), inputs, dy))
-    shape, case = (N_FFN, d, f), f"relu_ffn dropout{p}"
-    row = None
-    for name, t, fl, mem in zip(("fwd", "bwd", "fwd+bwd"), times, (flops, 2 * flops, 3 * flops),
-                                (mem_fwd, None, mem_all)):
-        row = common.record(benchmark, suite=SUITE, case=f"{case} {name}", impl=impl, **t, shape=shape,
-                            dtype=DTYPE, flops=fl, peak_mem_gib=mem)
-    common.run_once(benchmark, lambda: fn(*inputs))
-    assert row["ms"] > 0
+    _record_ffn(benchmark, fn, sets, 2 * N_FFN * d * f * 2, (N_FFN, d, f), f"relu_ffn dropout{p}", impl)
