@@ -30,7 +30,7 @@ import triton
 import triton.language as tl
 
 from march.kernels import reference
-from march.kernels._philox16 import _spread, _threshold
+from march.kernels._philox16 import _randint4x, _spread, _threshold
 from march.kernels._utils import check_float, check_same_device, define_op, use_triton
 from march.kernels.reference import canonical_activation
 
@@ -88,7 +88,7 @@ def _keep_mask(SEED, rows64, pid_f, F, p, BLOCK_M: tl.constexpr, BLOCK_F: tl.con
     """
     seed = tl.load(SEED)
     groups = pid_f * (BLOCK_F // 8) + tl.arange(0, BLOCK_F // 8)
-    w0, w1, w2, w3 = tl.randint4x(seed, rows64 * ((F + 7) // 8) + groups[None, :])  # (BLOCK_M, BLOCK_F/8) each
+    w0, w1, w2, w3 = _randint4x(seed, rows64 * ((F + 7) // 8) + groups[None, :])  # (BLOCK_M, BLOCK_F/8) each
     return _spread(w0, w1, w2, w3, BLOCK_M, BLOCK_F) >= _threshold(p)
 
 
