@@ -72,6 +72,16 @@ for (name, m), kind in itertools.product((("enc", 32768), ("dec", 7296)), ("add_
     del sets, ref
     json.dump({"gpu": torch.cuda.get_device_name(), "rows": rows}, open(out, "w"), indent=1)
 
+# A2. The forward as it stands (add_rms_norm with dropout: reads x, residual; writes s, y), for its TB/s
+for name, m in (("enc", 32768), ("dec", 7296)):
+    d = 768
+    sets = [tuple(torch.randn(m, d, device="cuda", dtype=torch.bfloat16) for _ in range(2))
+            + ((1 + 0.1 * torch.randn(d, device="cuda")).to(torch.bfloat16),) for _ in range(3)]
+    ms = common.graph_ms([lambda s_=s_: mod._rms_norm_fwd(s_[0], s_[1], s_[2], 1e-6, P, seed) for s_ in sets])
+    rows.append(dict(part="rms_fwd", shape=name, M=m, kind="add_dropout", ms=ms, tbps=4 * m * d * 2 / ms / 1e9))
+    print(f"{name} fwd add_dropout {ms * 1e3:7.1f} us {4 * m * d * 2 / ms / 1e9:.2f} TB/s", flush=True)
+    del sets
+
 # B. ReLU feedforward GEMMs
 for name, m in (("enc", 32768), ("dec", 7296)):
     f, d = 3072, 768

@@ -11,7 +11,7 @@ timeout 520 python3 benchmarks/results/NVIDIA-H200/calls_s16/probe_rms_relu.py "
   > "$OUT/rms_relu_probe_s16_call1.txt" 2>&1
 echo "probe rc=$?"
 grep -E "Error|error" "$OUT/rms_relu_probe_s16_call1.txt" | head -5
-grep -E " r[0-2] " "$OUT/rms_relu_probe_s16_call1.txt"
+grep -E " r[0-2] | fwd add_dropout" "$OUT/rms_relu_probe_s16_call1.txt"
 python3 - "$OUT/rms_relu_probe_s16_call1.json" <<'PY'
 import json, sys
 rows = [r for r in json.load(open(sys.argv[1]))["rows"] if r["part"] == "rms_bwd"]
