@@ -44,9 +44,6 @@ LOOPED_BLOCK_N = 4096
 # and 0.044 -> 0.033.
 BWD_PROGRAMS_PER_SM = 2
 BWD_STAGES = 3
-# The backward cuts a row whose width is not a power of two into two power-of-two chunks (768 =
-# 512 + 256) instead of one next_power_of_2 tile with a quarter of its lanes masked off.
-BWD_SPLIT_TAIL = True
 
 
 # ----------------------------------------------------------------------------------------------
@@ -143,35 +140,6 @@ def _rms_norm_fwd_looped_kernel(
 
 
 @triton.jit
-def _bwd_chunk_load(DY, X, W, rows64, cols, row_mask, N, stride_dy, stride_x, rstd):
-    """One column chunk of the backward's rows: n = x·rstd, g = dy·w, dy (all fp32, (BLOCK_M, C))."""
-    col_mask = cols < N
-    mask = row_mask[:, None] & col_mask[None, :]
-    x = tl.load(X + rows64 * stride_x + cols[None, :], mask=mask, other=0.0).to(tl.float32)
-    dy = tl.load(DY + rows64 * stride_dy + cols[None, :], mask=mask, other=0.0).to(tl.float32)
-    w = tl.load(W + cols, mask=col_mask, other=0.0).to(tl.float32)
-    return x * rstd[:, None], dy * w[None, :], dy
-
-
-@triton.jit
-def _bwd_chunk_store(DS, DX, DXD, SEED, rows64, cols, row_mask, chunk, n, g, c, rstd,
-                     stride_ds, stride_dx, stride_dxd, N, p, scale,
-                     HAS_DS: tl.constexpr, HAS_DROPOUT: tl.constexpr, BLOCK_M: tl.constexpr, C: tl.constexpr):
-    """dx = rstd·(g − n·c) (+ ds) of one column chunk (chunk index ``chunk`` of width C), and dropout's
-    backward of it (the keep mask of those columns)."""
-    mask = row_mask[:, None] & (cols < N)[None, :]
-    dx = rstd[:, None] * (g - n * c[:, None])
-    if HAS_DS:
-        dx += tl.load(DS + rows64 * stride_ds + cols[None, :], mask=mask, other=0.0).to(tl.float32)
-    dx = dx.to(DX.dtype.element_ty)
-    tl.store(DX + rows64 * stride_dx + cols[None, :], dx, mask=mask)
-    if HAS_DROPOUT:
-        dxd = _dropped(dx.to(tl.float32), _keep_mask(SEED, rows64, chunk, N, p, BLOCK_M, C), scale,
-                       DXD.dtype.element_ty)
-        tl.store(DXD + rows64 * stride_dxd + cols[None, :], dxd.to(DXD.dtype.element_ty), mask=mask)
-
-
-@triton.jit
 def _rms_norm_bwd_kernel(
     DY, X, W, RSTD, DS, DX, DW_PARTIAL, DXD, SEED,  # DW_PARTIAL: (num_programs, N) fp32 ; DXD: (M, N)
     stride_dy, stride_x, stride_ds, stride_dx, stride_dxd,
@@ -181,42 +149,37 @@ def _rms_norm_bwd_kernel(
     BLOCK_N: tl.constexpr,
     HAS_DROPOUT: tl.constexpr = False,  # also DXD = dropout's backward of DX (the dropped addend's grad)
     STAGES: tl.constexpr = 1,  # software-pipeline depth of the row loop (BWD_STAGES)
-    TAIL_N: tl.constexpr = 0,  # > 0: the row is columns [0, BLOCK_N) plus a second chunk [BLOCK_N, +TAIL_N)
 ):
-    """Each program owns rows [pid·rows_per_program, +rows_per_program) and one dw partial row.
-
-    A row of N columns is one power-of-two chunk of BLOCK_N, or, with TAIL_N, two (768 = 512 + 256):
-    no lanes (or Philox draws) spent on the columns a single next_power_of_2(N) tile would mask off.
-    """
+    """Each program owns rows [pid·rows_per_program, +rows_per_program) and one dw partial row."""
     pid = tl.program_id(0)
     cols = tl.arange(0, BLOCK_N)
-    tail_cols = BLOCK_N + tl.arange(0, TAIL_N if TAIL_N > 0 else 8)
+    col_mask = cols < N
+    w = tl.load(W + cols, mask=col_mask, other=0.0).to(tl.float32)
     dw_acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
-    dw_tail = tl.zeros([BLOCK_M, TAIL_N if TAIL_N > 0 else 8], dtype=tl.float32)
     row_start = pid * rows_per_program
     row_end = tl.minimum(row_start + rows_per_program, M)
     for r0 in tl.range(row_start, row_end, BLOCK_M, num_stages=STAGES):
         rows = r0 + tl.arange(0, BLOCK_M)
         row_mask = rows < row_end
+        mask = row_mask[:, None] & col_mask[None, :]
         rows64 = rows.to(tl.int64)[:, None]
+        x = tl.load(X + rows64 * stride_x + cols[None, :], mask=mask, other=0.0).to(tl.float32)
+        dy = tl.load(DY + rows64 * stride_dy + cols[None, :], mask=mask, other=0.0).to(tl.float32)
         rstd = tl.load(RSTD + rows, mask=row_mask, other=0.0)
-        n, g, dy = _bwd_chunk_load(DY, X, W, rows64, cols, row_mask, N, stride_dy, stride_x, rstd)
+        n = x * rstd[:, None]
         dw_acc += dy * n.to(W.dtype.element_ty).to(tl.float32)
-        gn = tl.sum(g * n, axis=1)
-        if TAIL_N > 0:
-            n_t, g_t, dy_t = _bwd_chunk_load(DY, X, W, rows64, tail_cols, row_mask, N, stride_dy, stride_x, rstd)
-            dw_tail += dy_t * n_t.to(W.dtype.element_ty).to(tl.float32)
-            gn += tl.sum(g_t * n_t, axis=1)
-        c = gn / N
-        _bwd_chunk_store(DS, DX, DXD, SEED, rows64, cols, row_mask, 0, n, g, c, rstd,
-                         stride_ds, stride_dx, stride_dxd, N, p, scale, HAS_DS, HAS_DROPOUT, BLOCK_M, BLOCK_N)
-        if TAIL_N > 0:
-            _bwd_chunk_store(DS, DX, DXD, SEED, rows64, tail_cols, row_mask, BLOCK_N // TAIL_N, n_t, g_t, c, rstd,
-                             stride_ds, stride_dx, stride_dxd, N, p, scale, HAS_DS, HAS_DROPOUT, BLOCK_M, TAIL_N)
-    dwp = DW_PARTIAL + pid.to(tl.int64) * N
-    tl.store(dwp + cols, tl.sum(dw_acc, axis=0), mask=cols < N)
-    if TAIL_N > 0:
-        tl.store(dwp + tail_cols, tl.sum(dw_tail, axis=0), mask=tail_cols < N)
+        g = dy * w[None, :]
+        c = tl.sum(g * n, axis=1) / N
+        dx = rstd[:, None] * (g - n * c[:, None])
+        if HAS_DS:
+            dx += tl.load(DS + rows64 * stride_ds + cols[None, :], mask=mask, other=0.0).to(tl.float32)
+        dx = dx.to(DX.dtype.element_ty)
+        tl.store(DX + rows64 * stride_dx + cols[None, :], dx, mask=mask)
+        if HAS_DROPOUT:
+            dxd = _dropped(dx.to(tl.float32), _keep_mask(SEED, rows64, 0, N, p, BLOCK_M, BLOCK_N), scale,
+                           DXD.dtype.element_ty)
+            tl.store(DXD + rows64 * stride_dxd + cols[None, :], dxd.to(DXD.dtype.element_ty), mask=mask)
+    tl.store(DW_PARTIAL + pid.to(tl.int64) * N + cols, tl.sum(dw_acc, axis=0), mask=col_mask)
 
 
 @triton.jit
@@ -281,17 +244,6 @@ def _fwd_config(n: int) -> tuple[int, int, int]:
     return block_m, block_n, num_warps
 
 
-def _bwd_config(n: int) -> tuple[int, int, int, int]:
-    """(BLOCK_M, BLOCK_N, TAIL_N, num_warps) of the backward: ``_fwd_config``'s tile, its columns cut
-    into two power-of-two chunks where that masks fewer lanes (768 = 512 + 256; see the kernel)."""
-    block_m, block_n, num_warps = _fwd_config(n)
-    head = 1 << (n.bit_length() - 1)  # the largest power of two ≤ n
-    tail = max(8, triton.next_power_of_2(n - head)) if n > head else 0
-    if BWD_SPLIT_TAIL and head >= 8 and 0 < tail < head:
-        return block_m, head, tail, num_warps
-    return block_m, block_n, 0, num_warps
-
-
 def _bwd_programs_per_sm(n: int) -> int:
     """Programs per SM of the backward (the pipelined row loop keeps loads in flight: two suffice)."""
     return BWD_PROGRAMS_PER_SM
@@ -352,7 +304,7 @@ def _rms_norm_bwd(dy, xs, weight, rstd, ds, dropout_p=0.0, seed=None):
     has_ds = ds is not None
     ds = _row_major(ds) if has_ds else dy
     looped = n > MAX_FUSED_N
-    block_m, block_n, tail_n, num_warps = (1, LOOPED_BLOCK_N, 0, 16) if looped else _bwd_config(n)
+    block_m, block_n, num_warps = (1, LOOPED_BLOCK_N, 16) if looped else _fwd_config(n)
     # A fixed number of programs (a few per SM) each owning a contiguous run of rows: the dw
     # partials then depend only on (M, N, GPU), so the final sum is bit-reproducible.
     programs = max(1, min(num_sms(xs.device.index) * _bwd_programs_per_sm(n), triton.cdiv(m, block_m)))
@@ -368,7 +320,7 @@ def _rms_norm_bwd(dy, xs, weight, rstd, ds, dropout_p=0.0, seed=None):
     else:
         _rms_norm_bwd_kernel[(programs,)](
             *args, HAS_DS=has_ds, BLOCK_M=block_m, BLOCK_N=block_n, HAS_DROPOUT=has_dropout, num_warps=num_warps,
-            STAGES=BWD_STAGES, TAIL_N=tail_n,
+            STAGES=BWD_STAGES,
         )
     return dx, dxd, sum_rows(dw_partial, torch.empty_like(weight))  # fixed-order sum, cast in one launch
 
