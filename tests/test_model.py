@@ -230,6 +230,30 @@ def test_fused_vs_eager_bf16_interpreter(feed_forward):
         assert f <= 2 * e + 2e-3, f"{name}: fused rel err {f:.3e} vs eager {e:.3e}"
 
 
+def test_fused_dropout_seeds_one_draw_reproducible():
+    """Training with dropout, fused (fp32, interpreter): each stack draws its fused dropouts' seeds in
+    one randint (one per add_rms_norm, then one per feedforward), all distinct; torch.manual_seed
+    reproduces the loss and gradients; another seed gives another loss; eval or eager draws none."""
+    config = TransformerConfig(d_model=64, num_layers=1, num_heads=2, d_kv=32, d_ff=96, vocab_size=96,
+                               dropout=0.3)
+    model = T5Model(config, kernels="auto").train()
+    seeds = model.decoder._dropout_seeds(4, torch.device("cpu"))
+    assert len(seeds) == 4 and all(t.shape == (1,) and t.dtype == torch.int64 for t in seeds)
+    assert len({int(t) for t in seeds}) == 4
+    assert model.eval().decoder._dropout_seeds(4, torch.device("cpu")) == [None] * 4
+    assert T5Model(config, kernels="eager").train().encoder._dropout_seeds(2, torch.device("cpu")) == [None] * 2
+    model.train()
+    batch = _batch(B=2, Lin=16, Lout=8, vocab=96)
+    torch.manual_seed(1)
+    out_a, grads_a = _loss_and_grads(model, batch)
+    torch.manual_seed(1)
+    out_b, grads_b = _loss_and_grads(model, batch)
+    torch.manual_seed(2)
+    out_c, _ = _loss_and_grads(model, batch)
+    assert torch.equal(out_a.loss, out_b.loss) and all(torch.equal(grads_a[n], grads_b[n]) for n in grads_a)
+    assert not torch.equal(out_a.loss, out_c.loss)
+
+
 # --- GPU (H200): the real presets, bf16, fused vs eager -------------------------------------------
 
 

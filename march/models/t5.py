@@ -97,7 +97,15 @@ class T5Stack(nn.Module):
         self.final_layer_norm = RMSNorm(config.d_model, config.layer_norm_epsilon, kernels=kernels)
         self.dropout = nn.Dropout(config.dropout)
 
-    def _add_norm(self, x: torch.Tensor, h: torch.Tensor, norm: RMSNorm):
+    def _dropout_seeds(self, n: int, device: torch.device) -> list[torch.Tensor | None]:
+        """One (1,) int64 seed for each of the stack's n fused dropouts, drawn from torch's RNG by a
+        single randint (each op drawing its own was a kernel apiece: 84 of ~1.3 µs in a Baseline
+        step, sessions 14-15 profiles); None each where no fused kernel drops."""
+        if self.kernels == "eager" or not self.training or self.dropout.p == 0.0:
+            return [None] * n
+        return list(torch.randint(0, 2**31 - 1, (n, 1), device=device, dtype=torch.int64).unbind(0))
+
+    def _add_norm(self, x: torch.Tensor, h: torch.Tensor, norm: RMSNorm, seed: torch.Tensor | None = None):
         """(norm(h + dropout(x)), h + dropout(x)): the sublayer output's dropout and the residual add
         fused with the next sublayer's norm (one kernel; its backward draws the mask again)."""
         if x.dtype != h.dtype:  # e.g. under autocast: the residual stream is promoted as eager's h + x
@@ -107,7 +115,7 @@ class T5Stack(nn.Module):
             h = h + self.dropout(x)
             return norm(h), h
         p = self.dropout.p if self.training else 0.0
-        return add_rms_norm(x, h, norm.weight, norm.eps, dropout_p=p)
+        return add_rms_norm(x, h, norm.weight, norm.eps, dropout_p=p, seed=seed)
 
     def forward(
         self,
@@ -133,6 +141,9 @@ class T5Stack(nn.Module):
         sublayers = [sub for block in self.block for sub in block.layer]
         next_norms = [sub.layer_norm for sub in sublayers[1:]] + [self.final_layer_norm]
         self_kv = cross_kv = None
+        n_ff = sum(isinstance(sub, FeedForwardSublayer) for sub in sublayers)
+        seeds = self._dropout_seeds(len(sublayers) + n_ff, h.device)  # the add_rms_norms', then the FFs'
+        norm_seeds, ff_seeds = iter(seeds[:len(sublayers)]), iter(seeds[len(sublayers):])
         for sub, next_norm in zip(sublayers, next_norms):
             layer_idx = len(presents)
             past = past_key_values[layer_idx] if past_key_values is not None else (None, None)
@@ -144,10 +155,10 @@ class T5Stack(nn.Module):
                     normed, key_value_states=encoder_hidden_states, attention_mask=encoder_attention_mask,
                     past_key_value=past[1], use_cache=use_cache)
             else:
-                out = sub.DenseReluDense(normed)
+                out = sub.DenseReluDense(normed, seed=next(ff_seeds))
                 if self.is_decoder:
                     presents.append((self_kv, cross_kv))
-            normed, h = self._add_norm(out, h, next_norm)
+            normed, h = self._add_norm(out, h, next_norm, next(norm_seeds))
         return self.dropout(normed), (presents if use_cache and self.is_decoder else None)
 
 

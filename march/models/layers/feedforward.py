@@ -38,9 +38,12 @@ class FeedForward(_FeedForwardBase):
         self.wi = nn.Linear(d_model, d_ff, bias=False)
         self.wo = nn.Linear(d_ff, d_model, bias=False)
 
-    def forward(self, x):  # (..., d_model) -> (..., d_model)
-        fn = reference.feedforward if self.kernels == "eager" else feedforward
-        return fn(x, self.wi.weight, self.wo.weight, self.activation, self._p())
+    def forward(self, x, seed=None):  # (..., d_model) -> (..., d_model)
+        """``seed``: the fused dropout's seed (None: drawn from torch's RNG; the eager path's
+        ``torch.nn.functional.dropout`` ignores it)."""
+        if self.kernels == "eager":
+            return reference.feedforward(x, self.wi.weight, self.wo.weight, self.activation, self._p())
+        return feedforward(x, self.wi.weight, self.wo.weight, self.activation, self._p(), seed)
 
 
 class GatedFeedForward(_FeedForwardBase):
@@ -58,6 +61,9 @@ class GatedFeedForward(_FeedForwardBase):
         self.wi_1 = nn.Linear(d_model, d_ff, bias=False)
         self.wo = nn.Linear(d_ff, d_model, bias=False)
 
-    def forward(self, x):  # (..., d_model) -> (..., d_model)
-        fn = reference.gated_feedforward if self.kernels == "eager" else gated_feedforward
-        return fn(x, self.wi_0.weight, self.wi_1.weight, self.wo.weight, self.activation, self._p())
+    def forward(self, x, seed=None):  # (..., d_model) -> (..., d_model); seed: as FeedForward's
+        if self.kernels == "eager":
+            return reference.gated_feedforward(x, self.wi_0.weight, self.wi_1.weight, self.wo.weight,
+                                               self.activation, self._p())
+        return gated_feedforward(x, self.wi_0.weight, self.wi_1.weight, self.wo.weight, self.activation, self._p(),
+                                 seed)
