@@ -84,7 +84,8 @@ def _keep_mask(SEED, rows64, pid_f, F, p, BLOCK_M: tl.constexpr, BLOCK_F: tl.con
     a row share the counter row·⌈F/8⌉ + q, an eighth of the integer work of one call per element.
     (Sessions 1-7 drew four fp32 uniforms per call; the ReLU + dropout forward at 32768×2048 then
     ran at 2.8 TB/s against 4.1 without dropout, bound by Philox.) BLOCK_F is a multiple of 8, so
-    tiles cut at group boundaries.
+    tiles cut at group boundaries. The words are ``tl.randint4x``'s, computed by
+    ``_philox16._randint4x`` (wide multiplies: fewer instructions; since session 16).
     """
     seed = tl.load(SEED)
     groups = pid_f * (BLOCK_F // 8) + tl.arange(0, BLOCK_F // 8)
