@@ -158,6 +158,27 @@ def test_march_model_compiles_to_one_graph_with_the_fused_kernels():
         torch.testing.assert_close(grads_c[name], grads[name], rtol=0, atol=0, msg=name)
 
 
+def test_march_model_with_dropout_compiles_to_one_graph():
+    """Training with dropout: the stacks' one seed draw (``T5Stack._dropout_seeds``) and every fused
+    op taking its seed trace as one graph; with the same torch seed the compiled step gives eager's loss."""
+    config = get_preset("Tiny").replace(dropout=0.1)
+    torch.manual_seed(0)
+    model = T5Model(config, kernels="triton").to(torch.bfloat16).train()
+    g = torch.Generator().manual_seed(0)
+    ids = torch.randint(2, config.vocab_size, (2, 16), generator=g)
+    labels = torch.randint(2, config.vocab_size, (2, 8), generator=g)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    model, ids, labels = model.to(device), ids.to(device), labels.to(device)
+    torch.manual_seed(1)
+    loss = model(input_ids=ids, labels=labels).loss
+    compiled = torch.compile(model, backend="aot_eager", fullgraph=True, dynamic=False)
+    torch.manual_seed(1)
+    loss_c = compiled(input_ids=ids, labels=labels).loss
+    loss_c.backward()
+    assert torch.isfinite(loss_c)
+    torch.testing.assert_close(loss_c.detach(), loss.detach(), rtol=0, atol=0)
+
+
 def test_report_marks_the_session_of_merged_rows():
     """A results file merged from two sessions' runs shows each row's session; one session: no column."""
     row = {"case": "Baseline", "impl": "march", "ms": 80.0, "tokens_per_s": 5e5, "shape": [64, 512, 114]}
