@@ -9,7 +9,9 @@
 #                                             # every prepared REF; one e2e row each
 #
 # CASE (default Baseline:march+compile-cg) is the MARCH_E2E_CASES row; STEPS (default 10) its timed
-# steps. Each row is its own process (a clean compile and CUDA-graph pool); rows land in
+# steps. ENVS adds variants of the working tree under other settings of march's switches, e.g.
+#   ENVS="transposed:MARCH_RELU_BWD_WEIGHT=transposed nobits:MARCH_ATTN_DROPOUT_MASK=recomputed"
+# (space-separated NAME:VAR=VALUE[,VAR=VALUE...]), so one call compares switches on one instance. Each row is its own process (a clean compile and CUDA-graph pool); rows land in
 # $OUT/ab/<name>_<round>.json and a median-per-variant table in $OUT/ab/summary.txt. A compiled
 # Baseline row takes ~45-55 s: two rounds of three variants fit one 600 s call.
 set -uo pipefail
@@ -32,12 +34,13 @@ case "$cmd" in
     mkdir -p "$OUT/ab"
     [[ -d /tmp/site/deepspeed ]] || python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl \
       >/dev/null 2>&1
-    variants=("wt:$PWD")
-    for dir in .ab/*/; do [[ -d $dir ]] && variants+=("$(basename "$dir"):$PWD/${dir%/}"); done
+    variants=("wt:$PWD:")
+    for spec in ${ENVS:-}; do variants+=("${spec%%:*}:$PWD:${spec#*:}"); done
+    for dir in .ab/*/; do [[ -d $dir ]] && variants+=("$(basename "$dir"):$PWD/${dir%/}:"); done
     for round in $(seq 1 "$rounds"); do
       for v in "${variants[@]}"; do
-        name=${v%%:*}; root=${v#*:}
-        (cd "$root" && PYTHONPATH="$root:/tmp/site" MARCH_E2E_CASES="${CASE:-Baseline:march+compile-cg}" \
+        name=${v%%:*}; rest=${v#*:}; root=${rest%%:*}; envs=${rest#*:}
+        (cd "$root" && { [[ -z $envs ]] || export ${envs//,/ }; } && PYTHONPATH="$root:/tmp/site" MARCH_E2E_CASES="${CASE:-Baseline:march+compile-cg}" \
           MARCH_E2E_STEPS="${STEPS:-10}" MARCH_E2E_BUDGET_S=400 timeout 200 python3 -m pytest \
           benchmarks/test_bench_e2e.py --benchmark --write-results --results-dir "$OUT/ab/tmp" -q \
           -p no:cacheprovider -c /dev/null >/dev/null 2>&1)
