@@ -11,6 +11,7 @@ the row for ``--write-results``.
 from __future__ import annotations
 
 import datetime
+import functools
 import itertools
 import json
 import os
@@ -29,6 +30,24 @@ ON_GPU = torch.cuda.is_available()
 RESULTS_ROOT = Path(__file__).parent / "results"
 # Measured on the H200 host (../shared/ANCHORS.md): ceilings that numbers are reported against.
 CEILINGS = {"NVIDIA H200": {"copy_tbps": 4.26, "bf16_tflops": MEASURED_BF16_TFLOPS["H200"]}}
+
+
+
+@functools.lru_cache(maxsize=None)
+def bf16_ceiling_tflops() -> tuple[float | None, str | None]:
+    """(TFLOP/s, source) of the bf16 matmul ceiling that MFU and GEMM shares are reported against:
+    ``CEILINGS`` where this GPU was measured before, else measured now the way those were (an 8192³
+    cuBLAS bf16 matmul, the best of three do_bench medians), so a GPU outside the table still gets
+    an MFU against what it delivers. (None, None) on CPU."""
+    known = (CEILINGS.get(gpu_name()) or {}).get("bf16_tflops")
+    if known:
+        return known, "table (../shared/ANCHORS.md)"
+    if not ON_GPU:
+        return None, None
+    a, b = (torch.randn(8192, 8192, device="cuda", dtype=torch.bfloat16) for _ in range(2))
+    ms = min(triton.testing.do_bench(lambda: a @ b, warmup=25, rep=200) for _ in range(3))
+    return 2 * 8192**3 / ms / 1e9, "measured in this run (8192³ bf16 matmul, best of 3 do_bench medians)"
+
 
 _ROWS: list[dict] = []
 SLOW_CALL_MS = 10.0
@@ -181,8 +200,11 @@ def write_results(results_dir: str | None = None) -> list[Path]:
     for suite in sorted({r["suite"] for r in _ROWS}):
         rows = [r for r in _ROWS if r["suite"] == suite]
         path = folder / f"{suite}.json"
+        # A GPU outside CEILINGS: the ceiling its rows were measured against (bf16_ceiling_tflops).
+        measured = next((r["ceiling_tflops"] for r in rows if r.get("ceiling_tflops")), None)
+        ceilings = CEILINGS.get(gpu_name()) or ({"bf16_tflops": measured} if measured else None)
         meta = {"gpu": gpu_name(), "torch": torch.__version__, "triton": triton.__version__,
-                "ceilings": CEILINGS.get(gpu_name()), "rows": rows}
+                "ceilings": ceilings, "rows": rows}
         # Written whole and renamed into place: a process killed mid-write leaves the previous file.
         tmp = path.with_name(path.name + ".tmp")
         tmp.write_text(json.dumps(meta, indent=1, default=str) + "\n")

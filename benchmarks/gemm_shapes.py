@@ -99,7 +99,7 @@ def measure(config, batch: int, input_length: int, target_length: int, blas=("de
     interleaved per product, so a clock drift does not favour one); step totals per setting and for
     the best setting of each product."""
     device = "cuda" if common.ON_GPU else "cpu"
-    ceiling = common.CEILINGS.get(common.gpu_name(), {}).get("bf16_tflops") if common.ON_GPU else None
+    ceiling = common.bf16_ceiling_tflops()[0]
     rows = []
     for g in step_gemms(config, batch, input_length, target_length):
         flops = 2.0 * g["M"] * g["N"] * g["K"]

@@ -64,7 +64,8 @@ directly on the device (seeded; the values do not matter for timing).
 Timing: CUDA events around each whole step, median of MARCH_E2E_STEPS (default 10) steps after 3
 warm-up steps. Reported per row: ms per step, tokens/s (input + target tokens), model TFLOP/s
 (FLOPs from march/models/flops.py, fwd+bwd = 3 × forward), MFU against the measured bf16 matmul
-ceiling (common.CEILINGS: 811 TFLOP/s on the H200); ``build_s`` (model + optimizer on the device),
+ceiling (``common.bf16_ceiling_tflops``: 811 TFLOP/s on the H200; on a GPU outside its table,
+measured in the run, ``ceiling_source`` says which); ``build_s`` (model + optimizer on the device),
 ``warmup_s`` (wall time of the first step: allocations, Triton JIT, and with torch.compile the
 compile), ``compile_s`` (compiled rows: ``warmup_s`` minus one timed step), ``row_s`` (the whole row),
 ``elapsed_s`` (when the row started, s after the first row); memory: ``peak_gib`` (peak allocated during the
@@ -323,12 +324,13 @@ def test_e2e_step(benchmark, request, preset, impl):
         peak = torch.cuda.max_memory_allocated() / 2**30 if common.ON_GPU else None
         step_peak = common.peak_memory_gib(step)
         ms = statistics.median(times)
-        ceiling = (common.CEILINGS.get(common.gpu_name()) or {}).get("bf16_tflops")
+        ceiling, ceiling_source = common.bf16_ceiling_tflops()
         flops = training_flops(config, LIN, LOUT, batch=B)
         common.run_once(benchmark, step)
         row = common.record(benchmark, **_info(preset, impl), ms=ms, flops=flops,
                             tokens_per_s=B * (LIN + LOUT) / ms * 1e3,
                             mfu=flops / ms / 1e9 / ceiling if ceiling else None, ceiling_tflops=ceiling,
+                            ceiling_source=ceiling_source,
                             peak_gib=peak, warmup_peak_gib=warmup_peak, step_peak_gib=step_peak,
                             leftover_gib=leftover, build_s=build_s, warmup_s=warmup_s,
                             compile_s=warmup_s - ms / 1e3 if compiled else None,

@@ -188,3 +188,21 @@ def test_report_marks_the_session_of_merged_rows():
     assert [line.rstrip(" |").split(" | ")[-1] for line in lines] == ["5", "4"]
     assert "session |" in merged
     assert "session" not in report.table({"gpu": "NVIDIA H200", "rows": [row | {"session": 5}]})
+
+
+def test_bf16_ceiling_from_the_table_or_measured(monkeypatch, tmp_path):
+    """MFU's ceiling: the table's for a GPU measured before (the H200: 811 TFLOP/s), none on CPU;
+    a results file of a GPU outside the table carries the ceiling its rows were measured against."""
+    from benchmarks import common
+
+    common.bf16_ceiling_tflops.cache_clear()
+    monkeypatch.setattr(common, "gpu_name", lambda: "NVIDIA H200")
+    assert common.bf16_ceiling_tflops() == (811.0, "table (../shared/ANCHORS.md)")
+    common.bf16_ceiling_tflops.cache_clear()
+    monkeypatch.setattr(common, "gpu_name", lambda: "NVIDIA H100 80GB HBM3")
+    monkeypatch.setattr(common, "ON_GPU", False)
+    assert common.bf16_ceiling_tflops() == (None, None)
+    common.bf16_ceiling_tflops.cache_clear()
+    monkeypatch.setattr(common, "_ROWS", [{"suite": "e2e", "ms": 70.0, "ceiling_tflops": 700.0}])
+    meta = json.loads(common.write_results(str(tmp_path))[0].read_text())
+    assert meta["gpu"] == "NVIDIA H100 80GB HBM3" and meta["ceilings"] == {"bf16_tflops": 700.0}
