@@ -232,7 +232,7 @@ def test_fused_vs_eager_bf16_interpreter(feed_forward):
 
 def test_fused_dropout_seeds_one_draw_reproducible():
     """Training with dropout, fused (fp32, interpreter): each stack draws its fused dropouts' seeds in
-    one randint (one per add_rms_norm, then one per feedforward), all distinct; torch.manual_seed
+    one randint (one per sublayer's op, then one per add_rms_norm), all distinct; torch.manual_seed
     reproduces the loss and gradients; another seed gives another loss; eval or eager draws none."""
     config = TransformerConfig(d_model=64, num_layers=1, num_heads=2, d_kv=32, d_ff=96, vocab_size=96,
                                dropout=0.3)

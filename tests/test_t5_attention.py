@@ -374,6 +374,28 @@ def test_dropout_reproducible_and_p0_is_no_dropout(device):
     assert torch.equal(t5_attention(q, k, v, table, dropout_p=0.0), t5_attention(q, k, v, table))
 
 
+def test_explicit_seed_is_the_drawn_seed(device):
+    """``seed=`` fixes the dropout mask as the other march ops' seeds do: the same seed gives the same
+    values and gradients, whatever torch's RNG state; the seed the op would draw gives that draw's
+    mask (so the model can draw all its seeds at once); an int works; bad seeds are refused."""
+    q, k, v, table, _ = _make(1, 2, 37, 37, 32, FP16, device)
+    grad = torch.randn(1, 2, 37, 32, device=device)
+    torch.manual_seed(7)
+    drawn = torch.randint(0, 2**62, (1,), dtype=torch.int64, device=device)  # what the op draws (_draw_seed)
+    torch.manual_seed(7)
+    ref_out, ref_grads = _run(t5_attention, [q, k, v, table], grad, dropout_p=0.2)
+    torch.manual_seed(123)  # another RNG state: the given seed decides
+    out, grads = _run(t5_attention, [q, k, v, table], grad, dropout_p=0.2, seed=drawn)
+    assert torch.equal(out, ref_out) and all(torch.equal(a, b) for a, b in zip(grads, ref_grads))
+    as_int, _ = _run(t5_attention, [q, k, v, table], grad, dropout_p=0.2, seed=int(drawn))
+    assert torch.equal(as_int, ref_out)
+    other, _ = _run(t5_attention, [q, k, v, table], grad, dropout_p=0.2, seed=int(drawn) + 1)
+    assert not torch.equal(other, ref_out)
+    for bad in (-1, 1.5, torch.zeros(2, dtype=torch.int64), torch.zeros(1)):
+        with pytest.raises(ValueError, match="seed"):
+            t5_attention(q, k, v, table, dropout_p=0.2, seed=bad)
+
+
 # ---------------------------------------------------------------------------------------------
 # Determinism, errors, op boundary
 # ---------------------------------------------------------------------------------------------

@@ -176,3 +176,25 @@ def test_cpu_without_interpreter_uses_reference(monkeypatch):
     table = torch.randn(32, 2)
     want = reference.t5_attention(*(_heads_first(qkv[:, :, i]) for i in range(3)), table).transpose(1, 2)
     assert torch.equal(t5_attention_qkvpacked(qkv, table), want)
+
+
+def test_packed_ops_take_an_explicit_seed(device):
+    """``seed=`` on the packed ops: the same mask as t5_attention with that seed, whatever torch's RNG
+    state (the backward saves the given seed: gradients match too)."""
+    bsz, length, heads, d = 2, 45, 2, 64
+    qkv = _packed(bsz, length, 3, heads, d, BF16, device)
+    table = torch.randn(32, heads).to(device)
+    seed = torch.tensor([12345], dtype=torch.int64, device=device)
+    kw = dict(key_padding_mask=_mask(bsz, length, device), dropout_p=0.2, seed=seed)
+    grad = torch.randn(bsz, length, heads, d).to(device, BF16)
+    out, (dqkv, dtab) = _grads(t5_attention_qkvpacked, [qkv, table], grad, **kw)
+    views = [_heads_first(qkv[:, :, i]) for i in range(3)]
+    inputs = [t.detach().clone().requires_grad_(True) for t in (*views, table)]
+    torch.manual_seed(99)  # not the RNG state _grads set: only the seed decides the mask
+    out_u = t5_attention(*inputs, **kw)
+    out_u.backward(_heads_first(grad))
+    assert torch.equal(out, out_u.detach().transpose(1, 2))
+    assert torch.equal(dqkv, torch.stack([_heads_first(t.grad) for t in inputs[:3]], dim=2))
+    assert torch.equal(dtab, inputs[3].grad)
+    with pytest.raises(ValueError, match="seed"):
+        t5_attention_qkvpacked(qkv, table, dropout_p=0.1, seed=-3)

@@ -43,6 +43,7 @@ import triton
 
 from march.kernels import reference
 from march.kernels._utils import check_float, check_same_device, define_op, interpreting, use_triton
+from march.kernels.glu import check_seed, make_seed
 from march.kernels.reduce import sum_rows
 from march.kernels.t5_attention_dropout import _dropout_bits_kernel, _keep_probe_kernel
 from march.kernels.t5_attention_kernels import (
@@ -340,16 +341,20 @@ def _prepare(q, table, kpm, bidirectional, num_buckets, max_distance):
 
 
 def _attn_fwd(q, k, v, table, kpm, bidirectional, num_buckets, max_distance, causal, query_offset,
-              scale, dropout_p, prep=None, out=None):
-    """q (B, H, Lq, d), k/v (B, H, Lk, d) -> o (B, H, Lq, d), lse (B, H, Lq) fp32 (log2), seed (1,),
-    mask words (B·H, Lq·⌈Lk/32⌉ + Lk·⌈Lq/32⌉) int32 or (0,) (see ``dropout_mask_mode``).
+              scale, dropout_p, seed=None, prep=None, out=None):
+    """q (B, H, Lq, d), k/v (B, H, Lk, d) -> o (B, H, Lq, d), lse (B, H, Lq) fp32 (log2), the seed it
+    drew (1,) int64 (or (0,) when given ``seed``, (1,) int64 on the device: an op's output may not
+    alias its input, and the backward saves the given one), mask words (B·H, Lq·⌈Lk/32⌉ +
+    Lk·⌈Lq/32⌉) int32 or (0,) (see ``dropout_mask_mode``).
     ``out``: o's buffer (any strides with a unit last one; the packed ops pass a view)."""
     q, k, v = _unit_last(q), _unit_last(k), _unit_last(v)
     bsz, heads, lq, d = q.shape
     lk = k.shape[2]
     o = _empty_like_layout(q) if out is None else out
     lse = torch.empty((bsz, heads, lq), dtype=torch.float32, device=q.device)
-    seed = _draw_seed(dropout_p, q.device)
+    drawn = seed is None
+    if drawn:
+        seed = _draw_seed(dropout_p, q.device)
     mode = dropout_mask_mode() if dropout_p > 0 else "recomputed"
     mask = torch.empty(_mask_shape(bsz, heads, lq, lk, dropout_p, mode), dtype=torch.int32, device=q.device)
     prep = prep or _prepare(q, table, kpm, bidirectional, num_buckets, max_distance)
@@ -370,7 +375,7 @@ def _attn_fwd(q, k, v, table, kpm, bidirectional, num_buckets, max_distance, cau
         HEAD_DIM=d, BLOCK_D=block_d, HAS_BIAS=table is not None, HAS_KPM=kpm is not None,
         CAUSAL=causal, DROPOUT=dropout_p > 0.0, LOAD_MASK=pregenerated,
     )
-    return o, lse, seed, mask
+    return o, lse, (seed if drawn else seed.new_empty(0)), mask
 
 
 def _attn_bwd(do, q, k, v, o, lse, seed, mask, table, kpm, bidirectional, num_buckets, max_distance, causal,
@@ -634,10 +639,10 @@ def _sm_count(device: torch.device) -> int:
 
 
 def _attn_fwd_fake(q, k, v, table, key_padding_mask, bidirectional, num_buckets, max_distance, causal,
-                   query_offset, scale, dropout_p):
+                   query_offset, scale, dropout_p, seed=None):
     bsz, heads, lq, d = q.shape
     return (_empty_like_layout(q), q.new_empty((bsz, heads, lq), dtype=torch.float32),
-            torch.empty((1,), dtype=torch.int64, device=q.device),
+            torch.empty((1,) if seed is None else (0,), dtype=torch.int64, device=q.device),
             torch.empty(_mask_shape(bsz, heads, lq, k.shape[2], dropout_p), dtype=torch.int32, device=q.device))
 
 
@@ -651,7 +656,7 @@ _FLAGS = ("bool bidirectional, int num_buckets, int max_distance, bool causal, i
           "float dropout_p")
 t5_attention_fwd_op = define_op(
     "t5_attention_fwd",
-    f"(Tensor q, Tensor k, Tensor v, Tensor? table, Tensor? key_padding_mask, {_FLAGS}) "
+    f"(Tensor q, Tensor k, Tensor v, Tensor? table, Tensor? key_padding_mask, {_FLAGS}, Tensor? seed=None) "
     "-> (Tensor, Tensor, Tensor, Tensor)",
     _attn_fwd, _attn_fwd_fake)
 t5_attention_bwd_op = define_op(
@@ -661,12 +666,18 @@ t5_attention_bwd_op = define_op(
     _attn_bwd, _attn_bwd_fake)
 
 
+def _given_seed(flags_and_seed) -> tuple[list, torch.Tensor | None]:
+    """The 7 flags, and the seed input where the caller gave one (``seed`` may be left at its default)."""
+    return list(flags_and_seed[:7]), (flags_and_seed[7] if len(flags_and_seed) > 7 else None)
+
+
 def _setup_context(ctx, inputs, output):
-    q, k, v, table, kpm, *flags = inputs
+    q, k, v, table, kpm, *rest = inputs
     o, lse, seed, mask = output
-    ctx.flags = flags  # bidirectional, num_buckets, max_distance, causal, query_offset, scale, dropout_p
+    ctx.flags, given = _given_seed(rest)  # bidirectional, num_buckets, max_distance, causal, query_offset, scale, dropout_p
     ctx.has_table = table is not None
-    ctx.save_for_backward(q, k, v, o, lse, seed, mask, table, kpm)
+    ctx.n_inputs = len(inputs)
+    ctx.save_for_backward(q, k, v, o, lse, seed if given is None else given, mask, table, kpm)
 
 
 def _backward(ctx, do, _dlse, _dseed, _dmask, bwd=None):
@@ -674,7 +685,7 @@ def _backward(ctx, do, _dlse, _dseed, _dmask, bwd=None):
     table_grad = ctx.has_table and ctx.needs_input_grad[3]
     dq, dk, dv, dtab = (bwd or t5_attention_bwd_op)(do, q, k, v, o, lse, seed, mask, table, kpm, *ctx.flags,
                                                      table_grad)
-    return dq, dk, dv, (dtab if table_grad else None), None, None, None, None, None, None, None, None
+    return dq, dk, dv, (dtab if table_grad else None), None, *([None] * (ctx.n_inputs - 5))
 
 
 torch.library.register_autograd("march::t5_attention_fwd", _backward, setup_context=_setup_context)
@@ -777,11 +788,14 @@ def _check(q, k, v, bias_table, num_buckets, max_distance, key_padding_mask, que
 
 
 def t5_attention(q, k, v, bias_table=None, *, bidirectional=True, num_buckets=32, max_distance=128,
-                 causal=False, key_padding_mask=None, query_offset=0, scale=1.0, dropout_p=0.0):
+                 causal=False, key_padding_mask=None, query_offset=0, scale=1.0, dropout_p=0.0, seed=None):
     """Fused T5 attention. q (B, H, Lq, d), k/v (B, H, Lk, d) fp16/bf16, d ∈ {32, 64, 80, 96, 128};
     bias_table (num_buckets, H) (HF ``relative_attention_bias.weight``) or None;
     key_padding_mask (B, Lk) bool/int, True = real token. Returns (B, H, Lq, d) in q's dtype.
+    ``seed``: the dropout mask's seed, as the other march ops take it (None: drawn from torch's RNG
+    on the device; an int; or a 1-element integer tensor); the reference path ignores it.
     See the module docstring for the math; ``reference.t5_attention`` is the definition."""
+    check_seed(seed)
     _check(q, k, v, bias_table, num_buckets, max_distance, key_padding_mask, query_offset, dropout_p, scale,
            bidirectional)
     tensors = [t for t in (q, k, v, bias_table, key_padding_mask) if t is not None]
@@ -792,8 +806,14 @@ def t5_attention(q, k, v, bias_table=None, *, bidirectional=True, num_buckets=32
     if key_padding_mask is not None and key_padding_mask.dtype != torch.bool:
         key_padding_mask = key_padding_mask != 0
     o, *_ = _attn_apply(q, k, v, bias_table, key_padding_mask, bool(bidirectional), int(num_buckets),
-                          int(max_distance), bool(causal), int(query_offset), float(scale), float(dropout_p))
+                          int(max_distance), bool(causal), int(query_offset), float(scale), float(dropout_p),
+                          given_seed(seed, dropout_p, q.device))
     return o
+
+
+def given_seed(seed, dropout_p: float, device: torch.device) -> torch.Tensor | None:
+    """The ops' seed input: None (the op draws one) unless the caller gave a seed and there is dropout."""
+    return make_seed(seed, device) if (seed is not None and dropout_p > 0) else None
 
 
 # ----------------------------------------------------------------------------------------------

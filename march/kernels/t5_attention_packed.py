@@ -21,6 +21,7 @@ import torch
 
 from march.kernels import reference
 from march.kernels._utils import define_op, use_triton
+from march.kernels.glu import check_seed
 from march.kernels.t5_attention import (
     _FLAGS,
     _attn_bwd,
@@ -28,8 +29,10 @@ from march.kernels.t5_attention import (
     _attn_fwd,
     _attn_fwd_fake,
     _check,
+    _given_seed,
     _prepare,
     eager_function,
+    given_seed,
 )
 
 
@@ -40,13 +43,13 @@ def _views(q, packed):
 
 
 def _packed_fwd(q, packed, table, kpm, bidirectional, num_buckets, max_distance, causal, query_offset, scale,
-                dropout_p, prep=None):
+                dropout_p, seed=None, prep=None):
     """-> o (B, Lq, H, d), lse, seed, mask words (as ``_attn_fwd``)."""
     q4, k4, v4 = _views(q, packed)
     bsz, heads, lq, d = q4.shape
     o = torch.empty((bsz, lq, heads, d), dtype=packed.dtype, device=packed.device)
     _, lse, seed, mask = _attn_fwd(q4, k4, v4, table, kpm, bidirectional, num_buckets, max_distance, causal,
-                                   query_offset, scale, dropout_p, prep=prep, out=o.transpose(1, 2))
+                                   query_offset, scale, dropout_p, seed, prep=prep, out=o.transpose(1, 2))
     return o, lse, seed, mask
 
 
@@ -64,10 +67,10 @@ def _packed_bwd(do, q, packed, o, lse, seed, mask, table, kpm, bidirectional, nu
 
 
 def _packed_fwd_fake(q, packed, table, kpm, bidirectional, num_buckets, max_distance, causal, query_offset, scale,
-                     dropout_p):
+                     dropout_p, seed=None):
     q4, k4, v4 = _views(q, packed)
     _, lse, seed, mask = _attn_fwd_fake(q4, k4, v4, table, kpm, bidirectional, num_buckets, max_distance, causal,
-                                        query_offset, scale, dropout_p)
+                                        query_offset, scale, dropout_p, seed)
     bsz, heads, lq, d = q4.shape
     return packed.new_empty((bsz, lq, heads, d)), lse, seed, mask
 
@@ -82,7 +85,7 @@ def _packed_bwd_fake(do, q, packed, o, lse, seed, mask, table, kpm, bidirectiona
 
 t5_attention_packed_fwd_op = define_op(
     "t5_attention_packed_fwd",
-    f"(Tensor? q, Tensor packed, Tensor? table, Tensor? key_padding_mask, {_FLAGS}) "
+    f"(Tensor? q, Tensor packed, Tensor? table, Tensor? key_padding_mask, {_FLAGS}, Tensor? seed=None) "
     "-> (Tensor, Tensor, Tensor, Tensor)",
     _packed_fwd, _packed_fwd_fake)
 t5_attention_packed_bwd_op = define_op(
@@ -93,11 +96,12 @@ t5_attention_packed_bwd_op = define_op(
 
 
 def _setup_context(ctx, inputs, output):
-    q, packed, table, kpm, *flags = inputs
+    q, packed, table, kpm, *rest = inputs
     o, lse, seed, mask = output
-    ctx.flags = flags
+    ctx.flags, given = _given_seed(rest)
     ctx.has_q, ctx.has_table = q is not None, table is not None
-    ctx.save_for_backward(q, packed, o, lse, seed, mask, table, kpm)
+    ctx.n_inputs = len(inputs)
+    ctx.save_for_backward(q, packed, o, lse, seed if given is None else given, mask, table, kpm)
 
 
 def _backward(ctx, do, _dlse, _dseed, _dmask, bwd=None):
@@ -105,7 +109,7 @@ def _backward(ctx, do, _dlse, _dseed, _dmask, bwd=None):
     table_grad = ctx.has_table and ctx.needs_input_grad[2]
     dq, dpacked, dtab = (bwd or t5_attention_packed_bwd_op)(do, q, packed, o, lse, seed, mask, table, kpm,
                                                             *ctx.flags, table_grad)
-    return ((dq if ctx.has_q else None), dpacked, (dtab if table_grad else None), *([None] * 8))
+    return ((dq if ctx.has_q else None), dpacked, (dtab if table_grad else None), *([None] * (ctx.n_inputs - 3)))
 
 
 torch.library.register_autograd("march::t5_attention_packed_fwd", _backward, setup_context=_setup_context)
@@ -123,7 +127,8 @@ def _shape(t):
 
 
 def _attention(q, packed, bias_table, bidirectional, num_buckets, max_distance, causal, key_padding_mask,
-               query_offset, scale, dropout_p):
+               query_offset, scale, dropout_p, seed=None):
+    check_seed(seed)
     if packed.stride(-1) != 1:  # the kernels (and the gradient buffer, made like packed) need unit last stride
         packed = packed.contiguous()
     if q is not None and q.stride(-1) != 1:
@@ -139,24 +144,25 @@ def _attention(q, packed, bias_table, bidirectional, num_buckets, max_distance, 
     if key_padding_mask is not None and key_padding_mask.dtype != torch.bool:
         key_padding_mask = key_padding_mask != 0
     inputs = (q, packed, bias_table, key_padding_mask, bool(bidirectional), int(num_buckets), int(max_distance),
-              bool(causal), int(query_offset), float(scale), float(dropout_p))
+              bool(causal), int(query_offset), float(scale), float(dropout_p),
+              given_seed(seed, dropout_p, packed.device))
     apply = t5_attention_packed_fwd_op if torch.compiler.is_compiling() else _PackedFunction.apply
     o, *_ = apply(*inputs)
     return o
 
 
 def t5_attention_qkvpacked(qkv, bias_table=None, *, bidirectional=True, num_buckets=32, max_distance=128,
-                           causal=False, key_padding_mask=None, query_offset=0, scale=1.0, dropout_p=0.0):
+                           causal=False, key_padding_mask=None, query_offset=0, scale=1.0, dropout_p=0.0, seed=None):
     """``t5_attention`` of q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2] (each (B, L, H, d)).
     qkv (B, L, 3, H, d) fp16/bf16 -> (B, L, H, d); its gradient is one (B, L, 3, H, d) tensor."""
     if not isinstance(qkv, torch.Tensor) or qkv.dim() != 5 or qkv.shape[2] != 3:
         raise ValueError(f"qkv must be (B, L, 3, H, d), got {_shape(qkv)}")
     return _attention(None, qkv, bias_table, bidirectional, num_buckets, max_distance, causal, key_padding_mask,
-                      query_offset, scale, dropout_p)
+                      query_offset, scale, dropout_p, seed)
 
 
 def t5_attention_kvpacked(q, kv, bias_table=None, *, bidirectional=True, num_buckets=32, max_distance=128,
-                          causal=False, key_padding_mask=None, query_offset=0, scale=1.0, dropout_p=0.0):
+                          causal=False, key_padding_mask=None, query_offset=0, scale=1.0, dropout_p=0.0, seed=None):
     """``t5_attention`` of q and k, v = kv[:, :, 0], kv[:, :, 1] (each (B, Lk, H, d)).
     q (B, Lq, H, d), kv (B, Lk, 2, H, d) fp16/bf16 -> (B, Lq, H, d); kv's gradient is one tensor."""
     if not isinstance(q, torch.Tensor) or q.dim() != 4:
@@ -166,7 +172,7 @@ def t5_attention_kvpacked(q, kv, bias_table=None, *, bidirectional=True, num_buc
         raise ValueError(f"kv must be (B, Lk, 2, H, d) with B, H, d of q (B, Lq, H, d) = {_shape(q)}, "
                          f"got {_shape(kv)}")
     return _attention(q, kv, bias_table, bidirectional, num_buckets, max_distance, causal, key_padding_mask,
-                      query_offset, scale, dropout_p)
+                      query_offset, scale, dropout_p, seed)
 
 
 __all__ = ["t5_attention_kvpacked", "t5_attention_qkvpacked"]

@@ -99,8 +99,8 @@ class T5Stack(nn.Module):
 
     def _dropout_seeds(self, n: int, device: torch.device) -> list[torch.Tensor | None]:
         """One (1,) int64 seed for each of the stack's n fused dropouts, drawn from torch's RNG by a
-        single randint (each op drawing its own was a kernel apiece: 84 of ~1.3 µs in a Baseline
-        step, sessions 14-15 profiles); None each in eval, without dropout or with kernels="eager".
+        single randint (each op drawing its own was a kernel apiece: 84 randint and 36 attention
+        seed kernels of ~1.3-2.3 µs in a Baseline step, sessions 14-15 profiles); None each in eval, without dropout or with kernels="eager".
         (With kernels="auto" on a CPU without the interpreter the ops take their references, which
         ignore the seed.)"""
         if self.kernels == "eager" or not self.training or self.dropout.p == 0.0:
@@ -143,21 +143,21 @@ class T5Stack(nn.Module):
         sublayers = [sub for block in self.block for sub in block.layer]
         next_norms = [sub.layer_norm for sub in sublayers[1:]] + [self.final_layer_norm]
         self_kv = cross_kv = None
-        n_ff = sum(isinstance(sub, FeedForwardSublayer) for sub in sublayers)
-        seeds = self._dropout_seeds(len(sublayers) + n_ff, h.device)  # the add_rms_norms', then the FFs'
-        norm_seeds, ff_seeds = iter(seeds[:len(sublayers)]), iter(seeds[len(sublayers):])
+        # Two fused dropouts a sublayer: its op's (attention or feedforward), and its add_rms_norm's.
+        seeds = self._dropout_seeds(2 * len(sublayers), h.device)
+        op_seeds, norm_seeds = iter(seeds[:len(sublayers)]), iter(seeds[len(sublayers):])
         for sub, next_norm in zip(sublayers, next_norms):
             layer_idx = len(presents)
             past = past_key_values[layer_idx] if past_key_values is not None else (None, None)
             if isinstance(sub, SelfAttentionSublayer):
                 out, self_kv = sub.SelfAttention(normed, attention_mask=attention_mask, bias_table=bias_table,
-                                                 past_key_value=past[0], use_cache=use_cache)
+                                                 past_key_value=past[0], use_cache=use_cache, seed=next(op_seeds))
             elif isinstance(sub, CrossAttentionSublayer):
                 out, cross_kv = sub.EncDecAttention(
                     normed, key_value_states=encoder_hidden_states, attention_mask=encoder_attention_mask,
-                    past_key_value=past[1], use_cache=use_cache)
+                    past_key_value=past[1], use_cache=use_cache, seed=next(op_seeds))
             else:
-                out = sub.DenseReluDense(normed, seed=next(ff_seeds))
+                out = sub.DenseReluDense(normed, seed=next(op_seeds))
                 if self.is_decoder:
                     presents.append((self_kv, cross_kv))
             normed, h = self._add_norm(out, h, next_norm, next(norm_seeds))

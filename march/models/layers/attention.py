@@ -61,9 +61,11 @@ class T5Attention(nn.Module):
 
     def forward(self, hidden_states: torch.Tensor, key_value_states: torch.Tensor | None = None,
                 attention_mask: torch.Tensor | None = None, bias_table: torch.Tensor | None = None,
-                past_key_value: tuple[torch.Tensor, torch.Tensor] | None = None, use_cache: bool = False):
+                past_key_value: tuple[torch.Tensor, torch.Tensor] | None = None, use_cache: bool = False,
+                seed: torch.Tensor | None = None):
         """hidden_states (B, Lq, d_model); key_value_states (B, Lk, d_model) for cross-attention;
-        attention_mask (B, Lk) over all keys (cache included), True/1 = real token.
+        attention_mask (B, Lk) over all keys (cache included), True/1 = real token; ``seed``: the
+        fused attention's dropout seed (None: drawn from torch's RNG; the eager path ignores it).
         Returns (output (B, Lq, d_model), (k, v) each (B, H, Lk, d_kv) if use_cache else None).
         Without a cache the projections are packed (q, k, v: one GEMM; cross-attention's k, v:
         one); with one (decoding), the new positions' projections are separate."""
@@ -100,11 +102,11 @@ class T5Attention(nn.Module):
             q4 = (packed[:, :, 0] if q is None else q).transpose(1, 2)
             attn = reference.t5_attention(q4, k, v, table, **kwargs).transpose(1, 2)
         elif packed is None:
-            attn = t5_attention(q.transpose(1, 2), k, v, table, **kwargs).transpose(1, 2)
+            attn = t5_attention(q.transpose(1, 2), k, v, table, seed=seed, **kwargs).transpose(1, 2)
         elif q is None:
-            attn = t5_attention_qkvpacked(packed, table, **kwargs)
+            attn = t5_attention_qkvpacked(packed, table, seed=seed, **kwargs)
         else:
-            attn = t5_attention_kvpacked(q, packed, table, **kwargs)
+            attn = t5_attention_kvpacked(q, packed, table, seed=seed, **kwargs)
         # attn (B, Lq, H, d_kv): contiguous from the kernels, so the reshape is a view
         out = self.o(attn.reshape(bsz, lq, self.num_heads * self.d_kv))
         return out, present
