@@ -13,7 +13,8 @@ q/k/v must be fp16 or bf16 (fp32 raises a TypeError: cast first, or use
 ``march.kernels.reference.t5_attention``); the table may be any float dtype (math in fp32, its
 gradient is returned in its dtype). Dropout draws one seed per forward call from torch's generator
 for the device (on the device: no sync, CUDA-graph safe), so ``torch.manual_seed`` makes it
-reproducible; the backward replays the same mask.
+reproducible, unless the caller passes ``seed`` (as every march op with dropout takes it: the T5
+stacks draw all their seeds in one kernel); the backward replays the same mask.
 
 Switches (environment, read per call; defaults are the H200 measurements'): MARCH_ATTN_AUTOTUNE=1
 autotunes the launch configs (``autotuning``); MARCH_ATTN_DROPOUT_MASK=recomputed draws the keep
