@@ -675,7 +675,8 @@ def _given_seed(flags_and_seed) -> tuple[list, torch.Tensor | None]:
 def _setup_context(ctx, inputs, output):
     q, k, v, table, kpm, *rest = inputs
     o, lse, seed, mask = output
-    ctx.flags, given = _given_seed(rest)  # bidirectional, num_buckets, max_distance, causal, query_offset, scale, dropout_p
+    # flags: bidirectional, num_buckets, max_distance, causal, query_offset, scale, dropout_p
+    ctx.flags, given = _given_seed(rest)
     ctx.has_table = table is not None
     ctx.n_inputs = len(inputs)
     ctx.save_for_backward(q, k, v, o, lse, seed if given is None else given, mask, table, kpm)
