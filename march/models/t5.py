@@ -100,7 +100,8 @@ class T5Stack(nn.Module):
     def _dropout_seeds(self, n: int, device: torch.device) -> list[torch.Tensor | None]:
         """One (1,) int64 seed for each of the stack's n fused dropouts, drawn from torch's RNG by a
         single randint (each op drawing its own was a kernel apiece: 84 randint and 36 attention
-        seed kernels of ~1.3-2.3 µs in a Baseline step, sessions 14-15 profiles); None each in eval, without dropout or with kernels="eager".
+        seed kernels of ~1.3-2.3 µs in a Baseline step, sessions 14-15 profiles); None each in eval,
+        without dropout or with kernels="eager".
         (With kernels="auto" on a CPU without the interpreter the ops take their references, which
         ignore the seed.)"""
         if self.kernels == "eager" or not self.training or self.dropout.p == 0.0:
