@@ -69,6 +69,25 @@ def test_all_ignored_gives_nan_and_zero_grad(device):
     assert (grad == 0).all() and (grad_e == 0).all()
 
 
+def test_masked_logits_and_nan(device):
+    """-inf logits (a masked vocabulary): a row whose first 4096-column block is all -inf (the running
+    max starts at -inf) matches eager; a row of only -inf, or with a NaN logit, gives a NaN loss."""
+    logits, labels = _inputs(3, 9000, FP32, device, ignore_every=10)
+    logits[:, :5000] = float("-inf")
+    labels[:] = 7000
+    loss, grad = _loss_and_grad(cross_entropy, logits, labels)
+    loss_e, grad_e = _loss_and_grad(reference.cross_entropy, logits.cpu(), labels.cpu())
+    torch.testing.assert_close(loss.cpu(), loss_e, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(grad.cpu(), grad_e, rtol=1e-5, atol=1e-7)
+    assert (grad[:, :5000] == 0).all()
+    all_masked, with_nan = logits.clone(), logits.clone()
+    all_masked[1] = float("-inf")
+    with_nan[1, 8000] = float("nan")
+    for bad in (all_masked, with_nan):
+        assert reference.cross_entropy(bad.cpu(), labels.cpu()).isnan()
+        assert cross_entropy(bad, labels).isnan()
+
+
 def test_out_of_range_label_gives_nan(device):
     logits, labels = _inputs(4, 33, BF16, device)
     labels[2] = 33

@@ -34,18 +34,21 @@ def _ce_fwd_kernel(x_ptr, y_ptr, loss_ptr, lse_ptr, stride_x, V, ignore_index, B
     row = tl.program_id(0).to(tl.int64)
     x_row = x_ptr + row * stride_x
     cols = tl.arange(0, BLOCK_V)
-    # Online log-sum-exp, one running (max, sum) per lane; the lanes are combined once at the end.
-    m = tl.full((BLOCK_V,), float("-inf"), tl.float32)
+    # Online log-sum-exp: one running max for the row, one running sum per lane. A running max per
+    # lane (no reduction per block) cost two exps per element, the rescale exp(m − m_new) and
+    # exp(x − m_new): MUFU-bound at 2.1 TB/s on an H200 (0.223 ms at 7296 × 32128, session 14).
+    # Here the rescale is one exp per block.
+    m = tl.full((), float("-inf"), tl.float32)
     s = tl.zeros((BLOCK_V,), tl.float32)
     for start in range(0, V, BLOCK_V):
         x = tl.load(x_row + start + cols, mask=start + cols < V, other=float("-inf")).to(tl.float32)
-        m_new = tl.maximum(m, x)
-        # a lane that has seen only -inf keeps m = -inf and s = 0 (exp(-inf - -inf) would be NaN)
+        m_new = tl.maximum(m, tl.max(x, 0))
+        # while the row has shown only -inf, m_new = -inf and s stays 0 (exp(-inf - -inf) would be NaN)
         m_ref = tl.where(m_new == float("-inf"), 0.0, m_new)
         s = s * tl.exp(m - m_ref) + tl.exp(x - m_ref)
         m = m_new
-    m_row = tl.max(m, 0)  # finite unless the whole row is -inf (then lse = -inf and the loss NaN)
-    lse = m_row + tl.log(tl.sum(s * tl.exp(m - tl.where(m_row == float("-inf"), 0.0, m_row)), 0))
+    # finite unless the whole row is -inf (then lse = -inf and the loss NaN); a NaN logit makes s NaN
+    lse = m + tl.log(tl.sum(s, 0))
     y = tl.load(y_ptr + row)
     valid = y != ignore_index
     in_range = (y >= 0) & (y < V)
