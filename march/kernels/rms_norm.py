@@ -46,6 +46,7 @@ BWD_PROGRAMS_PER_SM = 2
 BWD_STAGES = 3
 # Experimental (session 17): the row loop double-buffered in registers instead of STAGES.
 BWD_PREFETCH = False
+BWD_DW_VEC = False
 
 
 # ----------------------------------------------------------------------------------------------
@@ -192,13 +193,16 @@ def _rms_norm_bwd_kernel(
     HAS_DROPOUT: tl.constexpr = False,  # also DXD = dropout's backward of DX (the dropped addend's grad)
     STAGES: tl.constexpr = 1,  # software-pipeline depth of the row loop (BWD_STAGES)
     PREFETCH: tl.constexpr = False,  # instead: the next row block loaded into registers (BWD_PREFETCH)
+    DW_VEC: tl.constexpr = False,  # dw summed over each block's rows as it goes: (BLOCK_N,) (BWD_DW_VEC)
 ):
     """Each program owns rows [pid·rows_per_program, +rows_per_program) and one dw partial row."""
     pid = tl.program_id(0)
     cols = tl.arange(0, BLOCK_N)
     col_mask = cols < N
     w = tl.load(W + cols, mask=col_mask, other=0.0).to(tl.float32)
-    dw_acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
+    # (BLOCK_M, BLOCK_N) fp32 held across the loop (32 registers a thread at 4 × 1024 and 4 warps), or
+    # with DW_VEC one row of them, at the cost of a cross-warp sum per row block.
+    dw_acc = tl.zeros([BLOCK_N], dtype=tl.float32) if DW_VEC else tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
     row_start = pid * rows_per_program
     row_end = tl.minimum(row_start + rows_per_program, M)
     if PREFETCH:
@@ -210,16 +214,18 @@ def _rms_norm_bwd_kernel(
             rows = r0 + tl.arange(0, BLOCK_M)
             x_next, dy_next, ds_next, rstd_next = _bwd_load(DY, X, RSTD, DS, rows + BLOCK_M, row_end, cols,
                                                             col_mask, stride_dy, stride_x, stride_ds, HAS_DS)
-            dw_acc += _bwd_rows(x, dy, ds, rstd, w, rows, row_end, cols, col_mask, DX, DXD, SEED, stride_dx,
-                                stride_dxd, N, p, scale, W.dtype.element_ty, HAS_DS, HAS_DROPOUT, BLOCK_M, BLOCK_N)
+            dw = _bwd_rows(x, dy, ds, rstd, w, rows, row_end, cols, col_mask, DX, DXD, SEED, stride_dx,
+                           stride_dxd, N, p, scale, W.dtype.element_ty, HAS_DS, HAS_DROPOUT, BLOCK_M, BLOCK_N)
+            dw_acc += tl.sum(dw, axis=0) if DW_VEC else dw
             x, dy, ds, rstd = x_next, dy_next, ds_next, rstd_next
     else:
         for r0 in tl.range(row_start, row_end, BLOCK_M, num_stages=STAGES):
             rows = r0 + tl.arange(0, BLOCK_M)
             x, dy, ds, rstd = _bwd_load(DY, X, RSTD, DS, rows, row_end, cols, col_mask, stride_dy, stride_x, stride_ds, HAS_DS)
-            dw_acc += _bwd_rows(x, dy, ds, rstd, w, rows, row_end, cols, col_mask, DX, DXD, SEED, stride_dx,
-                                stride_dxd, N, p, scale, W.dtype.element_ty, HAS_DS, HAS_DROPOUT, BLOCK_M, BLOCK_N)
-    tl.store(DW_PARTIAL + pid.to(tl.int64) * N + cols, tl.sum(dw_acc, axis=0), mask=col_mask)
+            dw = _bwd_rows(x, dy, ds, rstd, w, rows, row_end, cols, col_mask, DX, DXD, SEED, stride_dx,
+                           stride_dxd, N, p, scale, W.dtype.element_ty, HAS_DS, HAS_DROPOUT, BLOCK_M, BLOCK_N)
+            dw_acc += tl.sum(dw, axis=0) if DW_VEC else dw
+    tl.store(DW_PARTIAL + pid.to(tl.int64) * N + cols, dw_acc if DW_VEC else tl.sum(dw_acc, axis=0), mask=col_mask)
 
 
 @triton.jit
@@ -360,7 +366,7 @@ def _rms_norm_bwd(dy, xs, weight, rstd, ds, dropout_p=0.0, seed=None):
     else:
         _rms_norm_bwd_kernel[(programs,)](
             *args, HAS_DS=has_ds, BLOCK_M=block_m, BLOCK_N=block_n, HAS_DROPOUT=has_dropout, num_warps=num_warps,
-            STAGES=BWD_STAGES, PREFETCH=BWD_PREFETCH,
+            STAGES=BWD_STAGES, PREFETCH=BWD_PREFETCH, DW_VEC=BWD_DW_VEC,
         )
     return dx, dxd, sum_rows(dw_partial, torch.empty_like(weight))  # fixed-order sum, cast in one launch
 
