@@ -49,19 +49,59 @@ def test_kernel_buckets_equal_hf(bidirectional, num_buckets, max_distance, devic
 @pytest.mark.parametrize("table_dtype", [torch.float32, BF16, FP16])
 @pytest.mark.parametrize("bidirectional,num_buckets,max_distance", [(True, 32, 128), (False, 32, 128), (True, 8, 16)])
 def test_bias_rows_kernel_equals_gather_cast_scale(table_dtype, bidirectional, num_buckets, max_distance, device):
-    """The kernels' bias rows (one launch: gather, cast, scale) are bit-identical to PyTorch's
-    index_select(table.t(), 1, index).float() · log2(e), including a table that is a strided view."""
+    """The kernels' bias rows (one launch with the key range: gather, cast, scale) are bit-identical
+    to PyTorch's index_select(table.t(), 1, index).float() · log2(e), including a table that is a
+    strided view; the key range in the same launch is each mask row's [first, last + 1] real key."""
     import importlib
 
     mod = importlib.import_module("march.kernels.t5_attention")
     q = torch.empty(1, 3, 4, 64, device=device)
     full = torch.randn(num_buckets, 6, dtype=torch.float64).to(table_dtype).to(device)
+    kpm = torch.ones(4, 1100, dtype=torch.bool)  # > 1024 keys: the range is found over two blocks
+    kpm[0, :3], kpm[0, 1090:] = False, False
+    kpm[1, :1030] = False
+    kpm[2] = False
+    kpm[3, 1099] = False
+    want_range = [[3, 1090], [1030, 1100], [1100, 0], [0, 1099]]
     for table in (full[:, :3].contiguous(), full[:, ::2]):  # contiguous, and every other column
-        rows, _, _, r = mod._bias_args(q, table, bidirectional, num_buckets, max_distance)
-        index, _, _ = mod._bucket_row(q.device, bidirectional, num_buckets, max_distance)
-        want = torch.index_select(table.t(), 1, index).float().mul_(mod.LOG2E)
-        assert rows.shape == (3, 2 * r + 1 + 2 * mod.REL_PAD) and rows.dtype == torch.float32
-        assert torch.equal(rows, want)
+        for mask in (None, kpm.to(device)):
+            rows, _, _, r, _, _, klim = mod._prepare(q, table, mask, bidirectional, num_buckets, max_distance)
+            index, _, _ = mod._bucket_row(q.device, bidirectional, num_buckets, max_distance)
+            want = torch.index_select(table.t(), 1, index).float().mul_(mod.LOG2E)
+            assert rows.shape == (3, 2 * r + 1 + 2 * mod.REL_PAD) and rows.dtype == torch.float32
+            assert torch.equal(rows, want)
+            if mask is not None:
+                assert klim.tolist() == want_range
+    *_, klim = mod._prepare(q, None, kpm.to(device), bidirectional, num_buckets, max_distance)  # range alone
+    assert klim.tolist() == want_range
+
+
+def test_op_backward_reuses_the_forwards_bias_rows_and_key_range(device, monkeypatch):
+    """Through the custom op (torch.compile's path) the forward makes the bias rows and key range in
+    one launch and the backward reuses them: one ``_prepare_kernel`` launch per fwd+bwd, with the
+    same gradients as the eager path (which keeps them too)."""
+    import importlib
+
+    mod = importlib.import_module("march.kernels.t5_attention")
+    q, k, v, table, kpm = _make(2, 2, 33, 40, 32, BF16, device, pad="right")
+    launches = []
+    real = mod._prepare_kernel
+
+    class Counting:
+        def __getitem__(self, grid):
+            launches.append(grid)
+            return real[grid]
+
+    monkeypatch.setattr(mod, "_prepare_kernel", Counting())
+    grads = []
+    for apply in (lambda *a: mod.t5_attention_fwd_op(*a), lambda *a: mod._T5AttentionFunction.apply(*a)):
+        x = [t.detach().clone().requires_grad_() for t in (q, k, v, table)]
+        o, *_ = apply(*x, kpm, True, 32, 128, False, 0, 1.0, 0.0)
+        grads.append(torch.autograd.grad(o.float().sum(), x))
+        assert len(launches) == 1 and launches[0] == (2 + 2,)  # H programs of rows, B of ranges
+        launches.clear()
+    for a, b in zip(*grads):
+        assert torch.equal(a, b)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -343,7 +383,7 @@ def test_dropout_mask_modes_give_the_same_bits(monkeypatch, device, causal, pad)
     # (and the table's saturated tiles), not dv; inverting the key-major ones, dk and dv, not dq.
     from march.kernels.t5_attention import t5_attention_bwd_op
 
-    o, lse, seed, mask = t5_attention_fwd_op(q, k, v, table, kpm, not causal, 32, 128, causal, 0, 1.0, 0.3)
+    o, lse, seed, mask, *_ = t5_attention_fwd_op(q, k, v, table, kpm, not causal, 32, 128, causal, 0, 1.0, 0.3)
     flags = (kpm, not causal, 32, 128, causal, 0, 1.0, 0.3, True)
     do = grad.to(BF16)
     same = t5_attention_bwd_op(do, q, k, v, o, lse, seed, mask, table, *flags)

@@ -50,9 +50,8 @@ from march.kernels.t5_attention_dropout import _dropout_bits_kernel, _keep_probe
 from march.kernels.t5_attention_kernels import (
     LOG2E,
     REL_PAD,
-    _bias_rows_kernel,
     _bucket_probe_kernel,
-    _key_range_kernel,
+    _prepare_kernel,
     _t5_attn_bwd_bias_band_kernel,
     _t5_attn_bwd_band_sum_kernel,
     _t5_attn_bwd_dkdv_kernel,
@@ -247,35 +246,6 @@ def _empty_like_layout(t: torch.Tensor) -> torch.Tensor:
     return torch.empty_like(t) if t.stride(-1) == 1 else torch.empty(t.shape, dtype=t.dtype, device=t.device)
 
 
-def _bias_args(q, table, bidirectional, num_buckets, max_distance):
-    """(bias rows (H, 2R + 1 + 2·REL_PAD) fp32 = table[bucket(rel), h] · log2(e) for rel in
-    [−R − REL_PAD, R + REL_PAD], bucket row (2R+1,) int32, sat_pos, R) for the kernels; dummies
-    without a table."""
-    if table is None:  # never read by the kernels: no fill kernel
-        return q, torch.empty(1, dtype=torch.int32, device=q.device), 0, 0
-    brow, brow32, r = _bucket_row(q.device, bidirectional, num_buckets, max_distance)
-    # (H, 2R+1+2·REL_PAD) contiguous fp32: gather, cast and scale in one launch.
-    heads, n = table.shape[1], brow.numel()
-    rows = torch.empty((heads, n), dtype=torch.float32, device=table.device)
-    _bias_rows_kernel[(heads,)](table.detach(), brow, rows, table.stride(0), table.stride(1), n,
-                                BLOCK=min(1024, triton.next_power_of_2(n)))
-    sat_pos = r if bidirectional else 0  # one-sided: every rel ≥ 0 is bucket 0
-    return rows, brow32, sat_pos, r
-
-
-def _kpm_args(q, kpm):
-    """(mask bytes (B, Lk) uint8, its row stride, key range (B, 2) int32 = [first real key, last
-    real key + 1], [Lk, 0] for a fully padded row) — dummies without a mask. The range lets the
-    kernels skip padded key blocks at either end (no host sync: computed on the device)."""
-    if kpm is None:
-        return q, 0, q
-    bsz, lk = kpm.shape
-    kpm = kpm.contiguous().view(torch.uint8)  # bool -> bytes, no copy
-    klim = torch.empty((bsz, 2), dtype=torch.int32, device=kpm.device)
-    _key_range_kernel[(bsz,)](kpm, klim, lk, kpm.stride(0), BLOCK=min(1024, triton.next_power_of_2(lk)))
-    return kpm, kpm.stride(0), klim
-
-
 def _draw_seed(dropout_p: float, device: torch.device) -> torch.Tensor:
     """The dropout seed (1,) int64, drawn on the device from torch's generator for it: no host sync,
     and safe under CUDA-graph capture (each replay draws a new seed). Without dropout: unused, so
@@ -334,11 +304,51 @@ def _dropout_bits_grid(bsz, heads, lq, lk, max_threads=128):
     return grid, dict(GROUPS=groups, THREADS=threads, num_warps=threads // 32)
 
 
-def _prepare(q, table, kpm, bidirectional, num_buckets, max_distance):
+def _prepare(q, table, kpm, bidirectional, num_buckets, max_distance, rows=None, klim=None):
     """What the forward and backward kernels both need besides q/k/v: (bias rows, bucket row,
-    sat_pos, R, mask bytes, mask row stride, key range). The eager path computes it once per call
-    and keeps it for the backward (four small launches fewer); the custom op recomputes it."""
-    return (*_bias_args(q, table, bidirectional, num_buckets, max_distance), *_kpm_args(q, kpm))
+    sat_pos, R, mask bytes, mask row stride, key range).
+    - bias rows (H, 2R + 1 + 2·REL_PAD) fp32 = table[bucket(rel), h] · log2(e) for rel in
+      [−R − REL_PAD, R + REL_PAD]; bucket row (2R+1,) int32 (see ``_bucket_row``);
+    - mask bytes (B, Lk) uint8 and key range (B, 2) int32 = [first real key, last real key + 1],
+      [Lk, 0] for a fully padded row: the kernels skip padded key blocks at either end (no host
+      sync: computed on the device).
+    Dummies, never read, without a table or a mask. ``rows`` / ``klim``: the forward's (the op's
+    backward gets them; the eager path keeps the whole tuple), else made by one launch."""
+    if table is None:
+        brow, brow32, sat_pos, r = None, torch.empty(1, dtype=torch.int32, device=q.device), 0, 0
+    else:
+        brow, brow32, r = _bucket_row(q.device, bidirectional, num_buckets, max_distance)
+        sat_pos = r if bidirectional else 0  # one-sided: every rel ≥ 0 is bucket 0
+    kpm_t = q if kpm is None else kpm.contiguous().view(torch.uint8)  # bool -> bytes, no copy
+    skpm = 0 if kpm is None else kpm_t.stride(0)
+    rows_programs = table.shape[1] if (table is not None and rows is None) else 0
+    range_programs = kpm.shape[0] if (kpm is not None and klim is None) else 0
+    if rows_programs:
+        rows = torch.empty((rows_programs, brow.numel()), dtype=torch.float32, device=q.device)
+    if range_programs:
+        klim = torch.empty((range_programs, 2), dtype=torch.int32, device=q.device)
+    if rows_programs or range_programs:
+        n, lk = (brow.numel() if brow is not None else 1), (kpm.shape[1] if kpm is not None else 1)
+        _prepare_kernel[(rows_programs + range_programs,)](
+            table.detach() if rows_programs else q, brow if rows_programs else brow32, rows if rows_programs else q,
+            kpm_t, klim if range_programs else brow32, table.stride(0) if rows_programs else 0,
+            table.stride(1) if rows_programs else 0, n, lk, skpm, rows_programs,
+            BLOCK_ROWS=min(1024, triton.next_power_of_2(n)), BLOCK_KPM=min(1024, triton.next_power_of_2(lk)))
+    return (q if table is None else rows), brow32, sat_pos, r, kpm_t, skpm, (q if kpm is None else klim)
+
+
+def _prep_outputs(q, table, kpm, prep):
+    """The bias rows and key range an op's forward returns for its backward ((0,) where there are none:
+    an op's output may not alias its input, and the dummies are q)."""
+    rows, *_, klim = prep
+    return (rows if table is not None else q.new_empty(0, dtype=torch.float32),
+            klim if kpm is not None else q.new_empty(0, dtype=torch.int32))
+
+
+def _given_prep(bias_rows, key_range):
+    """``_prepare``'s rows= / klim= from an op's backward inputs ((0,) or None: not given)."""
+    return dict(rows=bias_rows if bias_rows is not None and bias_rows.numel() else None,
+                klim=key_range if key_range is not None and key_range.numel() else None)
 
 
 def _attn_fwd(q, k, v, table, kpm, bidirectional, num_buckets, max_distance, causal, query_offset,
@@ -346,7 +356,8 @@ def _attn_fwd(q, k, v, table, kpm, bidirectional, num_buckets, max_distance, cau
     """q (B, H, Lq, d), k/v (B, H, Lk, d) -> o (B, H, Lq, d), lse (B, H, Lq) fp32 (log2), the seed it
     drew (1,) int64 (or (0,) when given ``seed``, (1,) int64 on the device: an op's output may not
     alias its input, and the backward saves the given one), mask words (B·H, Lq·⌈Lk/32⌉ +
-    Lk·⌈Lq/32⌉) int32 or (0,) (see ``dropout_mask_mode``).
+    Lk·⌈Lq/32⌉) int32 or (0,) (see ``dropout_mask_mode``), and the bias rows and key range for
+    the backward (``_prep_outputs``).
     ``out``: o's buffer (any strides with a unit last one; the packed ops pass a view)."""
     q, k, v = _unit_last(q), _unit_last(k), _unit_last(v)
     bsz, heads, lq, d = q.shape
@@ -376,19 +387,20 @@ def _attn_fwd(q, k, v, table, kpm, bidirectional, num_buckets, max_distance, cau
         HEAD_DIM=d, BLOCK_D=block_d, HAS_BIAS=table is not None, HAS_KPM=kpm is not None,
         CAUSAL=causal, DROPOUT=dropout_p > 0.0, LOAD_MASK=pregenerated,
     )
-    return o, lse, (seed if drawn else seed.new_empty(0)), mask
+    return o, lse, (seed if drawn else seed.new_empty(0)), mask, *_prep_outputs(q, table, kpm, prep)
 
 
 def _attn_bwd(do, q, k, v, o, lse, seed, mask, table, kpm, bidirectional, num_buckets, max_distance, causal,
-              query_offset, scale, dropout_p, table_grad, prep=None, out=None):
+              query_offset, scale, dropout_p, table_grad, bias_rows=None, key_range=None, prep=None, out=None):
     """Returns dq, dk, dv (like q, k, v, or ``out``: their buffers, unit last stride; the packed
-    ops pass views of one) and d table (num_buckets, H) in table's dtype (or (0,))."""
+    ops pass views of one) and d table (num_buckets, H) in table's dtype (or (0,)). ``bias_rows``,
+    ``key_range``: the forward's (``_prep_outputs``; (0,) or None: made again)."""
     q, k, v, o, do = (_unit_last(t) for t in (q, k, v, o, do))
     bsz, heads, lq, d = q.shape
     lk = k.shape[2]
     block_d = triton.next_power_of_2(d)
     rows, brow, sat_pos, r, kpm_t, skpm, klim = prep or _prepare(q, table, kpm, bidirectional, num_buckets,
-                                                                  max_distance)
+                                                                  max_distance, **_given_prep(bias_rows, key_range))
     # The dq kernel's reference key: a mean of real keys (see the dq kernel).
     kmean = torch.empty((bsz * heads, block_d), dtype=torch.float32, device=q.device)
     _t5_attn_bwd_key_mean_kernel[(bsz * heads,)](
@@ -642,13 +654,17 @@ def _sm_count(device: torch.device) -> int:
 def _attn_fwd_fake(q, k, v, table, key_padding_mask, bidirectional, num_buckets, max_distance, causal,
                    query_offset, scale, dropout_p, seed=None):
     bsz, heads, lq, d = q.shape
+    # the bias rows' width depends only on the bucket parameters: the CPU's (cached) row tells it
+    n = _bucket_row(torch.device("cpu"), bidirectional, num_buckets, max_distance)[0].numel() if table is not None else 0
     return (_empty_like_layout(q), q.new_empty((bsz, heads, lq), dtype=torch.float32),
             torch.empty((1,) if seed is None else (0,), dtype=torch.int64, device=q.device),
-            torch.empty(_mask_shape(bsz, heads, lq, k.shape[2], dropout_p), dtype=torch.int32, device=q.device))
+            torch.empty(_mask_shape(bsz, heads, lq, k.shape[2], dropout_p), dtype=torch.int32, device=q.device),
+            q.new_empty((heads, n) if table is not None else (0,), dtype=torch.float32),
+            q.new_empty((bsz, 2) if key_padding_mask is not None else (0,), dtype=torch.int32))
 
 
 def _attn_bwd_fake(do, q, k, v, o, lse, seed, mask, table, key_padding_mask, bidirectional, num_buckets, max_distance,
-                   causal, query_offset, scale, dropout_p, table_grad):
+                   causal, query_offset, scale, dropout_p, table_grad, bias_rows=None, key_range=None):
     dtab = table.new_empty((num_buckets, table.shape[1])) if (table is not None and table_grad) else q.new_empty(0)
     return (_empty_like_layout(q), _empty_like_layout(k), _empty_like_layout(v), dtab)
 
@@ -658,12 +674,13 @@ _FLAGS = ("bool bidirectional, int num_buckets, int max_distance, bool causal, i
 t5_attention_fwd_op = define_op(
     "t5_attention_fwd",
     f"(Tensor q, Tensor k, Tensor v, Tensor? table, Tensor? key_padding_mask, {_FLAGS}, Tensor? seed=None) "
-    "-> (Tensor, Tensor, Tensor, Tensor)",
+    "-> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)",
     _attn_fwd, _attn_fwd_fake)
 t5_attention_bwd_op = define_op(
     "t5_attention_bwd",
     f"(Tensor do, Tensor q, Tensor k, Tensor v, Tensor o, Tensor lse, Tensor seed, Tensor mask, Tensor? table, "
-    f"Tensor? key_padding_mask, {_FLAGS}, bool table_grad) -> (Tensor, Tensor, Tensor, Tensor)",
+    f"Tensor? key_padding_mask, {_FLAGS}, bool table_grad, Tensor? bias_rows=None, Tensor? key_range=None) "
+    "-> (Tensor, Tensor, Tensor, Tensor)",
     _attn_bwd, _attn_bwd_fake)
 
 
@@ -674,19 +691,19 @@ def _given_seed(flags_and_seed) -> tuple[list, torch.Tensor | None]:
 
 def _setup_context(ctx, inputs, output):
     q, k, v, table, kpm, *rest = inputs
-    o, lse, seed, mask = output
+    o, lse, seed, mask, rows, klim = output
     # flags: bidirectional, num_buckets, max_distance, causal, query_offset, scale, dropout_p
     ctx.flags, given = _given_seed(rest)
     ctx.has_table = table is not None
     ctx.n_inputs = len(inputs)
-    ctx.save_for_backward(q, k, v, o, lse, seed if given is None else given, mask, table, kpm)
+    ctx.save_for_backward(q, k, v, o, lse, seed if given is None else given, mask, table, kpm, rows, klim)
 
 
-def _backward(ctx, do, _dlse, _dseed, _dmask, bwd=None):
-    q, k, v, o, lse, seed, mask, table, kpm = ctx.saved_tensors
+def _backward(ctx, do, _dlse, _dseed, _dmask, _drows, _dklim, bwd=None):
+    q, k, v, o, lse, seed, mask, table, kpm, rows, klim = ctx.saved_tensors
     table_grad = ctx.has_table and ctx.needs_input_grad[3]
     dq, dk, dv, dtab = (bwd or t5_attention_bwd_op)(do, q, k, v, o, lse, seed, mask, table, kpm, *ctx.flags,
-                                                     table_grad)
+                                                     table_grad, rows, klim)
     return dq, dk, dv, (dtab if table_grad else None), None, *([None] * (ctx.n_inputs - 5))
 
 

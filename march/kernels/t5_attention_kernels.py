@@ -302,32 +302,33 @@ def _mask_bytes(KPM, b, skpm, n0, Lk, HAS_KPM: tl.constexpr, BLOCK_N: tl.constex
 
 
 @triton.jit
-def _bias_rows_kernel(TABLE, INDEX, ROWS, stab_b, stab_h, n, BLOCK: tl.constexpr):
-    """ROWS[h, i] = float(TABLE[INDEX[i], h]) · log2(e) for one head h (one program): the bias rows
-    of ``_bias_row`` in one launch (a gather, a cast and a scale were three PyTorch kernels, ~2-4 µs
-    each under CUDA graphs, in every forward and backward)."""
-    h = tl.program_id(0)
-    for i0 in range(0, n, BLOCK):
-        offs = i0 + tl.arange(0, BLOCK)
-        ok = offs < n
-        bucket = tl.load(INDEX + offs, mask=ok, other=0)
-        vals = tl.load(TABLE + bucket * stab_b + h * stab_h, mask=ok, other=0.0).to(tl.float32)
-        tl.store(ROWS + h * n + offs, vals * _LOG2E, mask=ok)
-
-
-@triton.jit
-def _key_range_kernel(KPM, KLIM, Lk, skpm, BLOCK: tl.constexpr):
-    """KLIM[b] = (first real key, last real key + 1) of mask row b; (Lk, 0) if it has none."""
-    b = tl.program_id(0)
-    first = Lk
-    end = Lk * 0
-    for n0 in range(0, Lk, BLOCK):
-        offs = n0 + tl.arange(0, BLOCK)
-        real = tl.load(KPM + b.to(tl.int64) * skpm + offs, mask=offs < Lk, other=0) != 0
-        first = tl.minimum(first, tl.min(tl.where(real, offs, Lk), 0))
-        end = tl.maximum(end, tl.max(tl.where(real, offs + 1, 0), 0))
-    tl.store(KLIM + 2 * b, first)
-    tl.store(KLIM + 2 * b + 1, end)
+def _prepare_kernel(TABLE, INDEX, ROWS, KPM, KLIM, stab_b, stab_h, n, Lk, skpm, n_rows_programs,
+                    BLOCK_ROWS: tl.constexpr, BLOCK_KPM: tl.constexpr):
+    """What every attention kernel of a call reads besides q/k/v, in one launch (two, and three small
+    PyTorch kernels before, each ~2-4 µs under CUDA graphs in every forward and backward):
+    - programs h < n_rows_programs (= H with a table, else 0), the bias rows:
+      ROWS[h, i] = float(TABLE[INDEX[i], h]) · log2(e);
+    - the others, b = pid − n_rows_programs (with a mask), the key range of mask row b:
+      KLIM[b] = (first real key, last real key + 1), or (Lk, 0) if it has none."""
+    pid = tl.program_id(0)
+    if pid < n_rows_programs:
+        for i0 in range(0, n, BLOCK_ROWS):
+            offs = i0 + tl.arange(0, BLOCK_ROWS)
+            ok = offs < n
+            bucket = tl.load(INDEX + offs, mask=ok, other=0)
+            vals = tl.load(TABLE + bucket * stab_b + pid * stab_h, mask=ok, other=0.0).to(tl.float32)
+            tl.store(ROWS + pid * n + offs, vals * _LOG2E, mask=ok)
+    else:
+        b = pid - n_rows_programs
+        first = Lk
+        end = Lk * 0
+        for n0 in range(0, Lk, BLOCK_KPM):
+            offs = n0 + tl.arange(0, BLOCK_KPM)
+            real = tl.load(KPM + b.to(tl.int64) * skpm + offs, mask=offs < Lk, other=0) != 0
+            first = tl.minimum(first, tl.min(tl.where(real, offs, Lk), 0))
+            end = tl.maximum(end, tl.max(tl.where(real, offs + 1, 0), 0))
+        tl.store(KLIM + 2 * b, first)
+        tl.store(KLIM + 2 * b + 1, end)
 
 
 @triton.jit(do_not_specialize=["query_offset", "LQ_KEY", "LK_KEY"])

@@ -44,17 +44,17 @@ def _views(q, packed):
 
 def _packed_fwd(q, packed, table, kpm, bidirectional, num_buckets, max_distance, causal, query_offset, scale,
                 dropout_p, seed=None, prep=None):
-    """-> o (B, Lq, H, d), lse, seed, mask words (as ``_attn_fwd``)."""
+    """-> o (B, Lq, H, d), lse, seed, mask words, bias rows, key range (as ``_attn_fwd``)."""
     q4, k4, v4 = _views(q, packed)
     bsz, heads, lq, d = q4.shape
     o = torch.empty((bsz, lq, heads, d), dtype=packed.dtype, device=packed.device)
-    _, lse, seed, mask = _attn_fwd(q4, k4, v4, table, kpm, bidirectional, num_buckets, max_distance, causal,
-                                   query_offset, scale, dropout_p, seed, prep=prep, out=o.transpose(1, 2))
-    return o, lse, seed, mask
+    _, *rest = _attn_fwd(q4, k4, v4, table, kpm, bidirectional, num_buckets, max_distance, causal,
+                         query_offset, scale, dropout_p, seed, prep=prep, out=o.transpose(1, 2))
+    return o, *rest
 
 
 def _packed_bwd(do, q, packed, o, lse, seed, mask, table, kpm, bidirectional, num_buckets, max_distance, causal,
-                query_offset, scale, dropout_p, table_grad, prep=None):
+                query_offset, scale, dropout_p, table_grad, bias_rows=None, key_range=None, prep=None):
     """-> dq (like q, or (0,) when the queries are packed), d packed (like packed), d table."""
     q4, k4, v4 = _views(q, packed)
     dpacked = torch.empty_like(packed)
@@ -62,21 +62,21 @@ def _packed_bwd(do, q, packed, o, lse, seed, mask, table, kpm, bidirectional, nu
     outs = _views(None if q is None else dq, dpacked)
     *_, dtab = _attn_bwd(do.transpose(1, 2), q4, k4, v4, o.transpose(1, 2), lse, seed, mask, table, kpm,
                          bidirectional, num_buckets, max_distance, causal, query_offset, scale, dropout_p,
-                         table_grad, prep=prep, out=outs)
+                         table_grad, bias_rows, key_range, prep=prep, out=outs)
     return dq, dpacked, dtab
 
 
 def _packed_fwd_fake(q, packed, table, kpm, bidirectional, num_buckets, max_distance, causal, query_offset, scale,
                      dropout_p, seed=None):
     q4, k4, v4 = _views(q, packed)
-    _, lse, seed, mask = _attn_fwd_fake(q4, k4, v4, table, kpm, bidirectional, num_buckets, max_distance, causal,
-                                        query_offset, scale, dropout_p, seed)
+    _, *rest = _attn_fwd_fake(q4, k4, v4, table, kpm, bidirectional, num_buckets, max_distance, causal,
+                              query_offset, scale, dropout_p, seed)
     bsz, heads, lq, d = q4.shape
-    return packed.new_empty((bsz, lq, heads, d)), lse, seed, mask
+    return packed.new_empty((bsz, lq, heads, d)), *rest
 
 
 def _packed_bwd_fake(do, q, packed, o, lse, seed, mask, table, kpm, bidirectional, num_buckets, max_distance,
-                     causal, query_offset, scale, dropout_p, table_grad):
+                     causal, query_offset, scale, dropout_p, table_grad, bias_rows=None, key_range=None):
     q4, k4, v4 = _views(q, packed)
     *_, dtab = _attn_bwd_fake(do, q4, k4, v4, o, lse, seed, mask, table, kpm, bidirectional, num_buckets,
                               max_distance, causal, query_offset, scale, dropout_p, table_grad)
@@ -86,29 +86,30 @@ def _packed_bwd_fake(do, q, packed, o, lse, seed, mask, table, kpm, bidirectiona
 t5_attention_packed_fwd_op = define_op(
     "t5_attention_packed_fwd",
     f"(Tensor? q, Tensor packed, Tensor? table, Tensor? key_padding_mask, {_FLAGS}, Tensor? seed=None) "
-    "-> (Tensor, Tensor, Tensor, Tensor)",
+    "-> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)",
     _packed_fwd, _packed_fwd_fake)
 t5_attention_packed_bwd_op = define_op(
     "t5_attention_packed_bwd",
     f"(Tensor do, Tensor? q, Tensor packed, Tensor o, Tensor lse, Tensor seed, Tensor mask, Tensor? table, "
-    f"Tensor? key_padding_mask, {_FLAGS}, bool table_grad) -> (Tensor, Tensor, Tensor)",
+    f"Tensor? key_padding_mask, {_FLAGS}, bool table_grad, Tensor? bias_rows=None, Tensor? key_range=None) "
+    "-> (Tensor, Tensor, Tensor)",
     _packed_bwd, _packed_bwd_fake)
 
 
 def _setup_context(ctx, inputs, output):
     q, packed, table, kpm, *rest = inputs
-    o, lse, seed, mask = output
+    o, lse, seed, mask, rows, klim = output
     ctx.flags, given = _given_seed(rest)
     ctx.has_q, ctx.has_table = q is not None, table is not None
     ctx.n_inputs = len(inputs)
-    ctx.save_for_backward(q, packed, o, lse, seed if given is None else given, mask, table, kpm)
+    ctx.save_for_backward(q, packed, o, lse, seed if given is None else given, mask, table, kpm, rows, klim)
 
 
-def _backward(ctx, do, _dlse, _dseed, _dmask, bwd=None):
-    q, packed, o, lse, seed, mask, table, kpm = ctx.saved_tensors
+def _backward(ctx, do, _dlse, _dseed, _dmask, _drows, _dklim, bwd=None):
+    q, packed, o, lse, seed, mask, table, kpm, rows, klim = ctx.saved_tensors
     table_grad = ctx.has_table and ctx.needs_input_grad[2]
     dq, dpacked, dtab = (bwd or t5_attention_packed_bwd_op)(do, q, packed, o, lse, seed, mask, table, kpm,
-                                                            *ctx.flags, table_grad)
+                                                            *ctx.flags, table_grad, rows, klim)
     return ((dq if ctx.has_q else None), dpacked, (dtab if table_grad else None), *([None] * (ctx.n_inputs - 3)))
 
 
