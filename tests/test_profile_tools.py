@@ -11,7 +11,8 @@ from benchmarks.profile_step import _idle, group_of
 
 @pytest.mark.parametrize("name,group", [
     ("_t5_attn_bwd_dkdv_kernel", "attention"),
-    ("_key_range_kernel", "attention"),
+    ("_key_range_kernel", "attention"),  # (before session 17; now in _t5_attn_prepare_kernel)
+    ("_t5_attn_prepare_kernel", "attention"),
     ("_bias_rows_kernel", "attention"),
     ("_t5_attn_bwd_key_mean_kernel", "attention"),
     ("_dropout_bits_kernel", "attention"),

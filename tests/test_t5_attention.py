@@ -78,21 +78,21 @@ def test_bias_rows_kernel_equals_gather_cast_scale(table_dtype, bidirectional, n
 
 def test_op_backward_reuses_the_forwards_bias_rows_and_key_range(device, monkeypatch):
     """Through the custom op (torch.compile's path) the forward makes the bias rows and key range in
-    one launch and the backward reuses them: one ``_prepare_kernel`` launch per fwd+bwd, with the
+    one launch and the backward reuses them: one ``_t5_attn_prepare_kernel`` launch per fwd+bwd, with the
     same gradients as the eager path (which keeps them too)."""
     import importlib
 
     mod = importlib.import_module("march.kernels.t5_attention")
     q, k, v, table, kpm = _make(2, 2, 33, 40, 32, BF16, device, pad="right")
     launches = []
-    real = mod._prepare_kernel
+    real = mod._t5_attn_prepare_kernel
 
     class Counting:
         def __getitem__(self, grid):
             launches.append(grid)
             return real[grid]
 
-    monkeypatch.setattr(mod, "_prepare_kernel", Counting())
+    monkeypatch.setattr(mod, "_t5_attn_prepare_kernel", Counting())
     grads = []
     for apply in (lambda *a: mod.t5_attention_fwd_op(*a), lambda *a: mod._T5AttentionFunction.apply(*a)):
         x = [t.detach().clone().requires_grad_() for t in (q, k, v, table)]

@@ -51,7 +51,7 @@ from march.kernels.t5_attention_kernels import (
     LOG2E,
     REL_PAD,
     _bucket_probe_kernel,
-    _prepare_kernel,
+    _t5_attn_prepare_kernel,
     _t5_attn_bwd_bias_band_kernel,
     _t5_attn_bwd_band_sum_kernel,
     _t5_attn_bwd_dkdv_kernel,
@@ -329,7 +329,7 @@ def _prepare(q, table, kpm, bidirectional, num_buckets, max_distance, rows=None,
         klim = torch.empty((range_programs, 2), dtype=torch.int32, device=q.device)
     if rows_programs or range_programs:
         n, lk = (brow.numel() if brow is not None else 1), (kpm.shape[1] if kpm is not None else 1)
-        _prepare_kernel[(rows_programs + range_programs,)](
+        _t5_attn_prepare_kernel[(rows_programs + range_programs,)](
             table.detach() if rows_programs else q, brow if rows_programs else brow32, rows if rows_programs else q,
             kpm_t, klim if range_programs else brow32, table.stride(0) if rows_programs else 0,
             table.stride(1) if rows_programs else 0, n, lk, skpm, rows_programs,

@@ -302,7 +302,7 @@ def _mask_bytes(KPM, b, skpm, n0, Lk, HAS_KPM: tl.constexpr, BLOCK_N: tl.constex
 
 
 @triton.jit
-def _prepare_kernel(TABLE, INDEX, ROWS, KPM, KLIM, stab_b, stab_h, n, Lk, skpm, n_rows_programs,
+def _t5_attn_prepare_kernel(TABLE, INDEX, ROWS, KPM, KLIM, stab_b, stab_h, n, Lk, skpm, n_rows_programs,
                     BLOCK_ROWS: tl.constexpr, BLOCK_KPM: tl.constexpr):
     """What every attention kernel of a call reads besides q/k/v, in one launch (two, and three small
     PyTorch kernels before, each ~2-4 µs under CUDA graphs in every forward and backward):
