@@ -221,7 +221,8 @@ def _rms_norm_bwd_kernel(
     else:
         for r0 in tl.range(row_start, row_end, BLOCK_M, num_stages=STAGES):
             rows = r0 + tl.arange(0, BLOCK_M)
-            x, dy, ds, rstd = _bwd_load(DY, X, RSTD, DS, rows, row_end, cols, col_mask, stride_dy, stride_x, stride_ds, HAS_DS)
+            x, dy, ds, rstd = _bwd_load(DY, X, RSTD, DS, rows, row_end, cols, col_mask, stride_dy, stride_x,
+                                        stride_ds, HAS_DS)
             dw = _bwd_rows(x, dy, ds, rstd, w, rows, row_end, cols, col_mask, DX, DXD, SEED, stride_dx,
                            stride_dxd, N, p, scale, W.dtype.element_ty, HAS_DS, HAS_DROPOUT, BLOCK_M, BLOCK_N)
             dw_acc += tl.sum(dw, axis=0) if DW_VEC else dw

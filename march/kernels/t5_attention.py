@@ -655,7 +655,7 @@ def _attn_fwd_fake(q, k, v, table, key_padding_mask, bidirectional, num_buckets,
                    query_offset, scale, dropout_p, seed=None):
     bsz, heads, lq, d = q.shape
     # the bias rows' width depends only on the bucket parameters: the CPU's (cached) row tells it
-    n = _bucket_row(torch.device("cpu"), bidirectional, num_buckets, max_distance)[0].numel() if table is not None else 0
+    n = 0 if table is None else _bucket_row(torch.device("cpu"), bidirectional, num_buckets, max_distance)[0].numel()
     return (_empty_like_layout(q), q.new_empty((bsz, heads, lq), dtype=torch.float32),
             torch.empty((1,) if seed is None else (0,), dtype=torch.int64, device=q.device),
             torch.empty(_mask_shape(bsz, heads, lq, k.shape[2], dropout_p), dtype=torch.int32, device=q.device),
