@@ -21,3 +21,10 @@ grep -E "^FAILED|Error" "$LOG" | head -10
 bash scripts/ab_e2e.sh run 2 2>&1 | tail -3
 timeout 120 python3 benchmarks/results/NVIDIA-H200/calls_s17/probe_rms_bwd.py "$OUT/rms_bwd_probe_s17_call1.json" 2>&1 \
   | tee "$OUT/rms_bwd_probe_s17_call1.txt" | grep -v Warn | tail -90
+# Nsight Compute, lean: the add_rms_norm + dropout backward at 32768 × 768 (speed of light, warp state)
+NCU=$(command -v ncu || ls /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -1)
+timeout 60 "$NCU" --clock-control none -k "regex:_rms_norm_bwd" --launch-skip 1 --launch-count 1 \
+  --section SpeedOfLight --section WarpStateStats --section Occupancy --section LaunchStats --page details --csv \
+  python3 benchmarks/results/NVIDIA-H200/calls_s17/rms_ncu_driver.py > "$OUT/ncu_rms_bwd_s17_call1.csv" 2>/dev/null
+echo "ncu rc=$?"; grep -E 'Duration|Throughput|Occupancy|Registers|Issued|Eligible|Stall' "$OUT/ncu_rms_bwd_s17_call1.csv" \
+  | awk -F'","' '{print $(NF-2) " | " $(NF-1) " | " $NF}' | head -40
