@@ -44,9 +44,6 @@ LOOPED_BLOCK_N = 4096
 # and 0.044 -> 0.033.
 BWD_PROGRAMS_PER_SM = 2
 BWD_STAGES = 3
-# Experimental (session 17): the row loop double-buffered in registers instead of STAGES.
-BWD_PREFETCH = False
-BWD_DW_VEC = False
 
 
 # ----------------------------------------------------------------------------------------------
@@ -143,46 +140,6 @@ def _rms_norm_fwd_looped_kernel(
 
 
 @triton.jit
-def _bwd_load(DY, X, RSTD, DS, rows, row_end, cols, col_mask, stride_dy, stride_x, stride_ds, HAS_DS: tl.constexpr):
-    """The backward's inputs for rows (BLOCK_M,), in their own dtypes: x, dy, ds (BLOCK_M, BLOCK_N), rstd."""
-    row_mask = rows < row_end
-    mask = row_mask[:, None] & col_mask[None, :]
-    rows64 = rows.to(tl.int64)[:, None]
-    x = tl.load(X + rows64 * stride_x + cols[None, :], mask=mask, other=0.0)
-    dy = tl.load(DY + rows64 * stride_dy + cols[None, :], mask=mask, other=0.0)
-    ds = dy
-    if HAS_DS:
-        ds = tl.load(DS + rows64 * stride_ds + cols[None, :], mask=mask, other=0.0)
-    rstd = tl.load(RSTD + rows, mask=row_mask, other=0.0)
-    return x, dy, ds, rstd
-
-
-@triton.jit
-def _bwd_rows(x, dy, ds, rstd, w, rows, row_end, cols, col_mask, DX, DXD, SEED, stride_dx, stride_dxd, N, p, scale,
-              W_DTYPE: tl.constexpr, HAS_DS: tl.constexpr, HAS_DROPOUT: tl.constexpr,
-              BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
-    """dx (and dxd) of one row block, stored; returns its dw contribution dy · cast(n) (fp32)."""
-    mask = (rows < row_end)[:, None] & col_mask[None, :]
-    rows64 = rows.to(tl.int64)[:, None]
-    x = x.to(tl.float32)
-    dy = dy.to(tl.float32)
-    n = x * rstd[:, None]
-    dw = dy * n.to(W_DTYPE).to(tl.float32)
-    g = dy * w[None, :]
-    c = tl.sum(g * n, axis=1) / N
-    dx = rstd[:, None] * (g - n * c[:, None])
-    if HAS_DS:
-        dx += ds.to(tl.float32)
-    dx = dx.to(DX.dtype.element_ty)
-    tl.store(DX + rows64 * stride_dx + cols[None, :], dx, mask=mask)
-    if HAS_DROPOUT:
-        dxd = _dropped(dx.to(tl.float32), _keep_mask(SEED, rows64, 0, N, p, BLOCK_M, BLOCK_N), scale,
-                       DXD.dtype.element_ty)
-        tl.store(DXD + rows64 * stride_dxd + cols[None, :], dxd.to(DXD.dtype.element_ty), mask=mask)
-    return dw
-
-
-@triton.jit
 def _rms_norm_bwd_kernel(
     DY, X, W, RSTD, DS, DX, DW_PARTIAL, DXD, SEED,  # DW_PARTIAL: (num_programs, N) fp32 ; DXD: (M, N)
     stride_dy, stride_x, stride_ds, stride_dx, stride_dxd,
@@ -192,41 +149,37 @@ def _rms_norm_bwd_kernel(
     BLOCK_N: tl.constexpr,
     HAS_DROPOUT: tl.constexpr = False,  # also DXD = dropout's backward of DX (the dropped addend's grad)
     STAGES: tl.constexpr = 1,  # software-pipeline depth of the row loop (BWD_STAGES)
-    PREFETCH: tl.constexpr = False,  # instead: the next row block loaded into registers (BWD_PREFETCH)
-    DW_VEC: tl.constexpr = False,  # dw summed over each block's rows as it goes: (BLOCK_N,) (BWD_DW_VEC)
 ):
     """Each program owns rows [pid·rows_per_program, +rows_per_program) and one dw partial row."""
     pid = tl.program_id(0)
     cols = tl.arange(0, BLOCK_N)
     col_mask = cols < N
     w = tl.load(W + cols, mask=col_mask, other=0.0).to(tl.float32)
-    # (BLOCK_M, BLOCK_N) fp32 held across the loop (32 registers a thread at 4 × 1024 and 4 warps), or
-    # with DW_VEC one row of them, at the cost of a cross-warp sum per row block.
-    dw_acc = tl.zeros([BLOCK_N], dtype=tl.float32) if DW_VEC else tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
+    dw_acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
     row_start = pid * rows_per_program
     row_end = tl.minimum(row_start + rows_per_program, M)
-    if PREFETCH:
-        # Register double-buffering: the loads of row block r0 + BLOCK_M are issued before block
-        # r0 is computed, so they are in flight during its math and stores (no shared-memory staging).
-        x, dy, ds, rstd = _bwd_load(DY, X, RSTD, DS, row_start + tl.arange(0, BLOCK_M), row_end, cols, col_mask,
-                                    stride_dy, stride_x, stride_ds, HAS_DS)
-        for r0 in range(row_start, row_end, BLOCK_M):
-            rows = r0 + tl.arange(0, BLOCK_M)
-            x_next, dy_next, ds_next, rstd_next = _bwd_load(DY, X, RSTD, DS, rows + BLOCK_M, row_end, cols,
-                                                            col_mask, stride_dy, stride_x, stride_ds, HAS_DS)
-            dw = _bwd_rows(x, dy, ds, rstd, w, rows, row_end, cols, col_mask, DX, DXD, SEED, stride_dx,
-                           stride_dxd, N, p, scale, W.dtype.element_ty, HAS_DS, HAS_DROPOUT, BLOCK_M, BLOCK_N)
-            dw_acc += tl.sum(dw, axis=0) if DW_VEC else dw
-            x, dy, ds, rstd = x_next, dy_next, ds_next, rstd_next
-    else:
-        for r0 in tl.range(row_start, row_end, BLOCK_M, num_stages=STAGES):
-            rows = r0 + tl.arange(0, BLOCK_M)
-            x, dy, ds, rstd = _bwd_load(DY, X, RSTD, DS, rows, row_end, cols, col_mask, stride_dy, stride_x,
-                                        stride_ds, HAS_DS)
-            dw = _bwd_rows(x, dy, ds, rstd, w, rows, row_end, cols, col_mask, DX, DXD, SEED, stride_dx,
-                           stride_dxd, N, p, scale, W.dtype.element_ty, HAS_DS, HAS_DROPOUT, BLOCK_M, BLOCK_N)
-            dw_acc += tl.sum(dw, axis=0) if DW_VEC else dw
-    tl.store(DW_PARTIAL + pid.to(tl.int64) * N + cols, dw_acc if DW_VEC else tl.sum(dw_acc, axis=0), mask=col_mask)
+    for r0 in tl.range(row_start, row_end, BLOCK_M, num_stages=STAGES):
+        rows = r0 + tl.arange(0, BLOCK_M)
+        row_mask = rows < row_end
+        mask = row_mask[:, None] & col_mask[None, :]
+        rows64 = rows.to(tl.int64)[:, None]
+        x = tl.load(X + rows64 * stride_x + cols[None, :], mask=mask, other=0.0).to(tl.float32)
+        dy = tl.load(DY + rows64 * stride_dy + cols[None, :], mask=mask, other=0.0).to(tl.float32)
+        rstd = tl.load(RSTD + rows, mask=row_mask, other=0.0)
+        n = x * rstd[:, None]
+        dw_acc += dy * n.to(W.dtype.element_ty).to(tl.float32)
+        g = dy * w[None, :]
+        c = tl.sum(g * n, axis=1) / N
+        dx = rstd[:, None] * (g - n * c[:, None])
+        if HAS_DS:
+            dx += tl.load(DS + rows64 * stride_ds + cols[None, :], mask=mask, other=0.0).to(tl.float32)
+        dx = dx.to(DX.dtype.element_ty)
+        tl.store(DX + rows64 * stride_dx + cols[None, :], dx, mask=mask)
+        if HAS_DROPOUT:
+            dxd = _dropped(dx.to(tl.float32), _keep_mask(SEED, rows64, 0, N, p, BLOCK_M, BLOCK_N), scale,
+                           DXD.dtype.element_ty)
+            tl.store(DXD + rows64 * stride_dxd + cols[None, :], dxd.to(DXD.dtype.element_ty), mask=mask)
+    tl.store(DW_PARTIAL + pid.to(tl.int64) * N + cols, tl.sum(dw_acc, axis=0), mask=col_mask)
 
 
 @triton.jit
@@ -367,7 +320,7 @@ def _rms_norm_bwd(dy, xs, weight, rstd, ds, dropout_p=0.0, seed=None):
     else:
         _rms_norm_bwd_kernel[(programs,)](
             *args, HAS_DS=has_ds, BLOCK_M=block_m, BLOCK_N=block_n, HAS_DROPOUT=has_dropout, num_warps=num_warps,
-            STAGES=BWD_STAGES, PREFETCH=BWD_PREFETCH, DW_VEC=BWD_DW_VEC,
+            STAGES=BWD_STAGES,
         )
     return dx, dxd, sum_rows(dw_partial, torch.empty_like(weight))  # fixed-order sum, cast in one launch
 
