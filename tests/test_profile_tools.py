@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from benchmarks.profile_step import _idle, group_of
+from benchmarks.profile_step import _after_memsets, _idle, group_of
 
 
 @pytest.mark.parametrize("name,group", [
@@ -17,6 +17,9 @@ from benchmarks.profile_step import _idle, group_of
     ("_t5_attn_bwd_key_mean_kernel", "attention"),
     ("_dropout_bits_kernel", "attention"),
     ("nvjet_sm90_tst_256x128_64x4_1x2_h_bz_coopA_NNT", "matmul"),
+    ("_tma_kernel", "matmul"),  # march.kernels.relu_matmul's GEMM
+    ("_ce_fwd_kernel", "cross_entropy"),
+    ("Memset (Unknown)", "copy / fill"),
     ("_rms_norm_bwd_kernel", "rms_norm"),
     ("triton_poi_fused__unsafe_view_native_dropout_rms_norm_fwd_view_6", "rms_norm"),
     ("_glu_fwd_kernel", "glu / activation"),
@@ -39,6 +42,17 @@ def test_idle_sums_gaps_between_kernels_overlaps_included():
     out = _idle([(0, 10, "a"), (40, 50, "b"), (52, 60, "c")], steps=1)  # a 30 µs gap is not short
     assert (out["short_gaps_per_step"], out["short_gaps_ms_per_step"]) == (1, pytest.approx(0.002))
     assert _idle([], steps=1)["idle_ms_per_step"] == 0
+
+
+def test_after_memsets_attributes_each_memset_to_the_next_kernel():
+    # two steps: memset -> gemm (gap 6 µs) twice, memset -> other (gap 1 µs) once; a memset last is not counted
+    spans = [(0, 1, "Memset (Unknown)"), (7, 20, "gemm_a"), (21, 22, "Memset (Unknown)"), (28, 40, "gemm_a"),
+             (40, 41, "Memset (Unknown)"), (42, 50, "other"), (60, 61, "Memset (Unknown)")]
+    out = _after_memsets(spans, steps=2)
+    assert out["memsets_per_step"] == 1.5
+    assert out["gap_after_memsets_ms_per_step"] == pytest.approx(13 / 1e3 / 2)
+    assert out["after_memsets"][0] == {"next": "gemm_a", "per_step": 1.0, "gap_us_mean": 6.0}
+    assert out["after_memsets"][1]["next"] == "other"
 
 
 def test_probe_explicit_candidates(monkeypatch):
