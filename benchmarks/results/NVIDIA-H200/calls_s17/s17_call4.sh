@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Session 17 call 4: the step's ~110 cudaMemsetAsync nodes (one before each dX GEMM, ~5.7 µs of
+# Session 17 call 4 (NOT RUN: no device time was left to start a machine; for the next session): the step's ~110 cudaMemsetAsync nodes (one before each dX GEMM, ~5.7 µs of
 # graph latency after each: ~0.6 ms a step in call 3's profile). Same-instance step time, one
 # round, under cuBLAS settings that may drop the kernels needing a zeroed workspace: cuBLASLt
 # preferred; cuBLAS without a workspace; cuBLASLt without a workspace.
