@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Session 17 call 4 (NOT RUN: no device time was left to start a machine; ready for the next
-# session). The step's 110 cudaMemsetAsync nodes a step: the 15 largest gaps of call 3's profile
+# session). The step's 110 cudaMemsetAsync nodes: 12 of the 15 largest gaps of call 3's profile
 # are 5.6-6.4 µs from a memset to an NN-layout nvjet GEMM, and 110 matches the 48 + 61 + 1 calls a
 # step of the profile's three NN-layout GEMM kernels (the dX products, by count): ~0.6 ms a step if
 # every memset costs that.
