@@ -75,9 +75,10 @@ SWEEP_VALUES = [v for v in _values.split(",") if v] or [None]
 if os.environ.get("MARCH_PROBE_CANDIDATES"):
     CANDIDATES = _explicit_candidates(os.environ["MARCH_PROBE_CANDIDATES"])
 # (Sessions ≤ 8 had a delta prepass, "delta"; session 9 computes delta in the dq kernel and keeps a
-# one-program-per-(b, h) reference-key kernel, "kmean".)
+# one-program-per-(b, h) reference-key kernel, "kmean"; session 17 folds it, the bias rows and the
+# key range into the forward's one launch, "prep".)
 KERNELS = {"_t5_attn_fwd_kernel": "fwd", "_t5_attn_bwd_preprocess_kernel": "delta",
-           "_t5_attn_bwd_key_mean_kernel": "kmean", "_t5_attn_bwd_dq_kernel": "dq",
+           "_t5_attn_bwd_key_mean_kernel": "kmean", "_t5_attn_prepare_kernel": "prep", "_t5_attn_bwd_dq_kernel": "dq",
            "_t5_attn_bwd_dkdv_kernel": "dkdv", "_dropout_bits_kernel": "bits",
            "_t5_attn_bwd_bias_band_kernel": "band", "_t5_attn_bwd_band_sum_kernel": "band"}
 

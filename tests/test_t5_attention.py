@@ -65,25 +65,26 @@ def test_bias_rows_kernel_equals_gather_cast_scale(table_dtype, bidirectional, n
     want_range = [[3, 1090], [1030, 1100], [1100, 0], [0, 1099]]
     for table in (full[:, :3].contiguous(), full[:, ::2]):  # contiguous, and every other column
         for mask in (None, kpm.to(device)):
-            rows, _, _, r, _, _, klim = mod._prepare(q, table, mask, bidirectional, num_buckets, max_distance)
+            rows, _, _, r, _, _, klim, _ = mod._prepare(q, table, mask, bidirectional, num_buckets, max_distance)
             index, _, _ = mod._bucket_row(q.device, bidirectional, num_buckets, max_distance)
             want = torch.index_select(table.t(), 1, index).float().mul_(mod.LOG2E)
             assert rows.shape == (3, 2 * r + 1 + 2 * mod.REL_PAD) and rows.dtype == torch.float32
             assert torch.equal(rows, want)
             if mask is not None:
                 assert klim.tolist() == want_range
-    *_, klim = mod._prepare(q, None, kpm.to(device), bidirectional, num_buckets, max_distance)  # range alone
+    *_, klim, _ = mod._prepare(q, None, kpm.to(device), bidirectional, num_buckets, max_distance)  # range alone
     assert klim.tolist() == want_range
 
 
 def test_op_backward_reuses_the_forwards_bias_rows_and_key_range(device, monkeypatch):
-    """Through the custom op (torch.compile's path) the forward makes the bias rows and key range in
-    one launch and the backward reuses them: one ``_t5_attn_prepare_kernel`` launch per fwd+bwd, with the
-    same gradients as the eager path (which keeps them too)."""
+    """Through the custom op (torch.compile's path) the forward makes the bias rows, key range and
+    the dq kernel's reference key in one launch and the backward reuses them: one
+    ``_t5_attn_prepare_kernel`` launch per fwd+bwd, with the same gradients as the eager path (which
+    keeps them too). The reference key is the mean of the real keys among the 64 from the first."""
     import importlib
 
     mod = importlib.import_module("march.kernels.t5_attention")
-    q, k, v, table, kpm = _make(2, 2, 33, 40, 32, BF16, device, pad="right")
+    q, k, v, table, kpm = _make(2, 2, 33, 70, 32, BF16, device, pad="holes")
     launches = []
     real = mod._t5_attn_prepare_kernel
 
@@ -96,12 +97,19 @@ def test_op_backward_reuses_the_forwards_bias_rows_and_key_range(device, monkeyp
     grads = []
     for apply in (lambda *a: mod.t5_attention_fwd_op(*a), lambda *a: mod._T5AttentionFunction.apply(*a)):
         x = [t.detach().clone().requires_grad_() for t in (q, k, v, table)]
-        o, *_ = apply(*x, kpm, True, 32, 128, False, 0, 1.0, 0.0)
+        o, *_, kmean = apply(*x, kpm, True, 32, 128, False, 0, 1.0, 0.0)
         grads.append(torch.autograd.grad(o.float().sum(), x))
-        assert len(launches) == 1 and launches[0] == (2 + 2,)  # H programs of rows, B of ranges
+        assert len(launches) == 1 and launches[0] == (2 + 2 + 2 * 2,)  # H rows, B ranges, B·H key means
         launches.clear()
     for a, b in zip(*grads):
         assert torch.equal(a, b)
+    for b in range(2):
+        real_keys = kpm[b].nonzero().flatten()
+        first = int(real_keys[0]) if real_keys.numel() else 70
+        window = real_keys[(real_keys >= first) & (real_keys < first + 64)]
+        for h in range(2):
+            want = k[b, h, window].float().sum(0) / max(window.numel(), 1)
+            torch.testing.assert_close(kmean[b * 2 + h, :32].cpu(), want.cpu(), rtol=1e-5, atol=1e-5)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -56,7 +56,6 @@ from march.kernels.t5_attention_kernels import (
     _t5_attn_bwd_band_sum_kernel,
     _t5_attn_bwd_dkdv_kernel,
     _t5_attn_bwd_dq_kernel,
-    _t5_attn_bwd_key_mean_kernel,
     _t5_attn_fwd_kernel,
 )
 
@@ -304,16 +303,18 @@ def _dropout_bits_grid(bsz, heads, lq, lk, max_threads=128):
     return grid, dict(GROUPS=groups, THREADS=threads, num_warps=threads // 32)
 
 
-def _prepare(q, table, kpm, bidirectional, num_buckets, max_distance, rows=None, klim=None):
+def _prepare(q, table, kpm, bidirectional, num_buckets, max_distance, rows=None, klim=None, k=None, kmean=None):
     """What the forward and backward kernels both need besides q/k/v: (bias rows, bucket row,
-    sat_pos, R, mask bytes, mask row stride, key range).
+    sat_pos, R, mask bytes, mask row stride, key range, key mean).
     - bias rows (H, 2R + 1 + 2·REL_PAD) fp32 = table[bucket(rel), h] · log2(e) for rel in
       [−R − REL_PAD, R + REL_PAD]; bucket row (2R+1,) int32 (see ``_bucket_row``);
     - mask bytes (B, Lk) uint8 and key range (B, 2) int32 = [first real key, last real key + 1],
       [Lk, 0] for a fully padded row: the kernels skip padded key blocks at either end (no host
-      sync: computed on the device).
-    Dummies, never read, without a table or a mask. ``rows`` / ``klim``: the forward's (the op's
-    backward gets them; the eager path keeps the whole tuple), else made by one launch."""
+      sync: computed on the device);
+    - with ``k`` (B, H, Lk, d), the dq kernel's reference key (B·H, BLOCK_D) fp32, a mean of real keys
+      (see the dq kernel); else None.
+    Dummies, never read, without a table or a mask. ``rows`` / ``klim`` / ``kmean``: the forward's
+    (the op's backward gets them; the eager path keeps the whole tuple), else made by one launch."""
     if table is None:
         brow, brow32, sat_pos, r = None, torch.empty(1, dtype=torch.int32, device=q.device), 0, 0
     else:
@@ -323,32 +324,41 @@ def _prepare(q, table, kpm, bidirectional, num_buckets, max_distance, rows=None,
     skpm = 0 if kpm is None else kpm_t.stride(0)
     rows_programs = table.shape[1] if (table is not None and rows is None) else 0
     range_programs = kpm.shape[0] if (kpm is not None and klim is None) else 0
+    mean_programs = k.shape[0] * k.shape[1] if (k is not None and kmean is None) else 0
+    block_d = triton.next_power_of_2(q.shape[-1])
+    if mean_programs:
+        kmean = torch.empty((mean_programs, block_d), dtype=torch.float32, device=q.device)
     if rows_programs:
         rows = torch.empty((rows_programs, brow.numel()), dtype=torch.float32, device=q.device)
     if range_programs:
         klim = torch.empty((range_programs, 2), dtype=torch.int32, device=q.device)
-    if rows_programs or range_programs:
-        n, lk = (brow.numel() if brow is not None else 1), (kpm.shape[1] if kpm is not None else 1)
-        _t5_attn_prepare_kernel[(rows_programs + range_programs,)](
+    if rows_programs or range_programs or mean_programs:
+        n = brow.numel() if brow is not None else 1
+        lk = kpm.shape[1] if kpm is not None else (k.shape[2] if k is not None else 1)
+        k_strides = (k.stride(0), k.stride(1), k.stride(2)) if mean_programs else (0, 0, 0)
+        _t5_attn_prepare_kernel[(rows_programs + range_programs + mean_programs,)](
             table.detach() if rows_programs else q, brow if rows_programs else brow32, rows if rows_programs else q,
-            kpm_t, klim if range_programs else brow32, table.stride(0) if rows_programs else 0,
-            table.stride(1) if rows_programs else 0, n, lk, skpm, rows_programs,
-            BLOCK_ROWS=min(1024, triton.next_power_of_2(n)), BLOCK_KPM=min(1024, triton.next_power_of_2(lk)))
-    return (q if table is None else rows), brow32, sat_pos, r, kpm_t, skpm, (q if kpm is None else klim)
+            kpm_t, klim if range_programs else brow32, k if mean_programs else q, kmean if mean_programs else q,
+            table.stride(0) if rows_programs else 0, table.stride(1) if rows_programs else 0, n, lk, skpm,
+            *k_strides, q.shape[1], rows_programs, range_programs,
+            BLOCK_ROWS=min(1024, triton.next_power_of_2(n)), BLOCK_KPM=min(1024, triton.next_power_of_2(lk)),
+            HAS_KPM=kpm is not None, HEAD_DIM=q.shape[-1], BLOCK_D=block_d, BLOCK_N=64)
+    return ((q if table is None else rows), brow32, sat_pos, r, kpm_t, skpm, (q if kpm is None else klim),
+            kmean)
 
 
 def _prep_outputs(q, table, kpm, prep):
-    """The bias rows and key range an op's forward returns for its backward ((0,) where there are none:
-    an op's output may not alias its input, and the dummies are q)."""
-    rows, *_, klim = prep
+    """The bias rows, key range and key mean an op's forward returns for its backward ((0,) where
+    there are none: an op's output may not alias its input, and the dummies are q)."""
+    rows, *_, klim, kmean = prep
     return (rows if table is not None else q.new_empty(0, dtype=torch.float32),
-            klim if kpm is not None else q.new_empty(0, dtype=torch.int32))
+            klim if kpm is not None else q.new_empty(0, dtype=torch.int32), kmean)
 
 
-def _given_prep(bias_rows, key_range):
-    """``_prepare``'s rows= / klim= from an op's backward inputs ((0,) or None: not given)."""
-    return dict(rows=bias_rows if bias_rows is not None and bias_rows.numel() else None,
-                klim=key_range if key_range is not None and key_range.numel() else None)
+def _given_prep(bias_rows, key_range, key_mean):
+    """``_prepare``'s rows= / klim= / kmean= from an op's backward inputs ((0,) or None: not given)."""
+    given = lambda t: t if t is not None and t.numel() else None  # noqa: E731
+    return dict(rows=given(bias_rows), klim=given(key_range), kmean=given(key_mean))
 
 
 def _attn_fwd(q, k, v, table, kpm, bidirectional, num_buckets, max_distance, causal, query_offset,
@@ -356,8 +366,8 @@ def _attn_fwd(q, k, v, table, kpm, bidirectional, num_buckets, max_distance, cau
     """q (B, H, Lq, d), k/v (B, H, Lk, d) -> o (B, H, Lq, d), lse (B, H, Lq) fp32 (log2), the seed it
     drew (1,) int64 (or (0,) when given ``seed``, (1,) int64 on the device: an op's output may not
     alias its input, and the backward saves the given one), mask words (B·H, Lq·⌈Lk/32⌉ +
-    Lk·⌈Lq/32⌉) int32 or (0,) (see ``dropout_mask_mode``), and the bias rows and key range for
-    the backward (``_prep_outputs``).
+    Lk·⌈Lq/32⌉) int32 or (0,) (see ``dropout_mask_mode``), and the bias rows, key range and key
+    mean for the backward (``_prep_outputs``).
     ``out``: o's buffer (any strides with a unit last one; the packed ops pass a view)."""
     q, k, v = _unit_last(q), _unit_last(k), _unit_last(v)
     bsz, heads, lq, d = q.shape
@@ -369,8 +379,8 @@ def _attn_fwd(q, k, v, table, kpm, bidirectional, num_buckets, max_distance, cau
         seed = _draw_seed(dropout_p, q.device)
     mode = dropout_mask_mode() if dropout_p > 0 else "recomputed"
     mask = torch.empty(_mask_shape(bsz, heads, lq, lk, dropout_p, mode), dtype=torch.int32, device=q.device)
-    prep = prep or _prepare(q, table, kpm, bidirectional, num_buckets, max_distance)
-    rows, _, sat_pos, r, kpm_t, skpm, klim = prep
+    prep = prep or _prepare(q, table, kpm, bidirectional, num_buckets, max_distance, k=k)
+    rows, _, sat_pos, r, kpm_t, skpm, klim, _ = prep
     block_d = triton.next_power_of_2(d)
     pregenerated = mode == "pregenerated"
     if pregenerated:  # every bit of MASK is written; the forward reads them
@@ -391,22 +401,17 @@ def _attn_fwd(q, k, v, table, kpm, bidirectional, num_buckets, max_distance, cau
 
 
 def _attn_bwd(do, q, k, v, o, lse, seed, mask, table, kpm, bidirectional, num_buckets, max_distance, causal,
-              query_offset, scale, dropout_p, table_grad, bias_rows=None, key_range=None, prep=None, out=None):
+              query_offset, scale, dropout_p, table_grad, bias_rows=None, key_range=None, key_mean=None, prep=None,
+              out=None):
     """Returns dq, dk, dv (like q, k, v, or ``out``: their buffers, unit last stride; the packed
     ops pass views of one) and d table (num_buckets, H) in table's dtype (or (0,)). ``bias_rows``,
-    ``key_range``: the forward's (``_prep_outputs``; (0,) or None: made again)."""
+    ``key_range``, ``key_mean``: the forward's (``_prep_outputs``; (0,) or None: made again)."""
     q, k, v, o, do = (_unit_last(t) for t in (q, k, v, o, do))
     bsz, heads, lq, d = q.shape
     lk = k.shape[2]
     block_d = triton.next_power_of_2(d)
-    rows, brow, sat_pos, r, kpm_t, skpm, klim = prep or _prepare(q, table, kpm, bidirectional, num_buckets,
-                                                                  max_distance, **_given_prep(bias_rows, key_range))
-    # The dq kernel's reference key: a mean of real keys (see the dq kernel).
-    kmean = torch.empty((bsz * heads, block_d), dtype=torch.float32, device=q.device)
-    _t5_attn_bwd_key_mean_kernel[(bsz * heads,)](
-        k, kpm_t, klim, kmean, k.stride(0), k.stride(1), k.stride(2), skpm, heads, lk,
-        HEAD_DIM=d, BLOCK_D=block_d, BLOCK_N=64, HAS_KPM=kpm is not None,
-    )
+    rows, brow, sat_pos, r, kpm_t, skpm, klim, kmean = prep or _prepare(
+        q, table, kpm, bidirectional, num_buckets, max_distance, k=k, **_given_prep(bias_rows, key_range, key_mean))
     dq, dk, dv = out or (_empty_like_layout(q), _empty_like_layout(k), _empty_like_layout(v))
     bias_grad = table is not None and table_grad
     nb_p2 = triton.next_power_of_2(num_buckets)
@@ -660,11 +665,12 @@ def _attn_fwd_fake(q, k, v, table, key_padding_mask, bidirectional, num_buckets,
             torch.empty((1,) if seed is None else (0,), dtype=torch.int64, device=q.device),
             torch.empty(_mask_shape(bsz, heads, lq, k.shape[2], dropout_p), dtype=torch.int32, device=q.device),
             q.new_empty((heads, n) if table is not None else (0,), dtype=torch.float32),
-            q.new_empty((bsz, 2) if key_padding_mask is not None else (0,), dtype=torch.int32))
+            q.new_empty((bsz, 2) if key_padding_mask is not None else (0,), dtype=torch.int32),
+            q.new_empty((bsz * heads, triton.next_power_of_2(d)), dtype=torch.float32))
 
 
 def _attn_bwd_fake(do, q, k, v, o, lse, seed, mask, table, key_padding_mask, bidirectional, num_buckets, max_distance,
-                   causal, query_offset, scale, dropout_p, table_grad, bias_rows=None, key_range=None):
+                   causal, query_offset, scale, dropout_p, table_grad, bias_rows=None, key_range=None, key_mean=None):
     dtab = table.new_empty((num_buckets, table.shape[1])) if (table is not None and table_grad) else q.new_empty(0)
     return (_empty_like_layout(q), _empty_like_layout(k), _empty_like_layout(v), dtab)
 
@@ -674,13 +680,13 @@ _FLAGS = ("bool bidirectional, int num_buckets, int max_distance, bool causal, i
 t5_attention_fwd_op = define_op(
     "t5_attention_fwd",
     f"(Tensor q, Tensor k, Tensor v, Tensor? table, Tensor? key_padding_mask, {_FLAGS}, Tensor? seed=None) "
-    "-> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)",
+    "-> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)",
     _attn_fwd, _attn_fwd_fake)
 t5_attention_bwd_op = define_op(
     "t5_attention_bwd",
     f"(Tensor do, Tensor q, Tensor k, Tensor v, Tensor o, Tensor lse, Tensor seed, Tensor mask, Tensor? table, "
-    f"Tensor? key_padding_mask, {_FLAGS}, bool table_grad, Tensor? bias_rows=None, Tensor? key_range=None) "
-    "-> (Tensor, Tensor, Tensor, Tensor)",
+    f"Tensor? key_padding_mask, {_FLAGS}, bool table_grad, Tensor? bias_rows=None, Tensor? key_range=None, "
+    "Tensor? key_mean=None) -> (Tensor, Tensor, Tensor, Tensor)",
     _attn_bwd, _attn_bwd_fake)
 
 
@@ -691,19 +697,19 @@ def _given_seed(flags_and_seed) -> tuple[list, torch.Tensor | None]:
 
 def _setup_context(ctx, inputs, output):
     q, k, v, table, kpm, *rest = inputs
-    o, lse, seed, mask, rows, klim = output
+    o, lse, seed, mask, rows, klim, kmean = output
     # flags: bidirectional, num_buckets, max_distance, causal, query_offset, scale, dropout_p
     ctx.flags, given = _given_seed(rest)
     ctx.has_table = table is not None
     ctx.n_inputs = len(inputs)
-    ctx.save_for_backward(q, k, v, o, lse, seed if given is None else given, mask, table, kpm, rows, klim)
+    ctx.save_for_backward(q, k, v, o, lse, seed if given is None else given, mask, table, kpm, rows, klim, kmean)
 
 
-def _backward(ctx, do, _dlse, _dseed, _dmask, _drows, _dklim, bwd=None):
-    q, k, v, o, lse, seed, mask, table, kpm, rows, klim = ctx.saved_tensors
+def _backward(ctx, do, _dlse, _dseed, _dmask, _drows, _dklim, _dkmean, bwd=None):
+    q, k, v, o, lse, seed, mask, table, kpm, rows, klim, kmean = ctx.saved_tensors
     table_grad = ctx.has_table and ctx.needs_input_grad[3]
     dq, dk, dv, dtab = (bwd or t5_attention_bwd_op)(do, q, k, v, o, lse, seed, mask, table, kpm, *ctx.flags,
-                                                     table_grad, rows, klim)
+                                                     table_grad, rows, klim, kmean)
     return dq, dk, dv, (dtab if table_grad else None), None, *([None] * (ctx.n_inputs - 5))
 
 
@@ -736,7 +742,7 @@ def eager_function(name: str, fwd, bwd, setup_context, backward, prepare) -> typ
 _T5AttentionFunction = eager_function(
     "_T5AttentionFunction", _attn_fwd, _attn_bwd, _setup_context, _backward,
     lambda q, k, v, table, kpm, bidirectional, num_buckets, max_distance, *_: _prepare(
-        q, table, kpm, bidirectional, num_buckets, max_distance))
+        q, table, kpm, bidirectional, num_buckets, max_distance, k=_unit_last(k)))
 
 
 def _attn_apply(*inputs):

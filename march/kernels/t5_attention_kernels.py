@@ -302,14 +302,34 @@ def _mask_bytes(KPM, b, skpm, n0, Lk, HAS_KPM: tl.constexpr, BLOCK_N: tl.constex
 
 
 @triton.jit
-def _t5_attn_prepare_kernel(TABLE, INDEX, ROWS, KPM, KLIM, stab_b, stab_h, n, Lk, skpm, n_rows_programs,
-                    BLOCK_ROWS: tl.constexpr, BLOCK_KPM: tl.constexpr):
-    """What every attention kernel of a call reads besides q/k/v, in one launch (two, and three small
-    PyTorch kernels before, each ~2-4 µs under CUDA graphs in every forward and backward):
+def _first_real_key(KPM, b, Lk, skpm, BLOCK_KPM: tl.constexpr):
+    """(first real key, last real key + 1) of mask row b, or (Lk, 0) if it has none."""
+    first = Lk
+    end = Lk * 0
+    for n0 in range(0, Lk, BLOCK_KPM):
+        offs = n0 + tl.arange(0, BLOCK_KPM)
+        real = tl.load(KPM + b.to(tl.int64) * skpm + offs, mask=offs < Lk, other=0) != 0
+        first = tl.minimum(first, tl.min(tl.where(real, offs, Lk), 0))
+        end = tl.maximum(end, tl.max(tl.where(real, offs + 1, 0), 0))
+    return first, end
+
+
+@triton.jit
+def _t5_attn_prepare_kernel(TABLE, INDEX, ROWS, KPM, KLIM, K, KMEAN, stab_b, stab_h, n, Lk, skpm, skb, skh, skn, H,
+                            n_rows_programs, n_range_programs,
+                            BLOCK_ROWS: tl.constexpr, BLOCK_KPM: tl.constexpr, HAS_KPM: tl.constexpr,
+                            HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr):
+    """What the attention kernels of a call read besides q/k/v, in one launch (before session 17:
+    three launches, each ~2-6 µs under CUDA graphs, in every forward and again in the backward):
     - programs h < n_rows_programs (= H with a table, else 0), the bias rows:
       ROWS[h, i] = float(TABLE[INDEX[i], h]) · log2(e);
-    - the others, b = pid − n_rows_programs (with a mask), the key range of mask row b:
-      KLIM[b] = (first real key, last real key + 1), or (Lk, 0) if it has none."""
+    - the next n_range_programs (B with a mask, else 0), b = pid − n_rows_programs, the key range of
+      mask row b: KLIM[b] = (first real key, last real key + 1), or (Lk, 0) if it has none;
+    - the others (B·H with K, else none), bh = pid − n_rows_programs − n_range_programs: the dq
+      kernel's reference key KMEAN[bh] (BLOCK_D,) fp32, the mean of the real keys among the BLOCK_N
+      from the first real one (k of (b, h) at K + b·skb + h·skh; one block, not all keys: the
+      reference only has to lie near the keys, and reading every key cost 0.010 ms more per call
+      at L=512 d=64 on the H200, session 9)."""
     pid = tl.program_id(0)
     if pid < n_rows_programs:
         for i0 in range(0, n, BLOCK_ROWS):
@@ -318,17 +338,27 @@ def _t5_attn_prepare_kernel(TABLE, INDEX, ROWS, KPM, KLIM, stab_b, stab_h, n, Lk
             bucket = tl.load(INDEX + offs, mask=ok, other=0)
             vals = tl.load(TABLE + bucket * stab_b + pid * stab_h, mask=ok, other=0.0).to(tl.float32)
             tl.store(ROWS + pid * n + offs, vals * _LOG2E, mask=ok)
+    elif pid < n_rows_programs + n_range_programs:  # (names differ per branch: Triton merges them)
+        row = pid - n_rows_programs
+        first, end = _first_real_key(KPM, row, Lk, skpm, BLOCK_KPM)
+        tl.store(KLIM + 2 * row, first)
+        tl.store(KLIM + 2 * row + 1, end)
     else:
-        b = pid - n_rows_programs
-        first = Lk
-        end = Lk * 0
-        for n0 in range(0, Lk, BLOCK_KPM):
-            offs = n0 + tl.arange(0, BLOCK_KPM)
-            real = tl.load(KPM + b.to(tl.int64) * skpm + offs, mask=offs < Lk, other=0) != 0
-            first = tl.minimum(first, tl.min(tl.where(real, offs, Lk), 0))
-            end = tl.maximum(end, tl.max(tl.where(real, offs + 1, 0), 0))
-        tl.store(KLIM + 2 * b, first)
-        tl.store(KLIM + 2 * b + 1, end)
+        bh = pid - n_rows_programs - n_range_programs
+        b64 = (bh // H).to(tl.int64)
+        h64 = (bh % H).to(tl.int64)
+        offs_d = tl.arange(0, BLOCK_D)
+        start = 0
+        if HAS_KPM:
+            start, _ = _first_real_key(KPM, b64, Lk, skpm, BLOCK_KPM)
+        offs_n = start + tl.arange(0, BLOCK_N)
+        real = offs_n < Lk
+        if HAS_KPM:
+            real &= tl.load(KPM + b64 * skpm + offs_n, mask=real, other=0) != 0
+        k = tl.load(K + b64 * skb + h64 * skh + offs_n[:, None].to(tl.int64) * skn + offs_d[None, :],
+                    mask=real[:, None] & (offs_d < HEAD_DIM)[None, :], other=0.0).to(tl.float32)
+        count = tl.maximum(tl.sum(real.to(tl.float32), 0), 1.0)
+        tl.store(KMEAN + bh.to(tl.int64) * BLOCK_D + offs_d, tl.sum(k, 0) / count)
 
 
 @triton.jit(do_not_specialize=["query_offset", "LQ_KEY", "LK_KEY"])
@@ -415,30 +445,6 @@ def _t5_attn_fwd_kernel(
              out.to(O.dtype.element_ty), mask=m_mask[:, None] & d_mask[None, :])
     lse = tl.where(empty, float("inf"), m_i + tl.log2(tl.where(empty, 1.0, l_i)))
     tl.store(LSE + bh.to(tl.int64) * Lq + offs_m, lse, mask=m_mask)
-
-
-@triton.jit
-def _t5_attn_bwd_key_mean_kernel(K, KPM, KLIM, KMEAN, skb, skh, skn, skpm, H, Lk, HEAD_DIM: tl.constexpr,
-                                 BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr, HAS_KPM: tl.constexpr):
-    """KMEAN[b·H + h] (BLOCK_D,) fp32: the mean of the real keys among the BLOCK_N keys from the
-    first real one, the dq kernel's reference key (one program per (b, h)). One block, not all
-    keys: the reference point only has to lie near the keys, and reading every key cost 0.010 ms
-    more per call at L=512 d=64 on the H200 (session 9)."""
-    bh = tl.program_id(0)
-    b = (bh // H).to(tl.int64)
-    h = (bh % H).to(tl.int64)
-    offs_d = tl.arange(0, BLOCK_D)
-    first = 0
-    if HAS_KPM:
-        first = tl.load(KLIM + 2 * b)
-    offs_n = first + tl.arange(0, BLOCK_N)
-    real = offs_n < Lk
-    if HAS_KPM:
-        real &= tl.load(KPM + b * skpm + offs_n, mask=real, other=0) != 0
-    k = tl.load(K + b * skb + h * skh + offs_n[:, None].to(tl.int64) * skn + offs_d[None, :],
-                mask=real[:, None] & (offs_d < HEAD_DIM)[None, :], other=0.0).to(tl.float32)
-    count = tl.maximum(tl.sum(real.to(tl.float32), 0), 1.0)
-    tl.store(KMEAN + bh.to(tl.int64) * BLOCK_D + offs_d, tl.sum(k, 0) / count)
 
 
 @triton.jit
@@ -600,7 +606,7 @@ def _t5_attn_bwd_dkdv_kernel(
 @triton.jit(do_not_specialize=["query_offset", "LQ_KEY", "LK_KEY"])
 def _t5_attn_bwd_dq_kernel(
     Q, K, V, DO, O, BIAS, BROW, KPM, KLIM, LSE, DQ, DELTA_EXACT,  # DELTA_EXACT: (B·H, Lq) fp32, written here
-    KMEAN,  # (B·H, BLOCK_D) fp32: the reference key, a mean of real keys (_t5_attn_bwd_key_mean_kernel)
+    KMEAN,  # (B·H, BLOCK_D) fp32: the reference key, a mean of real keys (_t5_attn_prepare_kernel)
     DTAB,  # (H, ROWS, NB_P2) fp32 table-gradient partials; rows b·n_slots + slot: the saturated tiles'
     sqb, sqh, sqm, skb, skh, skn, svb, svh, svn, sdob, sdoh, sdom, sob, soh, som, sdqb, sdqh, sdqm, skpm,
     H, Lq, Lk, query_offset, scale, scale_log2, sat_pos, R, dropout_p, SEED, MASK, n_slots, ROWS,

@@ -44,7 +44,7 @@ def _views(q, packed):
 
 def _packed_fwd(q, packed, table, kpm, bidirectional, num_buckets, max_distance, causal, query_offset, scale,
                 dropout_p, seed=None, prep=None):
-    """-> o (B, Lq, H, d), lse, seed, mask words, bias rows, key range (as ``_attn_fwd``)."""
+    """-> o (B, Lq, H, d), lse, seed, mask words, bias rows, key range, key mean (as ``_attn_fwd``)."""
     q4, k4, v4 = _views(q, packed)
     bsz, heads, lq, d = q4.shape
     o = torch.empty((bsz, lq, heads, d), dtype=packed.dtype, device=packed.device)
@@ -54,7 +54,7 @@ def _packed_fwd(q, packed, table, kpm, bidirectional, num_buckets, max_distance,
 
 
 def _packed_bwd(do, q, packed, o, lse, seed, mask, table, kpm, bidirectional, num_buckets, max_distance, causal,
-                query_offset, scale, dropout_p, table_grad, bias_rows=None, key_range=None, prep=None):
+                query_offset, scale, dropout_p, table_grad, bias_rows=None, key_range=None, key_mean=None, prep=None):
     """-> dq (like q, or (0,) when the queries are packed), d packed (like packed), d table."""
     q4, k4, v4 = _views(q, packed)
     dpacked = torch.empty_like(packed)
@@ -62,7 +62,7 @@ def _packed_bwd(do, q, packed, o, lse, seed, mask, table, kpm, bidirectional, nu
     outs = _views(None if q is None else dq, dpacked)
     *_, dtab = _attn_bwd(do.transpose(1, 2), q4, k4, v4, o.transpose(1, 2), lse, seed, mask, table, kpm,
                          bidirectional, num_buckets, max_distance, causal, query_offset, scale, dropout_p,
-                         table_grad, bias_rows, key_range, prep=prep, out=outs)
+                         table_grad, bias_rows, key_range, key_mean, prep=prep, out=outs)
     return dq, dpacked, dtab
 
 
@@ -76,7 +76,8 @@ def _packed_fwd_fake(q, packed, table, kpm, bidirectional, num_buckets, max_dist
 
 
 def _packed_bwd_fake(do, q, packed, o, lse, seed, mask, table, kpm, bidirectional, num_buckets, max_distance,
-                     causal, query_offset, scale, dropout_p, table_grad, bias_rows=None, key_range=None):
+                     causal, query_offset, scale, dropout_p, table_grad, bias_rows=None, key_range=None,
+                     key_mean=None):
     q4, k4, v4 = _views(q, packed)
     *_, dtab = _attn_bwd_fake(do, q4, k4, v4, o, lse, seed, mask, table, kpm, bidirectional, num_buckets,
                               max_distance, causal, query_offset, scale, dropout_p, table_grad)
@@ -86,30 +87,30 @@ def _packed_bwd_fake(do, q, packed, o, lse, seed, mask, table, kpm, bidirectiona
 t5_attention_packed_fwd_op = define_op(
     "t5_attention_packed_fwd",
     f"(Tensor? q, Tensor packed, Tensor? table, Tensor? key_padding_mask, {_FLAGS}, Tensor? seed=None) "
-    "-> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)",
+    "-> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)",
     _packed_fwd, _packed_fwd_fake)
 t5_attention_packed_bwd_op = define_op(
     "t5_attention_packed_bwd",
     f"(Tensor do, Tensor? q, Tensor packed, Tensor o, Tensor lse, Tensor seed, Tensor mask, Tensor? table, "
-    f"Tensor? key_padding_mask, {_FLAGS}, bool table_grad, Tensor? bias_rows=None, Tensor? key_range=None) "
-    "-> (Tensor, Tensor, Tensor)",
+    f"Tensor? key_padding_mask, {_FLAGS}, bool table_grad, Tensor? bias_rows=None, Tensor? key_range=None, "
+    "Tensor? key_mean=None) -> (Tensor, Tensor, Tensor)",
     _packed_bwd, _packed_bwd_fake)
 
 
 def _setup_context(ctx, inputs, output):
     q, packed, table, kpm, *rest = inputs
-    o, lse, seed, mask, rows, klim = output
+    o, lse, seed, mask, rows, klim, kmean = output
     ctx.flags, given = _given_seed(rest)
     ctx.has_q, ctx.has_table = q is not None, table is not None
     ctx.n_inputs = len(inputs)
-    ctx.save_for_backward(q, packed, o, lse, seed if given is None else given, mask, table, kpm, rows, klim)
+    ctx.save_for_backward(q, packed, o, lse, seed if given is None else given, mask, table, kpm, rows, klim, kmean)
 
 
-def _backward(ctx, do, _dlse, _dseed, _dmask, _drows, _dklim, bwd=None):
-    q, packed, o, lse, seed, mask, table, kpm, rows, klim = ctx.saved_tensors
+def _backward(ctx, do, _dlse, _dseed, _dmask, _drows, _dklim, _dkmean, bwd=None):
+    q, packed, o, lse, seed, mask, table, kpm, rows, klim, kmean = ctx.saved_tensors
     table_grad = ctx.has_table and ctx.needs_input_grad[2]
     dq, dpacked, dtab = (bwd or t5_attention_packed_bwd_op)(do, q, packed, o, lse, seed, mask, table, kpm,
-                                                            *ctx.flags, table_grad, rows, klim)
+                                                            *ctx.flags, table_grad, rows, klim, kmean)
     return ((dq if ctx.has_q else None), dpacked, (dtab if table_grad else None), *([None] * (ctx.n_inputs - 3)))
 
 
@@ -120,7 +121,7 @@ torch.library.register_autograd("march::t5_attention_packed_fwd", _backward, set
 _PackedFunction = eager_function(
     "_PackedFunction", _packed_fwd, _packed_bwd, _setup_context, _backward,
     lambda q, packed, table, kpm, bidirectional, num_buckets, max_distance, *_: _prepare(
-        _views(q, packed)[0], table, kpm, bidirectional, num_buckets, max_distance))
+        _views(q, packed)[0], table, kpm, bidirectional, num_buckets, max_distance, k=_views(q, packed)[1]))
 
 
 def _shape(t):
