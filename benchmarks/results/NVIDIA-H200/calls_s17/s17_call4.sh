@@ -7,7 +7,9 @@
 # Same-instance step time, one round, under cuBLAS settings that may avoid the kernels that need a
 # zeroed workspace: cuBLASLt preferred; cuBLAS without a workspace; cuBLASLt without a workspace.
 # Run benchmarks.profile_step after it (it now attributes each memset to the kernel after it).
-# Device tool: carry [".whl"] (no .ab: the working tree and its ENVS variants only).
+# Also unmeasured: f3d3e04 (the key mean made in the forward's prep launch, predicted −0.1 to −0.2
+# ms): `bash scripts/ab_e2e.sh prepare d414d6d` here and carry ".ab" to price it in the same call.
+# Device tool: carry [".whl"] (and ".ab" for the above).
 set -uo pipefail
 OUT=${OUT:-/tmp/march-out}
 ENVS="lt:TORCH_BLAS_PREFER_CUBLASLT=1 nows:CUBLAS_WORKSPACE_CONFIG=:0:0 ltnows:TORCH_BLAS_PREFER_CUBLASLT=1,CUBLASLT_WORKSPACE_SIZE=0" \
