@@ -32,7 +32,6 @@ RESULTS_ROOT = Path(__file__).parent / "results"
 CEILINGS = {"NVIDIA H200": {"copy_tbps": 4.26, "bf16_tflops": MEASURED_BF16_TFLOPS["H200"]}}
 
 
-
 @functools.lru_cache(maxsize=None)
 def bf16_ceiling_tflops() -> tuple[float | None, str | None]:
     """(TFLOP/s, source) of the bf16 matmul ceiling that MFU and GEMM shares are reported against:

@@ -41,7 +41,10 @@ LOOPED_BLOCK_N = 4096
 # (results/NVIDIA-H200/rmsnorm_bwd_stages_s8.json, CUDA-graph times): 32768×768 plain 0.058 ms at
 # (4 per SM, no pipelining, sessions 1-7) -> 0.052 at (2, 3 stages); with a residual gradient and
 # dropout (add_rms_norm, T5's every sublayer) 0.146 -> 0.102; 7296×768 (the decoder) 0.023 -> 0.020
-# and 0.044 -> 0.033.
+# and 0.044 -> 0.033. Session 17 (rms_bwd_probe_s17_call1.json, the Philox draw cheaper since
+# session 16): add_rms_norm + dropout 0.0734 ms (3.43 TB/s), plain 0.045, decoder 0.022 / 0.013; no
+# other rows per block, warps, programs per SM, register double-buffering or per-block dw sum beat
+# these settings by more than 5%.
 BWD_PROGRAMS_PER_SM = 2
 BWD_STAGES = 3
 
@@ -237,7 +240,8 @@ def _rms_norm_bwd_looped_kernel(
 def _fwd_config(n: int) -> tuple[int, int, int]:
     """(BLOCK_M, BLOCK_N, num_warps) for rows held whole in registers: ~4K elements and 4 warps a
     program (≤ 32 fp32 values a thread per tensor: the backward holds three without spilling).
-    Measured on an H200 (benchmarks/tune_rmsnorm.py): 3.7 TB/s fwd, 2.6 TB/s bwd at 32768×768."""
+    Measured on an H200 (benchmarks/tune_rmsnorm.py): 3.7 TB/s fwd at 32768×768; the backward's
+    rate is in the BWD_PROGRAMS_PER_SM comment."""
     block_n = max(8, triton.next_power_of_2(n))  # ≥ 8: the dropout mask comes eight columns a draw
     block_m = max(1, min(16, 4096 // block_n))
     num_warps = 4 if block_n <= 4096 else 8

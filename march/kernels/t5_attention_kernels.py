@@ -349,7 +349,7 @@ def _t5_attn_prepare_kernel(TABLE, INDEX, ROWS, KPM, KLIM, K, KMEAN, stab_b, sta
         h64 = (bh % H).to(tl.int64)
         offs_d = tl.arange(0, BLOCK_D)
         start = 0
-        if HAS_KPM:
+        if HAS_KPM:  # scanned again here: KLIM is written by other programs of this launch, unordered
             start, _ = _first_real_key(KPM, b64, Lk, skpm, BLOCK_KPM)
         offs_n = start + tl.arange(0, BLOCK_N)
         real = offs_n < Lk
