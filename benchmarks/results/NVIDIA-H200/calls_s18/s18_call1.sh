@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Session 18 call 1: session 17's call 4, plus pricing f3d3e04.
+#  1. GPU tests of f3d3e04 (the key mean made in the forward's prep launch; never run on a GPU).
+#  2. Same-instance step A/B, one round: the working tree under the default cuBLAS settings and under
+#     cuBLASLt preferred / cuBLAS without a workspace / cuBLASLt without a workspace (the step's 110
+#     memsets before NN-layout GEMMs), and .ab/d414d6d (the tree before f3d3e04).
+#  3. The compiled Baseline step's profile (memsets attributed to the kernel after them).
+# Device tool: carry [".whl", ".ab"] with .ab/d414d6d prepared.
+set -uo pipefail
+OUT=${OUT:-/tmp/march-out}
+t0=$SECONDS
+python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl >/dev/null 2>&1
+export PYTHONPATH=$PWD:/tmp/site TORCHINDUCTOR_COMPILE_THREADS=1
+nvidia-smi --query-gpu=name,clocks.max.sm,clocks.mem --format=csv,noheader
+LOG="$OUT/gpu_tests_s18_call1.log"
+timeout 150 python3 -m pytest -q -x tests/test_t5_attention.py tests/test_t5_attention_packed.py -p no:cacheprovider \
+  > "$LOG" 2>&1
+echo "attention tests rc=$? at $((SECONDS - t0)) s" >> "$LOG"
+timeout 90 python3 -m pytest -q -m gpu tests/test_model.py -p no:cacheprovider >> "$LOG" 2>&1
+echo "model gpu tests rc=$? at $((SECONDS - t0)) s" >> "$LOG"
+grep -E "passed|failed|rc=" "$LOG"; grep -E "^FAILED|Error" "$LOG" | head -10
+ENVS="lt:TORCH_BLAS_PREFER_CUBLASLT=1 nows:CUBLAS_WORKSPACE_CONFIG=:0:0 ltnows:TORCH_BLAS_PREFER_CUBLASLT=1,CUBLASLT_WORKSPACE_SIZE=0" \
+  bash scripts/ab_e2e.sh run 1 2>&1 | tail -6
+echo "A/B done at $((SECONDS - t0)) s"
+left=$((570 - (SECONDS - t0)))
+[[ $left -gt 60 ]] && timeout $left python3 -m benchmarks.profile_step --impl march+compile-cg --steps 3 --out "$OUT" 2>&1 \
+  | grep -v -i warn | head -60
