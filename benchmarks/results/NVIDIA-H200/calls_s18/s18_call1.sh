@@ -13,11 +13,11 @@ python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl >/d
 export PYTHONPATH=$PWD:/tmp/site TORCHINDUCTOR_COMPILE_THREADS=1
 nvidia-smi --query-gpu=name,clocks.max.sm,clocks.mem --format=csv,noheader
 LOG="$OUT/gpu_tests_s18_call1.log"
-timeout 150 python3 -m pytest -q -x tests/test_t5_attention.py tests/test_t5_attention_packed.py -p no:cacheprovider \
-  > "$LOG" 2>&1
-echo "attention tests rc=$? at $((SECONDS - t0)) s" >> "$LOG"
-timeout 90 python3 -m pytest -q -m gpu tests/test_model.py -p no:cacheprovider >> "$LOG" 2>&1
-echo "model gpu tests rc=$? at $((SECONDS - t0)) s" >> "$LOG"
+timeout 110 python3 -m pytest -q -m gpu tests/test_model.py tests/test_t5_attention.py -p no:cacheprovider > "$LOG" 2>&1
+echo "model + attention gpu tests rc=$? at $((SECONDS - t0)) s" >> "$LOG"
+timeout 80 python3 -m pytest -q tests/test_t5_attention.py tests/test_t5_attention_packed.py \
+  -k "reuses or bias_rows or shared_mean or padding" -p no:cacheprovider >> "$LOG" 2>&1
+echo "prep / key-mean tests rc=$? at $((SECONDS - t0)) s" >> "$LOG"
 grep -E "passed|failed|rc=" "$LOG"; grep -E "^FAILED|Error" "$LOG" | head -10
 ENVS="lt:TORCH_BLAS_PREFER_CUBLASLT=1 nows:CUBLAS_WORKSPACE_CONFIG=:0:0 ltnows:TORCH_BLAS_PREFER_CUBLASLT=1,CUBLASLT_WORKSPACE_SIZE=0" \
   bash scripts/ab_e2e.sh run 1 2>&1 | tail -6
