@@ -22,6 +22,6 @@ grep -E "passed|failed|rc=" "$LOG"; grep -E "^FAILED|Error" "$LOG" | head -10
 ENVS="lt:TORCH_BLAS_PREFER_CUBLASLT=1 nows:CUBLAS_WORKSPACE_CONFIG=:0:0 ltnows:TORCH_BLAS_PREFER_CUBLASLT=1,CUBLASLT_WORKSPACE_SIZE=0" \
   bash scripts/ab_e2e.sh run 1 2>&1 | tail -6
 echo "A/B done at $((SECONDS - t0)) s"
-left=$((570 - (SECONDS - t0)))
+left=$((${LIMIT:-570} - (SECONDS - t0)))
 [[ $left -gt 60 ]] && timeout $left python3 -m benchmarks.profile_step --impl march+compile-cg --steps 3 --out "$OUT" 2>&1 \
   | grep -v -i warn | head -60
