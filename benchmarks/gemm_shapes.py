@@ -16,7 +16,13 @@ of one product, two input sets rotated (``common.gpu_ms``); on CPU, wall time (s
 
 ``--blas`` times every product once per cuBLAS setting (``BLAS_SETTINGS``: which library torch
 prefers, whether bf16 split-K may reduce in reduced precision): cuBLAS picks its kernel per setting,
-and a setting that wins on the shapes that matter is one line in the training step.
+and a setting that wins on the shapes that matter is one line in the training step. cuBLAS's
+workspace (``CUBLAS_WORKSPACE_CONFIG``, ``CUBLASLT_WORKSPACE_SIZE``) is read once per process, so
+those settings are compared by running the script once per environment; the JSON's ``env`` records them.
+
+Each row also names the kernels one call launches and counts its ``Memset`` nodes: session 17's
+step profile had 110 memsets a step, each before an NN-layout (dx) GEMM and each followed by a
+~5.7 µs gap inside the CUDA graph; ``kernels`` shows which products and settings bring them.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 
 import torch
 
@@ -57,6 +64,30 @@ def blas_setting(name: str):
         if torch.cuda.is_available():
             torch.backends.cuda.preferred_blas_library(old_library)
         matmul.allow_bf16_reduced_precision_reduction = old_reduced
+
+
+# The environment variables that change which cuBLAS kernels torch's matmuls run (read per process).
+BLAS_ENV = ("TORCH_BLAS_PREFER_CUBLASLT", "CUBLAS_WORKSPACE_CONFIG", "CUBLASLT_WORKSPACE_SIZE")
+
+
+def launched_kernels(fn) -> list[str]:
+    """Names of the GPU activities (kernels, memsets, copies) one call of ``fn`` launches, in launch
+    order; [] without CUDA (the CPU smoke run has no device timeline)."""
+    if not torch.cuda.is_available():
+        return []
+    fn()  # the first call may pick or load a kernel; profile the steady state
+    torch.cuda.synchronize()
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
+        fn()
+        torch.cuda.synchronize()
+    events = [ev for ev in prof.events() if getattr(ev, "device_type", None) == torch.autograd.DeviceType.CUDA]
+    return [ev.name for ev in sorted(events, key=lambda ev: ev.time_range.start)]
+
+
+def summarize_kernels(names: list[str]) -> dict:
+    """{'kernels': the non-memset activities' names (shortened), 'memsets': how many Memset nodes}."""
+    memsets = sum(name.startswith("Memset") for name in names)
+    return {"kernels": [name[:80] for name in names if not name.startswith("Memset")], "memsets": memsets}
 
 
 def step_gemms(config, batch: int, input_length: int, target_length: int) -> list[dict]:
@@ -107,8 +138,9 @@ def measure(config, batch: int, input_length: int, target_length: int, blas=("de
             for setting in blas:
                 with blas_setting(setting):
                     t = common.gpu_ms(fns)
+                    launched = summarize_kernels(launched_kernels(fns[0]))
                 tflops = flops / (t["ms"] * 1e-3) / 1e12
-                rows.append({**g, "product": product, "blas": setting, **t, "TFLOP/s": tflops,
+                rows.append({**g, "product": product, "blas": setting, **t, **launched, "TFLOP/s": tflops,
                              "step_ms": t["ms"] * g["count"], "of_ceiling": tflops / ceiling if ceiling else None})
     totals = {s: sum(r["step_ms"] for r in rows if r["blas"] == s) for s in blas}
     best = {}
@@ -118,7 +150,9 @@ def measure(config, batch: int, input_length: int, target_length: int, blas=("de
             best[key] = r
     return {"gpu": common.gpu_name() if common.ON_GPU else "cpu", "torch": torch.__version__,
             "batch": batch, "input_length": input_length, "target_length": target_length,
-            "ceiling_tflops": ceiling, "blas": list(blas), "step_matmul_ms": totals[blas[0]],
+            "ceiling_tflops": ceiling, "blas": list(blas),
+            "env": {name: os.environ.get(name) for name in BLAS_ENV},
+            "step_memsets_by_blas": {s: sum(r["memsets"] * r["count"] for r in rows if r["blas"] == s) for s in blas}, "step_matmul_ms": totals[blas[0]],
             "step_matmul_ms_by_blas": totals, "step_matmul_ms_best_of": sum(r["step_ms"] for r in best.values()),
             "best_blas": {f"{n} {p}": r["blas"] for (n, p), r in best.items()}, "rows": rows}
 
@@ -144,7 +178,10 @@ def main(argv=None) -> None:
         share = f"{r['of_ceiling']:.0%}" if r["of_ceiling"] else "—"
         print(f"{r['name']:11s} {r['product']:3s} {r['blas']:10s} {r['M']:6d}x{r['N']:6d}x{r['K']:5d} "
               f"x{r['count']:2d}  {r['ms'] * 1e3:8.1f} us  {r['TFLOP/s']:6.1f} TFLOP/s ({share})  "
-              f"{r['step_ms']:7.3f} ms/step")
+              f"{r['step_ms']:7.3f} ms/step  memsets {r['memsets']}  {' '.join(r['kernels'])[:60]}")
+    print("environment:", " ".join(f"{k}={v}" for k, v in result["env"].items() if v is not None) or "torch's defaults")
+    for name, n in result["step_memsets_by_blas"].items():
+        print(f"memsets in one step's GEMMs, {name}: {n}")
     for name, ms in result["step_matmul_ms_by_blas"].items():
         print(f"matmul time of one step, {name}: {ms:.2f} ms")
     print(f"best setting per product: {result['step_matmul_ms_best_of']:.2f} ms")

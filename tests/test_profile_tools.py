@@ -92,7 +92,23 @@ def test_gemm_shapes_cli_smoke(tmp_path, capsys):
     gemm_shapes.main(["--preset", "Tiny", "--batch", "1", "--input", "8", "--target", "4", "--out", str(out)])
     result = json.loads(out.read_text())
     assert len(result["rows"]) == 3 * 12 and result["step_matmul_ms"] > 0
-    assert "matmul time of one step" in capsys.readouterr().out
+    # on CPU there is no device timeline: no kernels named, no memsets counted
+    assert all(r["kernels"] == [] and r["memsets"] == 0 for r in result["rows"])
+    assert result["step_memsets_by_blas"] == {"default": 0}
+    assert set(result["env"]) == {"TORCH_BLAS_PREFER_CUBLASLT", "CUBLAS_WORKSPACE_CONFIG", "CUBLASLT_WORKSPACE_SIZE"}
+    printed = capsys.readouterr().out
+    assert "matmul time of one step" in printed and "memsets in one step's GEMMs, default: 0" in printed
+
+
+def test_summarize_kernels_counts_memsets_and_keeps_the_rest_in_order():
+    from benchmarks.gemm_shapes import summarize_kernels
+
+    names = ["Memset (Unknown)", "nvjet_sm90_tst_256x128_64x4_1x2_h_bz_coopA_NNT", "Memset (Device)",
+             "void cublasLt::splitKreduce_kernel<32, 16, int, float, __nv_bfloat16>" + "x" * 100]
+    out = summarize_kernels(names)
+    assert out["memsets"] == 2
+    assert out["kernels"][0] == names[1] and out["kernels"][1] == names[3][:80]
+    assert summarize_kernels([]) == {"kernels": [], "memsets": 0}
 
 
 def test_gemm_shapes_compares_blas_settings_and_restores_them(tmp_path, capsys):

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Session 18 call 1: session 17's call 4, plus pricing f3d3e04, in order of value (the budget left
-# for it was ~12 device-minutes after a morning of refused starts):
+# Session 18 call 1 (NOT RUN: session 18 got no machine in ~15 starts; one started and was taken back
+# mid-call, nothing came back; ready for the next session). Session 17's call 4, plus pricing
+# f3d3e04, in order of value:
+#  0. Which of the step's GEMMs launch a memset, under each cuBLAS environment (gemm_shapes, ~1 min).
 #  1. Same-instance step A/B, one round: the working tree under the default cuBLAS settings and under
 #     cuBLASLt preferred / cuBLAS without a workspace / cuBLASLt without a workspace (the step's 110
 #     memsets before NN-layout GEMMs), and .ab/d414d6d (the tree before f3d3e04).
@@ -14,6 +16,14 @@ t0=$SECONDS
 python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl >/dev/null 2>&1
 export PYTHONPATH=$PWD:/tmp/site TORCHINDUCTOR_COMPILE_THREADS=1
 nvidia-smi --query-gpu=name,clocks.max.sm,clocks.mem --format=csv,noheader
+for spec in default: lt:TORCH_BLAS_PREFER_CUBLASLT=1 nows:CUBLAS_WORKSPACE_CONFIG=:0:0 \
+            ltnows:TORCH_BLAS_PREFER_CUBLASLT=1,CUBLASLT_WORKSPACE_SIZE=0; do
+  name=${spec%%:*}; envs=${spec#*:}
+  (if [[ -n $envs ]]; then export ${envs//,/ }; fi
+   timeout 60 python3 -m benchmarks.gemm_shapes --out "$OUT/gemm_memsets_s18_$name.json" 2>&1 \
+     | grep -E "memsets in one|matmul time of one" | sed "s/^/$name: /")
+done
+echo "GEMM memsets done at $((SECONDS - t0)) s"
 ENVS="lt:TORCH_BLAS_PREFER_CUBLASLT=1 nows:CUBLAS_WORKSPACE_CONFIG=:0:0 ltnows:TORCH_BLAS_PREFER_CUBLASLT=1,CUBLASLT_WORKSPACE_SIZE=0" \
   bash scripts/ab_e2e.sh run 1 2>&1 | tail -6
 echo "A/B done at $((SECONDS - t0)) s"
