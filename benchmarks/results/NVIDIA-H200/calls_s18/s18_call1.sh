@@ -9,10 +9,17 @@
 #  2. GPU tests of f3d3e04 (the key mean made in the forward's prep launch; never run on a GPU).
 #  3. The compiled Baseline step's profile (memsets attributed to the kernel after them), if time is left.
 # Device tool: carry [".whl", ".ab"] with .ab/d414d6d prepared. LIMIT: seconds this call may use.
+# The tool brings back at most 8 files (session 17 lost one), and this call writes ~12: they go to
+# $WORK, bundled into $OUT/s18_call1.tgz after every stage (what a killed call finished comes back).
 set -uo pipefail
 OUT=${OUT:-/tmp/march-out}
+WORK=/tmp/s18_call1
+mkdir -p "$WORK"
+bundle() { tar czf "$OUT/s18_call1.tgz" -C "$WORK" .; }
 LIMIT=${LIMIT:-570}
 t0=$SECONDS
+(while sleep 30; do bundle; done) &  # also mid-stage (the A/B's rows land one by one)
+bundler=$!
 python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl >/dev/null 2>&1
 export PYTHONPATH=$PWD:/tmp/site TORCHINDUCTOR_COMPILE_THREADS=1
 nvidia-smi --query-gpu=name,clocks.max.sm,clocks.mem --format=csv,noheader
@@ -20,19 +27,20 @@ for spec in default: lt:TORCH_BLAS_PREFER_CUBLASLT=1 nows:CUBLAS_WORKSPACE_CONFI
             ltnows:TORCH_BLAS_PREFER_CUBLASLT=1,CUBLASLT_WORKSPACE_SIZE=0; do
   name=${spec%%:*}; envs=${spec#*:}
   (if [[ -n $envs ]]; then export ${envs//,/ }; fi
-   timeout 60 python3 -m benchmarks.gemm_shapes --out "$OUT/gemm_memsets_s18_$name.json" 2>&1 \
+   timeout 60 python3 -m benchmarks.gemm_shapes --out "$WORK/gemm_memsets_s18_$name.json" 2>&1 \
      | grep -E "memsets in one|matmul time of one" | sed "s/^/$name: /")
 done
-echo "GEMM memsets done at $((SECONDS - t0)) s"
-ENVS="lt:TORCH_BLAS_PREFER_CUBLASLT=1 nows:CUBLAS_WORKSPACE_CONFIG=:0:0 ltnows:TORCH_BLAS_PREFER_CUBLASLT=1,CUBLASLT_WORKSPACE_SIZE=0" \
+echo "GEMM memsets done at $((SECONDS - t0)) s"; bundle
+OUT=$WORK ENVS="lt:TORCH_BLAS_PREFER_CUBLASLT=1 nows:CUBLAS_WORKSPACE_CONFIG=:0:0 ltnows:TORCH_BLAS_PREFER_CUBLASLT=1,CUBLASLT_WORKSPACE_SIZE=0" \
   bash scripts/ab_e2e.sh run 1 2>&1 | tail -6
-echo "A/B done at $((SECONDS - t0)) s"
-LOG="$OUT/gpu_tests_s18_call1.log"
+echo "A/B done at $((SECONDS - t0)) s"; bundle
+LOG="$WORK/gpu_tests_s18_call1.log"
 left=$((LIMIT - (SECONDS - t0)))
 timeout $((left > 100 ? 100 : left)) python3 -m pytest -q -m gpu tests/test_model.py tests/test_t5_attention.py \
   -p no:cacheprovider > "$LOG" 2>&1
 echo "model + attention gpu tests rc=$? at $((SECONDS - t0)) s" >> "$LOG"
-grep -E "passed|failed|rc=" "$LOG"; grep -E "^FAILED|Error" "$LOG" | head -10
+grep -E "passed|failed|rc=" "$LOG"; grep -E "^FAILED|Error" "$LOG" | head -10; bundle
 left=$((LIMIT - (SECONDS - t0)))
-[[ $left -gt 60 ]] && timeout $left python3 -m benchmarks.profile_step --impl march+compile-cg --steps 3 --out "$OUT" 2>&1 \
+[[ $left -gt 60 ]] && timeout $left python3 -m benchmarks.profile_step --impl march+compile-cg --steps 3 --out "$WORK" 2>&1 \
   | grep -v -i warn | head -60
+kill $bundler 2>/dev/null; bundle
