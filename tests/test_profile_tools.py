@@ -133,3 +133,23 @@ def test_gemm_shapes_compares_blas_settings_and_restores_them(tmp_path, capsys):
     with pytest.raises(SystemExit):
         gemm_shapes.main(["--preset", "Tiny", "--blas", "default,fastest"])
     assert "unknown --blas setting 'fastest'" in capsys.readouterr().err
+
+
+def test_probe_optimizer_smoke_and_bad_impl(tmp_path, capsys):
+    """benchmarks/probe_optimizer.py on CPU (Tiny): one row per implementation with the update's
+    traffic (14 bytes a bf16 parameter); an unknown implementation is refused by name. (The
+    compiled row is left out here: inductor's CPU compile of the step takes ~30 s.)"""
+    from benchmarks import probe_optimizer
+
+    out = tmp_path / "opt.json"
+    probe_optimizer.main(["--impls", "fused,foreach", "--out", str(out)])
+    result = json.loads(out.read_text())
+    assert result["preset"] == "Tiny" and [r["impl"] for r in result["rows"]] == ["fused", "foreach"]
+    assert result["bytes_per_step"] == 14 * result["params"] and result["params"] > 1e6
+    assert all(r["ms"] > 0 and r["TB/s"] > 0 for r in result["rows"])
+    assert "GB an update" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        probe_optimizer.main(["--impls", "fused,apex"])
+    assert "unknown --impls entry 'apex'" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="apex"):
+        probe_optimizer._optimizer_step("apex", [])

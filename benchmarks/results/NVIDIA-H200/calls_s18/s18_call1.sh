@@ -7,7 +7,9 @@
 #     cuBLASLt preferred / cuBLAS without a workspace / cuBLASLt without a workspace (the step's 110
 #     memsets before NN-layout GEMMs), and .ab/d414d6d (the tree before f3d3e04).
 #  2. GPU tests of f3d3e04 (the key mean made in the forward's prep launch; never run on a GPU).
-#  3. The compiled Baseline step's profile (memsets attributed to the kernel after them), if time is left.
+#  3. The AdamW update alone, fused / foreach / compiled (benchmarks.probe_optimizer): 1.15 ms a step
+#     in session 17's profile is 2.7 TB/s of a 4.26 ceiling; predicted fused ~1.1 ms, compiled ±10%.
+#  4. The compiled Baseline step's profile (memsets attributed to the kernel after them), if time is left.
 # Device tool: carry [".whl", ".ab"] with .ab/d414d6d prepared. LIMIT: seconds this call may use.
 # The tool brings back at most 8 files (session 17 lost one), and this call writes ~12: they go to
 # $WORK, bundled into $OUT/s18_call1.tgz after every stage (what a killed call finished comes back).
@@ -40,6 +42,8 @@ timeout $((left > 100 ? 100 : left)) python3 -m pytest -q -m gpu tests/test_mode
   -p no:cacheprovider > "$LOG" 2>&1
 echo "model + attention gpu tests rc=$? at $((SECONDS - t0)) s" >> "$LOG"
 grep -E "passed|failed|rc=" "$LOG"; grep -E "^FAILED|Error" "$LOG" | head -10; bundle
+left=$((LIMIT - (SECONDS - t0)))
+[[ $left -gt 150 ]] && timeout 90 python3 -m benchmarks.probe_optimizer --out "$WORK/optimizer_s18_call1.json" 2>&1 | grep -v -i warn
 left=$((LIMIT - (SECONDS - t0)))
 [[ $left -gt 60 ]] && timeout $left python3 -m benchmarks.profile_step --impl march+compile-cg --steps 3 --out "$WORK" 2>&1 \
   | grep -v -i warn | head -60
