@@ -35,6 +35,7 @@ import os
 import torch
 
 from benchmarks import common
+from benchmarks.profile_step import device_events
 
 
 # name -> (preferred BLAS library or None for torch's default, bf16 reduced-precision reduction)
@@ -80,8 +81,7 @@ def launched_kernels(fn) -> list[str]:
     with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
         fn()
         torch.cuda.synchronize()
-    events = [ev for ev in prof.events() if getattr(ev, "device_type", None) == torch.autograd.DeviceType.CUDA]
-    return [ev.name for ev in sorted(events, key=lambda ev: ev.time_range.start)]
+    return [ev.name for ev in device_events(prof)]
 
 
 def summarize_kernels(names: list[str]) -> dict:
@@ -152,7 +152,8 @@ def measure(config, batch: int, input_length: int, target_length: int, blas=("de
             "batch": batch, "input_length": input_length, "target_length": target_length,
             "ceiling_tflops": ceiling, "blas": list(blas),
             "env": {name: os.environ.get(name) for name in BLAS_ENV},
-            "step_memsets_by_blas": {s: sum(r["memsets"] * r["count"] for r in rows if r["blas"] == s) for s in blas}, "step_matmul_ms": totals[blas[0]],
+            "step_memsets_by_blas": {s: sum(r["memsets"] * r["count"] for r in rows if r["blas"] == s) for s in blas},
+            "step_matmul_ms": totals[blas[0]],
             "step_matmul_ms_by_blas": totals, "step_matmul_ms_best_of": sum(r["step_ms"] for r in best.values()),
             "best_blas": {f"{n} {p}": r["blas"] for (n, p), r in best.items()}, "rows": rows}
 

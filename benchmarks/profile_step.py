@@ -79,6 +79,12 @@ def _after_memsets(spans: list, steps: int) -> dict:
             "gap_after_memsets_ms_per_step": total / 1e3 / steps, "after_memsets": rows}
 
 
+def device_events(prof) -> list:
+    """The GPU activities (kernels, memsets, copies) of a torch.profiler run, in start order."""
+    events = [ev for ev in prof.events() if getattr(ev, "device_type", None) == torch.autograd.DeviceType.CUDA]
+    return sorted(events, key=lambda ev: ev.time_range.start)
+
+
 def profile(preset: str, impl: str, steps: int) -> dict:
     from benchmarks import test_bench_e2e as e2e
     from march.models import get_preset
@@ -105,9 +111,7 @@ def profile(preset: str, impl: str, steps: int) -> dict:
         torch.cuda.synchronize()
     kernels: dict[str, list[float]] = defaultdict(lambda: [0.0, 0])  # name -> [total us, calls]
     spans = []  # (start us, end us, name) of every kernel
-    for ev in prof.events():
-        if getattr(ev, "device_type", None) != torch.autograd.DeviceType.CUDA:
-            continue
+    for ev in device_events(prof):
         us = getattr(ev, "device_time", None) or getattr(ev, "cuda_time", 0.0)
         kernels[ev.name][0] += us
         kernels[ev.name][1] += 1

@@ -25,16 +25,16 @@ bundler=$!
 python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl >/dev/null 2>&1
 export PYTHONPATH=$PWD:/tmp/site TORCHINDUCTOR_COMPILE_THREADS=1
 nvidia-smi --query-gpu=name,clocks.max.sm,clocks.mem --format=csv,noheader
-for spec in default: lt:TORCH_BLAS_PREFER_CUBLASLT=1 nows:CUBLAS_WORKSPACE_CONFIG=:0:0 \
-            ltnows:TORCH_BLAS_PREFER_CUBLASLT=1,CUBLASLT_WORKSPACE_SIZE=0; do
+BLAS_ENVS="lt:TORCH_BLAS_PREFER_CUBLASLT=1 nows:CUBLAS_WORKSPACE_CONFIG=:0:0"
+BLAS_ENVS+=" ltnows:TORCH_BLAS_PREFER_CUBLASLT=1,CUBLASLT_WORKSPACE_SIZE=0"
+for spec in default: $BLAS_ENVS; do
   name=${spec%%:*}; envs=${spec#*:}
   (if [[ -n $envs ]]; then export ${envs//,/ }; fi
    timeout 60 python3 -m benchmarks.gemm_shapes --out "$WORK/gemm_memsets_s18_$name.json" 2>&1 \
      | grep -E "memsets in one|matmul time of one" | sed "s/^/$name: /")
 done
 echo "GEMM memsets done at $((SECONDS - t0)) s"; bundle
-OUT=$WORK ENVS="lt:TORCH_BLAS_PREFER_CUBLASLT=1 nows:CUBLAS_WORKSPACE_CONFIG=:0:0 ltnows:TORCH_BLAS_PREFER_CUBLASLT=1,CUBLASLT_WORKSPACE_SIZE=0" \
-  bash scripts/ab_e2e.sh run 1 2>&1 | tail -6
+OUT=$WORK ENVS=$BLAS_ENVS bash scripts/ab_e2e.sh run 1 2>&1 | tail -6
 echo "A/B done at $((SECONDS - t0)) s"; bundle
 LOG="$WORK/gpu_tests_s18_call1.log"
 left=$((LIMIT - (SECONDS - t0)))
@@ -43,8 +43,9 @@ timeout $((left > 100 ? 100 : left)) python3 -m pytest -q -m gpu tests/test_mode
 echo "model + attention gpu tests rc=$? at $((SECONDS - t0)) s" >> "$LOG"
 grep -E "passed|failed|rc=" "$LOG"; grep -E "^FAILED|Error" "$LOG" | head -10; bundle
 left=$((LIMIT - (SECONDS - t0)))
-[[ $left -gt 150 ]] && timeout 90 python3 -m benchmarks.probe_optimizer --out "$WORK/optimizer_s18_call1.json" 2>&1 | grep -v -i warn
+[[ $left -gt 150 ]] && timeout 90 python3 -m benchmarks.probe_optimizer --out "$WORK/optimizer_s18_call1.json" 2>&1 \
+  | grep -v -i warn
 left=$((LIMIT - (SECONDS - t0)))
-[[ $left -gt 60 ]] && timeout $left python3 -m benchmarks.profile_step --impl march+compile-cg --steps 3 --out "$WORK" 2>&1 \
-  | grep -v -i warn | head -60
+[[ $left -gt 60 ]] && timeout $left python3 -m benchmarks.profile_step --impl march+compile-cg --steps 3 \
+  --out "$WORK" 2>&1 | grep -v -i warn | head -60
 kill $bundler 2>/dev/null; bundle
