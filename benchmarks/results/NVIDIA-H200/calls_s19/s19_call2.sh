@@ -2,7 +2,7 @@
 # Session 19 call 2. Call 1 (s18_call1.sh, on an H100) found that CUBLAS_WORKSPACE_CONFIG=:0:0 swaps every
 # memset-issuing nvjet "coop" GEMM for its "ssched" twin (0 memsets, the step's GEMMs -0.3 ms standalone)
 # yet moved the step by +0.01 ms in one round. This call asks, in order of value:
-#  1. same-instance A/B, two rounds: the working tree under the default cuBLAS workspace vs none (nows);
+#  1. same-instance A/B, ROUNDS (default 2) rounds: the working tree under the default cuBLAS workspace vs none (nows);
 #  2. the step's profile under nows: are the 110 memsets and their ~0.4 ms of gaps gone in the step?
 #  3. the AdamW update alone (call 1 ran out of time before it).
 # Device tool: carry [".whl"] (no .ab: only the working tree and its env variant). LIMIT: seconds for the call.
@@ -18,7 +18,7 @@ bundler=$!
 python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl >/dev/null 2>&1
 export PYTHONPATH=$PWD:/tmp/site TORCHINDUCTOR_COMPILE_THREADS=1
 nvidia-smi --query-gpu=name,clocks.max.sm,clocks.mem --format=csv,noheader | tee "$WORK/gpu.txt"
-OUT=$WORK ENVS="nows:CUBLAS_WORKSPACE_CONFIG=:0:0" bash scripts/ab_e2e.sh run 2 2>&1 | tail -3
+OUT=$WORK ENVS="nows:CUBLAS_WORKSPACE_CONFIG=:0:0" bash scripts/ab_e2e.sh run "${ROUNDS:-2}" 2>&1 | tail -3
 echo "A/B done at $((SECONDS - t0)) s"; bundle
 left=$((LIMIT - (SECONDS - t0)))
 [[ $left -gt 80 ]] && (export CUBLAS_WORKSPACE_CONFIG=:0:0; mkdir -p "$WORK/nows"
