@@ -13,6 +13,9 @@ Implementations (AdamW, lr 1e-4, β 0.9/0.95, weight decay 0.1, as the e2e bench
     fused      torch.optim.AdamW(fused=True): the e2e benchmark's
     foreach    torch.optim.AdamW(foreach=True)
     compiled   the foreach step under torch.compile (inductor's fused Triton kernels over the list)
+    fused_flat torch's fused AdamW over one flat tensor holding every parameter (one gradient, one m,
+               one v): the bound on what flattening (as DeepSpeed's bf16 optimizer does) buys the
+               fused kernel, whose launches carry at most 320 chunks of 64Ki elements each
 Each row is the median of do_bench over repeated steps (the states change each step, the traffic
 does not), launched from Python as the benchmark's step launches it (outside the CUDA graph).
 On CPU: the Tiny preset, wall time, a smoke run of the same code.
@@ -28,7 +31,7 @@ import torch
 from benchmarks import common
 
 BYTES_PER_PARAM_BF16 = 14  # read p, g, m, v; write p, m, v (2 bytes each)
-IMPLS = ("fused", "foreach", "compiled")
+IMPLS = ("fused", "foreach", "compiled", "fused_flat")
 
 
 def _params(preset: str) -> list[torch.nn.Parameter]:
@@ -50,6 +53,10 @@ def _optimizer_step(impl: str, params):
     if impl not in IMPLS:
         raise ValueError(f"unknown optimizer implementation {impl!r}; choose from {IMPLS}")
     kwargs = dict(lr=1e-4, betas=(0.9, 0.95), weight_decay=0.1)
+    if impl == "fused_flat":
+        flat = torch.nn.Parameter(torch.cat([p.detach().flatten() for p in params]))  # (n,)
+        flat.grad = torch.cat([p.grad.flatten() for p in params])
+        return torch.optim.AdamW([flat], fused=common.ON_GPU, **kwargs).step
     if impl == "fused":
         return torch.optim.AdamW(params, fused=common.ON_GPU, **kwargs).step
     optimizer = torch.optim.AdamW(params, foreach=True, **kwargs)

@@ -142,9 +142,9 @@ def test_probe_optimizer_smoke_and_bad_impl(tmp_path, capsys):
     from benchmarks import probe_optimizer
 
     out = tmp_path / "opt.json"
-    probe_optimizer.main(["--impls", "fused,foreach", "--out", str(out)])
+    probe_optimizer.main(["--impls", "fused,foreach,fused_flat", "--out", str(out)])
     result = json.loads(out.read_text())
-    assert result["preset"] == "Tiny" and [r["impl"] for r in result["rows"]] == ["fused", "foreach"]
+    assert result["preset"] == "Tiny" and [r["impl"] for r in result["rows"]] == ["fused", "foreach", "fused_flat"]
     assert result["bytes_per_step"] == 14 * result["params"] and result["params"] > 1e6
     assert all(r["ms"] > 0 and r["TB/s"] > 0 for r in result["rows"])
     assert "GB an update" in capsys.readouterr().out
