@@ -59,7 +59,11 @@ autocast) for every implementation but hf-autocast (fp32 weights and optimizer, 
 does its cross-entropy on bf16 logits). Dropout as in the preset (0.1). Optimizer:
 ``torch.optim.AdamW(fused=True)`` on the bf16 parameters (DeepSpeed would keep fp32 master
 weights: its update costs a little more and is the same for all implementations). Models are built
-directly on the device (seeded; the values do not matter for timing).
+directly on the device (seeded; the values do not matter for timing). MARCH_E2E_OPTIMIZER=compiled
+(default ``fused``) instead runs the foreach AdamW's step under ``torch.compile`` (inductor's Triton
+kernels over the parameter list), to price the update inside the step: the fused update spends ~1.15
+ms a step at 2.7 TB/s of a 4.26 TB/s copy ceiling (``benchmarks/probe_optimizer.py``); the row's
+``precision`` says which ran.
 
 Timing: CUDA events around each whole step, median of MARCH_E2E_STEPS (default 10) steps after 3
 warm-up steps. Reported per row: ms per step, tokens/s (input + target tokens), model TFLOP/s
@@ -100,6 +104,7 @@ STEPS = int(os.environ.get("MARCH_E2E_STEPS", common.size("10", "2")))
 WARMUP = common.size(3, 1)
 BUDGET_S = float(os.environ.get("MARCH_E2E_BUDGET_S", "290"))
 DEFAULT_COST_S = {False: 30.0, True: 110.0}  # plain / compiled row before any was measured
+OPTIMIZERS = ("fused", "compiled")
 ALL_IMPLS = ("march", "eager", "hf", "march+compile", "hf+compile", "eager+compile", "march+compile-cg",
              "hf+compile-cg", "hf-autocast", "hf-autocast+compile")
 
@@ -173,10 +178,19 @@ def _autocast(impl: str) -> bool:
     return impl.startswith("hf-autocast")
 
 
+def _optimizer_kind() -> str:
+    """MARCH_E2E_OPTIMIZER: how the step's AdamW update runs (module docstring)."""
+    kind = os.environ.get("MARCH_E2E_OPTIMIZER", "fused")
+    if kind not in OPTIMIZERS:
+        raise ValueError(f"MARCH_E2E_OPTIMIZER must be one of {OPTIMIZERS}, got {kind!r}")
+    return kind
+
+
 def _precision(impl: str) -> str:
+    adamw = "fused AdamW" if _optimizer_kind() == "fused" else "foreach AdamW under torch.compile"
     if _autocast(impl):
-        return "fp32 weights, torch.autocast(bfloat16); fused AdamW on fp32 params"
-    return "bf16 weights, no autocast; fused AdamW on bf16 params"
+        return f"fp32 weights, torch.autocast(bfloat16); {adamw} on fp32 params"
+    return f"bf16 weights, no autocast; {adamw} on bf16 params"
 
 
 def _build(impl: str, config):
@@ -191,8 +205,13 @@ def _build(impl: str, config):
     # hf-autocast: fp32 weights under torch.autocast(bf16), as HF's Trainer trains with bf16=True
     # (and as ../shared/ANCHORS.md measured HF); every other row keeps bf16 weights.
     model = model.to(DEVICE, torch.float32 if _autocast(impl) else DTYPE).train()
+    fused = _optimizer_kind() == "fused"
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, betas=(0.9, 0.95), weight_decay=0.1,
-                                  fused=common.ON_GPU)
+                                  fused=fused and common.ON_GPU, foreach=not fused)
+    if not fused:
+        # The instance attribute shadows the method, so make_step (and profile_step, host_overhead,
+        # which reuse it) runs the compiled update without knowing; it compiles on the first step.
+        optimizer.step = torch.compile(optimizer.step)
     # -cg: mode="reduce-overhead", CUDA graphs (cudagraph trees) around the compiled forward and
     # backward, so the host's launch cost leaves the step (the optimizer step stays outside).
     mode = "reduce-overhead" if impl.endswith("-cg") else None
