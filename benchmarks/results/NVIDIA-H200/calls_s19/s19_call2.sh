@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Session 19 call 2 (NOT RUN: the session's device time went in failed starts; ready for the next session). Call 1 (s18_call1.sh, on an H100) found that CUBLAS_WORKSPACE_CONFIG=:0:0 swaps every
-# memset-issuing nvjet "coop" GEMM for its "ssched" twin (0 memsets, the step's GEMMs -0.3 ms standalone)
+# Session 19 call 2 (NOT RUN: the session's device time went in failed starts; ready for the next session).
+# Call 1 (s18_call1.sh, on an H100) found that CUBLAS_WORKSPACE_CONFIG=:0:0 swaps every memset-issuing nvjet "coop" GEMM for its "ssched" twin (0 memsets, the step's GEMMs -0.3 ms standalone)
 # yet moved the step by +0.01 ms in one round. This call asks, in order of value:
 #  1. same-instance A/B, ROUNDS (default 2) rounds: the working tree under the default cuBLAS workspace vs none (nows)
 #     vs the AdamW update under torch.compile (copt, MARCH_E2E_OPTIMIZER=compiled; predicted -0.1 to -0.3 ms if
