@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Session 19 call 3 (NOT RUN: no device time was left): call 2's cheap half for a short budget (~170 s), in order of value:
+# Session 19 call 3 (NOT RUN: no device time was left): call 2's cheap half for a short budget
+# (~170 s), in order of value:
 #  1. the AdamW update alone (fused / foreach / compiled / fused over one flat tensor);
 #  2. the step's profile with no cuBLAS workspace: are the 110 memsets and their gaps gone in the step?
 # Device tool: carry [".whl"]. LIMIT: seconds for the call.
