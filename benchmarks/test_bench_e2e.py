@@ -62,7 +62,11 @@ weights: its update costs a little more and is the same for all implementations)
 directly on the device (seeded; the values do not matter for timing). MARCH_E2E_OPTIMIZER=compiled
 (default ``fused``) instead runs the foreach AdamW's step under ``torch.compile`` (inductor's Triton
 kernels over the parameter list), to price the update inside the step: the fused update spends ~1.15
-ms a step at 2.7 TB/s of a 4.26 TB/s copy ceiling (``benchmarks/probe_optimizer.py``); the row's
+ms a step at 2.7 TB/s of a 4.26 TB/s copy ceiling (``benchmarks/probe_optimizer.py``), and the host
+time around it leaves ~0.1 ms of idle GPU at the step boundary (session 19's H100 profile: 70 µs
+after the update, 42 µs before the graph's first kernel). ``compiled-cg`` compiles it with
+mode="reduce-overhead", so that in -cg rows the update joins the forward and backward in the CUDA
+graph tree (the gradients it reads are that tree's outputs, not copied in); the row's
 ``precision`` says which ran.
 
 Timing: CUDA events around each whole step, median of MARCH_E2E_STEPS (default 10) steps after 3
@@ -104,7 +108,7 @@ STEPS = int(os.environ.get("MARCH_E2E_STEPS", common.size("10", "2")))
 WARMUP = common.size(3, 1)
 BUDGET_S = float(os.environ.get("MARCH_E2E_BUDGET_S", "290"))
 DEFAULT_COST_S = {False: 30.0, True: 110.0}  # plain / compiled row before any was measured
-OPTIMIZERS = ("fused", "compiled")
+OPTIMIZERS = ("fused", "compiled", "compiled-cg")
 ALL_IMPLS = ("march", "eager", "hf", "march+compile", "hf+compile", "eager+compile", "march+compile-cg",
              "hf+compile-cg", "hf-autocast", "hf-autocast+compile")
 
@@ -187,7 +191,9 @@ def _optimizer_kind() -> str:
 
 
 def _precision(impl: str) -> str:
-    adamw = "fused AdamW" if _optimizer_kind() == "fused" else "foreach AdamW under torch.compile"
+    kind = _optimizer_kind()
+    adamw = {"fused": "fused AdamW", "compiled": "foreach AdamW under torch.compile",
+             "compiled-cg": "foreach AdamW under torch.compile(mode='reduce-overhead')"}[kind]
     if _autocast(impl):
         return f"fp32 weights, torch.autocast(bfloat16); {adamw} on fp32 params"
     return f"bf16 weights, no autocast; {adamw} on bf16 params"
@@ -205,15 +211,17 @@ def _build(impl: str, config):
     # hf-autocast: fp32 weights under torch.autocast(bf16), as HF's Trainer trains with bf16=True
     # (and as ../shared/ANCHORS.md measured HF); every other row keeps bf16 weights.
     model = model.to(DEVICE, torch.float32 if _autocast(impl) else DTYPE).train()
-    fused = _optimizer_kind() == "fused"
+    kind = _optimizer_kind()
+    fused = kind == "fused"
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, betas=(0.9, 0.95), weight_decay=0.1,
                                   fused=fused and common.ON_GPU, foreach=not fused)
     if not fused:
         # The instance attribute shadows the method, so make_step (and profile_step, host_overhead,
         # which reuse it) runs the compiled update without knowing; it compiles on the first step.
-        optimizer.step = torch.compile(optimizer.step)
+        optimizer.step = torch.compile(optimizer.step, mode="reduce-overhead" if kind.endswith("-cg") else None)
     # -cg: mode="reduce-overhead", CUDA graphs (cudagraph trees) around the compiled forward and
-    # backward, so the host's launch cost leaves the step (the optimizer step stays outside).
+    # backward, so the host's launch cost leaves the step (the optimizer step stays outside, unless
+    # MARCH_E2E_OPTIMIZER=compiled-cg).
     mode = "reduce-overhead" if impl.endswith("-cg") else None
 
     def loss(**batch):
