@@ -1,6 +1,12 @@
 """The dropout draw every march kernel shares: eight 16-bit uniforms per Philox-4x32-10 call
 (``tl.randint4x``; ``_randint4x`` for the same words with fewer instructions).
 
+``MARCH_PHILOX_ROUNDS`` (read at import; 7 to 10, default 10) sets Philox's rounds for every
+dropout mask march draws. 10 is curand's and Triton's choice; Salmon et al. (SC 2011, "Parallel random
+numbers: as easy as 1, 2, 3") found Philox-4x32 passes TestU01's BigCrush from 7 rounds and keep 3
+more as a safety margin. Fewer rounds are an experiment switch, not the default: a mask drawn with
+r rounds differs from one drawn with 10 (each is reproducible from the seed).
+
 keep = u ≥ round(p · 2^16) for a 16-bit uniform u: the keep probability is 1 − round(p·2^16)/2^16,
 within 2^-17 of 1 − p (kept values are scaled by 1/(1 − p), as the references do). Used by the GLU /
 activation and RMSNorm kernels (``glu._keep_mask``) and the attention kernels
@@ -9,12 +15,26 @@ activation and RMSNorm kernels (``glu._keep_mask``) and the attention kernels
 
 from __future__ import annotations
 
+import os
+
 import triton
 import triton.language as tl
 
 from march.kernels._utils import interpreting
 
 _INTERPRET = tl.constexpr(interpreting())
+
+
+def philox_rounds() -> int:
+    """Philox rounds from MARCH_PHILOX_ROUNDS (default 10); a clear error outside 7..10."""
+    value = os.environ.get("MARCH_PHILOX_ROUNDS", "10").strip() or "10"
+    if not value.isdigit() or not 7 <= int(value) <= 10:
+        raise ValueError(f"MARCH_PHILOX_ROUNDS={value!r}: expected an integer from 7 to 10 (Philox-4x32 "
+                         "passes BigCrush from 7 rounds; 10, the default, is curand's and Triton's)")
+    return int(value)
+
+
+PHILOX_ROUNDS = tl.constexpr(philox_rounds())
 
 
 @triton.jit
@@ -37,12 +57,12 @@ _PHILOX_ROUND = (
     "xor.b32 c0, hi2, c1; xor.b32 c0, c0, k0; xor.b32 c2, hi0, c3; xor.b32 c2, c2, k1; "
     "mov.b32 c1, lo2; mov.b32 c3, lo0; add.u32 k0, k0, 0x9E3779B9; add.u32 k1, k1, 0xBB67AE85; "
 )
-# Philox-4x32-10 on counter ($4, $5, 0, 0) and key ($6, $7) -> ($0, $1, $2, $3): Triton's rounds
-# (triton.language.random.philox_impl) with the products as 64-bit wide multiplies.
+# Philox-4x32-R (R = PHILOX_ROUNDS) on counter ($4, $5, 0, 0) and key ($6, $7) -> ($0, $1, $2, $3):
+# Triton's rounds (triton.language.random.philox_impl) with the products as 64-bit wide multiplies.
 _PHILOX_ASM = tl.constexpr(
     "{ .reg .b32 c0, c1, c2, c3, k0, k1, lo0, hi0, lo2, hi2; .reg .b64 w; "
     "mov.b32 c0, $4; mov.b32 c1, $5; mov.b32 c2, 0; mov.b32 c3, 0; mov.b32 k0, $6; mov.b32 k1, $7; "
-    + _PHILOX_ROUND * 10
+    + _PHILOX_ROUND * PHILOX_ROUNDS.value
     + "mov.b32 $0, c0; mov.b32 $1, c1; mov.b32 $2, c2; mov.b32 $3, c3; }"
 )
 
@@ -57,7 +77,7 @@ def _randint4x(seed, offset):
     the GPU tests check the words against ``tl.randint4x``'s). The interpreter cannot run PTX:
     ``tl.randint4x``."""
     if _INTERPRET:
-        w0, w1, w2, w3 = tl.randint4x(seed, offset)
+        w0, w1, w2, w3 = tl.randint4x(seed, offset, PHILOX_ROUNDS)
     else:
         seed = seed.to(tl.uint64)
         offset = offset.to(tl.uint64, bitcast=True)

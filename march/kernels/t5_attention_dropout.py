@@ -15,7 +15,7 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from march.kernels._philox16 import _randint4x, _spread, _threshold
+from march.kernels._philox16 import PHILOX_ROUNDS, _randint4x, _spread, _threshold
 from march.kernels._utils import interpreting
 
 _INTERPRET = tl.constexpr(interpreting())
@@ -33,7 +33,7 @@ def _philox_words(seed, bh, m0, n0, Lk, BLOCK_M: tl.constexpr, BLOCK_N: tl.const
         rows = offs_m[None, :] * ((Lk + 7) // 8) + groups[:, None]
     else:
         rows = offs_m[:, None] * ((Lk + 7) // 8) + groups[None, :]
-    return tl.randint4x(seed, (bh.to(tl.int64) << 32) + rows.to(tl.int64))
+    return tl.randint4x(seed, (bh.to(tl.int64) << 32) + rows.to(tl.int64), PHILOX_ROUNDS)
 
 
 @triton.jit
