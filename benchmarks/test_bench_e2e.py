@@ -190,6 +190,12 @@ def _optimizer_kind() -> str:
     return kind
 
 
+def _switches() -> dict:
+    """The environment switches that change what a row runs (march's kernels, cuBLAS), as set."""
+    prefixes = ("MARCH_ATTN_", "MARCH_PHILOX_", "MARCH_RELU_", "MARCH_E2E_OPTIMIZER", "CUBLAS", "TORCH_BLAS")
+    return {k: v for k, v in sorted(os.environ.items()) if k.startswith(prefixes)}
+
+
 def _precision(impl: str) -> str:
     kind = _optimizer_kind()
     adamw = {"fused": "fused AdamW", "compiled": "foreach AdamW under torch.compile",
@@ -364,7 +370,7 @@ def test_e2e_step(benchmark, request, preset, impl):
                             row_s=time.perf_counter() - t_row, elapsed_s=elapsed,
                             **(_dynamo_counts() if compiled else {}),
                             steps_timed=STEPS, ms_min=min(times), ms_max=max(times), params=config.num_parameters(),
-                            precision=_precision(impl),
+                            precision=_precision(impl), switches=_switches(),
                             timing=f"CUDA events around each step, median of {STEPS} after {WARMUP} warm-up")
         _settle(key, row)
         assert row["ms"] > 0

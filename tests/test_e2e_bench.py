@@ -234,3 +234,16 @@ def test_e2e_optimizer_switch(monkeypatch):
     monkeypatch.setenv("MARCH_E2E_OPTIMIZER", "apex")
     with pytest.raises(ValueError, match="MARCH_E2E_OPTIMIZER must be one of .* got 'apex'"):
         e2e._build("eager", config)
+
+
+def test_e2e_rows_record_the_switches(monkeypatch):
+    """A row names the environment switches it ran under (march's kernel switches and cuBLAS's), so a
+    committed figure says how to reproduce it; the benchmark's own settings are not switches."""
+    from benchmarks import test_bench_e2e as e2e
+
+    monkeypatch.setenv("MARCH_PHILOX_ROUNDS", "7")
+    monkeypatch.setenv("CUBLAS_WORKSPACE_CONFIG", ":0:0")
+    monkeypatch.setenv("MARCH_E2E_STEPS", "3")
+    switches = e2e._switches()
+    assert switches["MARCH_PHILOX_ROUNDS"] == "7" and switches["CUBLAS_WORKSPACE_CONFIG"] == ":0:0"
+    assert "MARCH_E2E_STEPS" not in switches
