@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Session 20 call 1: session 19's call 2 (not run then) with one more variant. Same-instance step A/B
+# Session 20 call 1 (NOT RUN: superseded by s20_call3.sh, the one-call plan, when device time ran
+# short): session 19's call 2 (not run then) with one more variant. Same-instance step A/B
 # in rounds of: the working tree (wt); the AdamW update under torch.compile (copt,
 # MARCH_E2E_OPTIMIZER=compiled; predicted -0.1 to -0.3 ms: the fused update runs its 3.1 GB at
 # ~2.7 TB/s); under torch.compile in the step's CUDA graph tree (ocg, =compiled-cg; a further -0.05 to

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Session 20 call 2 (after call 1's A/B): the GPU tests of the dropout draw (Philox against NumPy at
+# Session 20 call 2 (NOT RUN; after call 1's A/B): the GPU tests of the dropout draw (Philox against NumPy at
 # MARCH_PHILOX_ROUNDS=7 and 10, the bits kernel's words, the dropout oracle tests), then the committed
 # e2e rows in one process (march+compile-cg against hf+compile, Baseline) under the working tree's
 # defaults, as run K did. Device tool: carry [".whl"]. LIMIT: seconds.
