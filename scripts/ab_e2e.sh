@@ -8,12 +8,15 @@
 #                                             # ROUNDS (default 2) rounds of: the working tree, then
 #                                             # every prepared REF; one e2e row each
 #
-# CASE (default Baseline:march+compile-cg) is the MARCH_E2E_CASES row; STEPS (default 10) its timed
-# steps. ENVS adds variants of the working tree under other settings of march's switches, e.g.
+# CASE (default Baseline:march+compile-cg) is the MARCH_E2E_CASES row; STEPS its timed steps
+# (default 30; 10 before session 20: a step is ~70 ms and a row's compile 50-80 s, so more steps
+# cost little). ENVS adds variants of the working tree under other settings of march's switches, e.g.
 #   ENVS="transposed:MARCH_RELU_BWD_WEIGHT=transposed nobits:MARCH_ATTN_DROPOUT_MASK=recomputed"
-# (space-separated NAME:VAR=VALUE[,VAR=VALUE...]), so one call compares switches on one instance. Each row is its own process (a clean compile and CUDA-graph pool); rows land in
-# $OUT/ab/<name>_<round>.json and a median-per-variant table in $OUT/ab/summary.txt. A compiled
-# Baseline row takes ~45-55 s: two rounds of three variants fit one 600 s call.
+# (space-separated NAME:VAR=VALUE[,VAR=VALUE...]), so one call compares switches on one instance.
+# Each row is its own process (a clean compile and CUDA-graph pool); rows land in
+# $OUT/ab/<name>_<round>.json, and $OUT/ab/summary.txt has each variant's median and its difference
+# from wt with a 95% bootstrap interval (benchmarks/ab_summary.py). A compiled Baseline row takes
+# ~45-80 s: two rounds of three variants fit one 600 s call on a warm cache.
 set -uo pipefail
 cmd=${1:-}
 shift || true
@@ -41,23 +44,13 @@ case "$cmd" in
       for v in "${variants[@]}"; do
         name=${v%%:*}; rest=${v#*:}; root=${rest%%:*}; envs=${rest#*:}
         (cd "$root" && { [[ -z $envs ]] || export ${envs//,/ }; } && PYTHONPATH="$root:/tmp/site" MARCH_E2E_CASES="${CASE:-Baseline:march+compile-cg}" \
-          MARCH_E2E_STEPS="${STEPS:-10}" MARCH_E2E_BUDGET_S=400 timeout 200 python3 -m pytest \
+          MARCH_E2E_STEPS="${STEPS:-30}" MARCH_E2E_BUDGET_S=400 timeout 200 python3 -m pytest \
           benchmarks/test_bench_e2e.py --benchmark --write-results --results-dir "$OUT/ab/tmp" -q \
           -p no:cacheprovider -c /dev/null >/dev/null 2>&1)
         mv "$OUT/ab/tmp/e2e.json" "$OUT/ab/${name}_${round}.json" 2>/dev/null || echo "$name round $round: no result"
       done
     done
-    python3 - "$OUT/ab" <<'EOF' | tee "$OUT/ab/summary.txt"
-import glob, json, statistics, sys
-rows = {}
-for path in sorted(glob.glob(f"{sys.argv[1]}/*_*.json")):
-    name = path.rsplit("/", 1)[1].rsplit("_", 1)[0]
-    for r in json.load(open(path))["rows"]:
-        if r.get("ms") == r.get("ms"):  # not NaN (a failed or skipped row)
-            rows.setdefault(name, []).append(r["ms"])
-for name, ms in rows.items():
-    print(f"{name:10} median {statistics.median(ms):8.2f} ms  runs {' '.join(f'{m:.2f}' for m in ms)}")
-EOF
+    python3 -m benchmarks.ab_summary "$OUT/ab" | tee "$OUT/ab/summary.txt"
     ;;
   *)
     echo "usage: $0 prepare REF... | run [ROUNDS]" >&2

@@ -82,6 +82,7 @@ def test_e2e_json_says_what_ran_when_the_run_is_killed(tmp_path):
     rows = _json_rows(path)
     assert list(rows) == ["eager", "hf+compile", "march", "hf"]  # the order they were planned in
     assert math.isfinite(rows["eager"]["ms"]) and "error" not in rows["eager"] and rows["eager"]["row_s"] > 0
+    assert rows["eager"]["step_ms"] == [pytest.approx(rows["eager"]["ms"], abs=1e-3)]  # each step, for ab_summary
     assert rows["hf+compile"]["skipped"] and rows["hf+compile"]["error"].startswith("skipped: time budget")
     assert rows["march"]["error"].startswith("did not finish") and not rows["march"].get("skipped")
     assert rows["hf"]["skipped"] and rows["hf"]["error"].startswith("not run")
