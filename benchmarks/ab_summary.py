@@ -70,6 +70,12 @@ def summarize(rows: dict[str, list[list[float]]], baseline: str = "wt", n_boot: 
     return out
 
 
+def measured_faster(summary: list[dict], baseline: str = "wt") -> str:
+    """The variant with the largest gain among those whose whole interval is below 0, else baseline."""
+    faster = [e for e in summary if e.get("hi_ms") is not None and e["hi_ms"] < 0]
+    return min(faster, key=lambda e: e["delta_ms"])["variant"] if faster else baseline
+
+
 def format_table(summary: list[dict], baseline: str = "wt") -> str:
     lines = [f"{'variant':10} {'median ms':>10} {'rounds':>6} {'steps':>6}   vs {baseline} (95% interval)"]
     for e in summary:
@@ -88,8 +94,15 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("folder", help="the A/B's ab/ folder (<variant>_<round>.json files)")
     parser.add_argument("--baseline", default="wt")
+    parser.add_argument("--faster", action="store_true",
+                        help="print only the variant measured faster than the baseline (its interval below 0; "
+                             "the largest gain if several), or the baseline's name if none is")
     args = parser.parse_args(argv)
-    print(format_table(summarize(load(args.folder), args.baseline), args.baseline))
+    summary = summarize(load(args.folder), args.baseline)
+    if args.faster:
+        print(measured_faster(summary, args.baseline))
+        return
+    print(format_table(summary, args.baseline))
     print("* : the interval excludes 0")
 
 

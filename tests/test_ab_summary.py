@@ -30,6 +30,7 @@ def test_a_real_shift_is_found_and_no_shift_is_not(tmp_path):
     fast, same = rows["fast"], rows["same"]
     assert fast["hi_ms"] < 0 and fast["lo_ms"] < -0.4 < fast["hi_ms"]
     assert same["lo_ms"] < 0 < same["hi_ms"]
+    assert ab_summary.measured_faster(list(rows.values())) == "fast"
     lines = ab_summary.format_table(list(rows.values())).splitlines()
     assert [line.endswith("*") for line in lines if line.startswith(("fast", "same"))] == [True, False]
 
@@ -55,5 +56,6 @@ def test_legacy_rows_and_failed_rows(tmp_path):
     (ph7,) = [e for e in ab_summary.summarize(rows) if e["variant"] == "ph7"]
     assert ph7["delta_ms"] == pytest.approx(0.05) and ph7["lo_ms"] is None
     assert "no interval" in ab_summary.format_table(ab_summary.summarize(rows))
+    assert ab_summary.measured_faster(ab_summary.summarize(rows)) == "wt"  # one value a side proves nothing
     with pytest.raises(ValueError, match="baseline variant 'd414d6d' has no rows"):
         ab_summary.summarize(rows, baseline="d414d6d")

@@ -4,13 +4,15 @@
 #    rounds (ph7, MARCH_PHILOX_ROUNDS=7; predicted -0.4 to -0.6 ms: the attention bits kernel is
 #    2.2 ms a step, integer-bound); the AdamW update compiled into the step's CUDA graph tree (ocg,
 #    MARCH_E2E_OPTIMIZER=compiled-cg; predicted -0.1 to -0.4 ms); both (both).
-# 2. Run K's rows (march+compile-cg and hf+compile, Baseline, one process) under the fastest
-#    variant's switches (the rows record them), for the committed e2e.json.
+# 2. Run K's rows (march+compile-cg and hf+compile, Baseline, one process) under the switches of the
+#    variant measured faster than wt (its 95% interval below 0, benchmarks/ab_summary.py; else wt's
+#    defaults; the rows record them), for the committed e2e.json.
 # 3. The dropout draw's GPU tests (Philox against NumPy at 7 and 10 rounds, the bits kernel's words).
-# 4. Time left: a second A/B round of wt against the fastest variant.
+# 4. Time left: a second A/B round of wt against that variant.
 # Device tool: carry [".whl"]. LIMIT: seconds.
-# Ran once (H100, LIMIT=330, the session's last 357 s of device time): round 1 took 331 s on a cold
-# machine (~80 s a row); run K's timeout went negative and it did not run (now gated on 200 s).
+# Ran once (H100, LIMIT=330, the session's last 357 s of device time), picking the lowest median then
+# and timing 10 steps a row: round 1 took 331 s on a cold machine (~80 s a row); run K's timeout went
+# negative and it did not run (now gated on 200 s).
 set -uo pipefail
 OUT=${OUT:-/tmp/march-out}
 WORK=/tmp/s20_call3
@@ -28,17 +30,8 @@ declare -A VARIANTS=([ph7]="MARCH_PHILOX_ROUNDS=7" [ocg]="MARCH_E2E_OPTIMIZER=co
 OUT=$WORK/round1 ENVS="ph7:${VARIANTS[ph7]} ocg:${VARIANTS[ocg]} both:${VARIANTS[both]}" \
   bash scripts/ab_e2e.sh run 1 2>&1 | tail -5
 echo "A/B round 1 done at $((SECONDS - t0)) s"; bundle
-best=$(python3 - "$WORK/round1/ab" <<'PY'
-import glob, json, sys
-ms = {}
-for path in glob.glob(f"{sys.argv[1]}/*_1.json"):
-    rows = [r for r in json.load(open(path))["rows"] if r.get("ms") == r.get("ms")]
-    if rows:
-        ms[path.rsplit("/", 1)[1][:-7]] = rows[0]["ms"]
-print(min(ms, key=ms.get) if ms else "wt")
-PY
-)
-echo "fastest: $best"
+best=$(python3 -m benchmarks.ab_summary "$WORK/round1/ab" --faster 2>/dev/null || echo wt)
+echo "measured faster than wt: $best"
 env_best=""; [[ -n $best && -v VARIANTS[$best] ]] && env_best=${VARIANTS[$best]}
 left=$((LIMIT - (SECONDS - t0)))
 [[ $left -gt 200 ]] && ([[ -n $env_best ]] && export ${env_best//,/ }
