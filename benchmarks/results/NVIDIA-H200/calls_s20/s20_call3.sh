@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Session 20, the one-call plan (device time short: call 1's A/B and call 2's run K in one call).
+# Session 20, the one-call plan (device time short: the step A/B and run K in one call).
 # 1. Same-instance step A/B, one round: the working tree (wt); every dropout mask drawn with 7 Philox
 #    rounds (ph7, MARCH_PHILOX_ROUNDS=7; predicted -0.4 to -0.6 ms: the attention bits kernel is
 #    2.2 ms a step, integer-bound); the AdamW update compiled into the step's CUDA graph tree (ocg,
