@@ -369,7 +369,8 @@ def test_e2e_step(benchmark, request, preset, impl):
                             compile_s=warmup_s - ms / 1e3 if compiled else None,
                             row_s=time.perf_counter() - t_row, elapsed_s=elapsed,
                             **(_dynamo_counts() if compiled else {}),
-                            steps_timed=STEPS, ms_min=min(times), ms_max=max(times), step_ms=[round(t, 4) for t in times],
+                            steps_timed=STEPS, ms_min=min(times), ms_max=max(times),
+                            step_ms=[round(t, 4) for t in times],
                             params=config.num_parameters(),
                             precision=_precision(impl), switches=_switches(),
                             timing=f"CUDA events around each step, median of {STEPS} after {WARMUP} warm-up")

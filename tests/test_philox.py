@@ -27,16 +27,21 @@ def philox4x32(counter: np.ndarray, seed: int, rounds: int = 10):
     return c0, c1, c2, c3
 
 
-def attention_keep_mask(seed: int, bsz: int, heads: int, lq: int, lk: int, p: float, rounds: int = 10):
-    """The attention kernels' (B, H, Lq, Lk) keep-mask: counter (b·H + h) << 32 | (i·⌈Lk/8⌉ + j // 8);
-    key j takes 16-bit half j % 8 of (w0, w2, w1, w3) (low half first); keep = u ≥ round(p · 2^16)."""
+def attention_uniforms(seed: int, bsz: int, heads: int, lq: int, lk: int, rounds: int = 10) -> np.ndarray:
+    """The attention kernels' 16-bit uniforms, (B·H, Lq, Lk) uint64: counter (b·H + h) << 32 |
+    (i·⌈Lk/8⌉ + j // 8); key j takes 16-bit half j % 8 of (w0, w2, w1, w3) (low half first)."""
     groups = -(-lk // 8)
     bh = np.arange(bsz * heads, dtype=np.uint64)[:, None, None]
     rows = np.arange(lq, dtype=np.uint64)[None, :, None]
     g = np.arange(groups, dtype=np.uint64)[None, None, :]
     w0, w1, w2, w3 = philox4x32((bh << np.uint64(32)) + rows * np.uint64(groups) + g, seed, rounds)
     halves = [h for w in (w0, w2, w1, w3) for h in (w & np.uint64(0xFFFF), w >> np.uint64(16))]
-    u = np.stack(halves, -1).reshape(bsz * heads, lq, groups * 8)[:, :, :lk]
+    return np.stack(halves, -1).reshape(bsz * heads, lq, groups * 8)[:, :, :lk]
+
+
+def attention_keep_mask(seed: int, bsz: int, heads: int, lq: int, lk: int, p: float, rounds: int = 10):
+    """The attention kernels' (B, H, Lq, Lk) keep-mask: keep = u ≥ round(p · 2^16)."""
+    u = attention_uniforms(seed, bsz, heads, lq, lk, rounds)
     return (u >= int(p * 65536.0 + 0.5)).reshape(bsz, heads, lq, lk)
 
 
@@ -93,21 +98,15 @@ def test_philox_uniforms_on_the_attention_counters(rounds):
     neighbouring lanes, calls and rows are uncorrelated (all within 5 σ). The test has power: its
     chi-square rejects Philox-4x32 with 5 rounds or fewer (session 20); BigCrush rejects 6."""
     bsz, heads, lq, lk, p = 2, 4, 256, 1024, 0.1
-    groups = lk // 8
-    bh = np.arange(bsz * heads, dtype=np.uint64)[:, None, None]
-    rows = np.arange(lq, dtype=np.uint64)[None, :, None]
-    g = np.arange(groups, dtype=np.uint64)[None, None, :]
-    words = philox4x32((bh << np.uint64(32)) + rows * np.uint64(groups) + g, 20240607, rounds)
-    u = np.stack([h for w in words for h in (w & np.uint64(0xFFFF), w >> np.uint64(16))], -1).astype(np.float64)
+    u = attention_uniforms(20240607, bsz, heads, lq, lk, rounds).astype(np.float64)  # (B·H, Lq, Lk)
     n = u.size
     counts = np.bincount((u.ravel() // 64).astype(np.int64), minlength=1024)
     chi2 = ((counts - n / 1024) ** 2 / (n / 1024)).sum()
     assert abs(chi2 - 1023) < 5 * (2 * 1023) ** 0.5, chi2
-    keep = (u >= int(p * 65536 + 0.5)).reshape(bsz * heads, lq, groups, 8)
+    keep = (u >= int(p * 65536 + 0.5)).reshape(bsz * heads, lq, lk // 8, 8)
     lane_sigma = (p * (1 - p) / (n / 8)) ** 0.5
     assert (np.abs(keep.mean(axis=(0, 1, 2)) - (1 - p)) < 5 * lane_sigma).all()
     z = (u - 32767.5) / (65536 / 12 ** 0.5)
-    z = z.reshape(bsz * heads, lq, groups * 8)
     for name, a, b in [("lane j, j+1", z[..., :-1], z[..., 1:]), ("call, next call", z[..., :-8], z[..., 8:]),
                        ("row i, i+1", z[:, :-1], z[:, 1:]), ("head h, h+1", z[:-1], z[1:])]:
         corr = (a * b).mean()
