@@ -13,6 +13,8 @@ Implementations (AdamW, lr 1e-4, β 0.9/0.95, weight decay 0.1, as the e2e bench
     fused      torch.optim.AdamW(fused=True): the e2e benchmark's
     foreach    torch.optim.AdamW(foreach=True)
     compiled   the foreach step under torch.compile (inductor's fused Triton kernels over the list)
+    march      march.train.optim.AdamW: one Triton launch over every tensor, 16-byte vectors
+               (predicted before its first GPU run: ~3.6-3.9 TB/s, ~0.8-0.85 ms on the H200)
     fused_flat torch's fused AdamW over one flat tensor holding every parameter (one gradient, one m,
                one v): the bound on what flattening (as DeepSpeed's bf16 optimizer does) buys the
                fused kernel, whose launches carry at most 320 chunks of 64Ki elements each
@@ -31,7 +33,7 @@ import torch
 from benchmarks import common
 
 BYTES_PER_PARAM_BF16 = 14  # read p, g, m, v; write p, m, v (2 bytes each)
-IMPLS = ("fused", "foreach", "compiled", "fused_flat")
+IMPLS = ("fused", "foreach", "compiled", "fused_flat", "march")
 
 
 def _params(preset: str) -> list[torch.nn.Parameter]:
@@ -59,6 +61,10 @@ def _optimizer_step(impl: str, params):
         return torch.optim.AdamW([flat], fused=common.ON_GPU, **kwargs).step
     if impl == "fused":
         return torch.optim.AdamW(params, fused=common.ON_GPU, **kwargs).step
+    if impl == "march":
+        from march.train.optim import AdamW
+
+        return AdamW(params, **kwargs).step
     optimizer = torch.optim.AdamW(params, foreach=True, **kwargs)
     if impl == "foreach":
         return optimizer.step

@@ -67,7 +67,8 @@ time around it leaves ~0.1 ms of idle GPU at the step boundary (session 19's H10
 after the update, 42 µs before the graph's first kernel). ``compiled-cg`` compiles it with
 mode="reduce-overhead", so that in -cg rows the update joins the forward and backward in the CUDA
 graph tree (the gradients it reads are that tree's outputs, not copied in); the row's
-``precision`` says which ran.
+``precision`` says which ran. ``march`` runs ``march.train.optim.AdamW`` (one Triton launch over every
+parameter, 16-byte vectors; the same math as the fused update).
 
 Timing: CUDA events around each whole step, median of MARCH_E2E_STEPS (default 10) steps after 3
 warm-up steps. Reported per row: ms per step, tokens/s (input + target tokens), model TFLOP/s
@@ -108,7 +109,7 @@ STEPS = int(os.environ.get("MARCH_E2E_STEPS", common.size("10", "2")))
 WARMUP = common.size(3, 1)
 BUDGET_S = float(os.environ.get("MARCH_E2E_BUDGET_S", "290"))
 DEFAULT_COST_S = {False: 30.0, True: 110.0}  # plain / compiled row before any was measured
-OPTIMIZERS = ("fused", "compiled", "compiled-cg")
+OPTIMIZERS = ("fused", "compiled", "compiled-cg", "march")
 ALL_IMPLS = ("march", "eager", "hf", "march+compile", "hf+compile", "eager+compile", "march+compile-cg",
              "hf+compile-cg", "hf-autocast", "hf-autocast+compile")
 
@@ -198,7 +199,8 @@ def _switches() -> dict:
 
 def _precision(impl: str) -> str:
     kind = _optimizer_kind()
-    adamw = {"fused": "fused AdamW", "compiled": "foreach AdamW under torch.compile",
+    adamw = {"fused": "fused AdamW", "march": "march's one-launch AdamW",
+             "compiled": "foreach AdamW under torch.compile",
              "compiled-cg": "foreach AdamW under torch.compile(mode='reduce-overhead')"}[kind]
     if _autocast(impl):
         return f"fp32 weights, torch.autocast(bfloat16); {adamw} on fp32 params"
@@ -219,9 +221,14 @@ def _build(impl: str, config):
     model = model.to(DEVICE, torch.float32 if _autocast(impl) else DTYPE).train()
     kind = _optimizer_kind()
     fused = kind == "fused"
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, betas=(0.9, 0.95), weight_decay=0.1,
-                                  fused=fused and common.ON_GPU, foreach=not fused)
-    if not fused:
+    hyper = dict(lr=1e-4, betas=(0.9, 0.95), weight_decay=0.1)
+    if kind == "march":
+        from march.train.optim import AdamW
+
+        optimizer = AdamW(model.parameters(), **hyper)
+    else:
+        optimizer = torch.optim.AdamW(model.parameters(), fused=fused and common.ON_GPU, foreach=not fused, **hyper)
+    if kind.startswith("compiled"):
         # The instance attribute shadows the method, so make_step (and profile_step, host_overhead,
         # which reuse it) runs the compiled update without knowing; it compiles on the first step.
         optimizer.step = torch.compile(optimizer.step, mode="reduce-overhead" if kind.endswith("-cg") else None)

@@ -169,6 +169,14 @@ def _exercise() -> None:
             finally:
                 os.environ.pop("MARCH_RELU_BWD_WEIGHT")
     relu_matmul.matmul(x, w)
+    from march.kernels.adamw import AdamWPlan, adamw_step_
+
+    for dt in (torch.bfloat16, torch.float32):  # the AdamW update, vectorised (lengths of 8k) and not
+        for shapes in (((768,), (64, 768)), ((7,), (3, 5))):
+            ps = [torch.randn(s, dtype=dt) for s in shapes]
+            plan = AdamWPlan(ps, [torch.zeros_like(p) for p in ps], [torch.zeros_like(p) for p in ps])
+            adamw_step_(plan, [torch.randn_like(p) for p in ps], step=1, lr=1e-4, beta1=0.9, beta2=0.95,
+                        eps=1e-8, weight_decay=0.1)
     try:
         from march.kernels import glu
         from march.kernels.glu import act_dropout

@@ -211,7 +211,7 @@ def test_bf16_ceiling_from_the_table_or_measured(monkeypatch, tmp_path):
 
 def test_e2e_optimizer_switch(monkeypatch):
     """MARCH_E2E_OPTIMIZER picks the step's AdamW update: the compiled updates (with and without CUDA
-    graphs, which CPU skips) leave the same moments and parameters as the default's after one step
+    graphs, which CPU skips) and march's one-launch update leave the same moments and parameters as the default's after one step
     (the same seeded model, batch and dropout draws, so the same gradients); an unknown value is
     refused by name (and recorded as the row's error)."""
     from benchmarks import test_bench_e2e as e2e
@@ -226,7 +226,7 @@ def test_e2e_optimizer_switch(monkeypatch):
         e2e.make_step("eager", forward, optimizer, input_ids, attention_mask, labels)()
         after[kind] = [(p.detach(), optimizer.state[p]["exp_avg"], optimizer.state[p]["exp_avg_sq"])
                        for p in model.parameters()]
-    for kind in ("compiled", "compiled-cg"):
+    for kind in ("compiled", "compiled-cg", "march"):
         for fused, compiled in zip(after["fused"], after[kind], strict=True):
             for a, b in zip(compiled, fused, strict=True):
                 assert a.dtype == torch.bfloat16
