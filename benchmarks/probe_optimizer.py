@@ -14,7 +14,8 @@ Implementations (AdamW, lr 1e-4, β 0.9/0.95, weight decay 0.1, as the e2e bench
     foreach    torch.optim.AdamW(foreach=True)
     compiled   the foreach step under torch.compile (inductor's fused Triton kernels over the list)
     march      march.train.optim.AdamW: one Triton launch over every tensor, 16-byte vectors
-               (predicted before its first GPU run: ~3.6-3.9 TB/s, ~0.8-0.85 ms on the H200)
+               (predicted before its first GPU run: ~3.6-3.9 TB/s, ~0.8-0.85 ms on the H200);
+               march:BLOCKxWARPS runs its kernel at other launch settings (a sweep)
     fused_flat torch's fused AdamW over one flat tensor holding every parameter (one gradient, one m,
                one v): the bound on what flattening (as DeepSpeed's bf16 optimizer does) buys the
                fused kernel, whose launches carry at most 320 chunks of 64Ki elements each
@@ -52,8 +53,10 @@ def _params(preset: str) -> list[torch.nn.Parameter]:
 
 def _optimizer_step(impl: str, params):
     """A callable doing one AdamW update of ``params`` with ``impl``."""
+    if impl.startswith("march:"):  # march:BLOCKxWARPS, the kernel at other launch settings
+        return _march_at(impl, params)
     if impl not in IMPLS:
-        raise ValueError(f"unknown optimizer implementation {impl!r}; choose from {IMPLS}")
+        raise ValueError(f"unknown optimizer implementation {impl!r}; choose from {IMPLS} or march:BLOCKxWARPS")
     kwargs = dict(lr=1e-4, betas=(0.9, 0.95), weight_decay=0.1)
     if impl == "fused_flat":
         flat = torch.nn.Parameter(torch.cat([p.detach().flatten() for p in params]))  # (n,)
@@ -69,6 +72,25 @@ def _optimizer_step(impl: str, params):
     if impl == "foreach":
         return optimizer.step
     return torch.compile(optimizer.step)
+
+
+def _march_at(impl: str, params):
+    """march's update with BLOCK elements a program and WARPS warps (``march:4096x8`` is the default)."""
+    from march.kernels.adamw import AdamWPlan, adamw_step_
+
+    try:
+        block, warps = (int(x) for x in impl.removeprefix("march:").split("x"))
+    except ValueError:
+        raise ValueError(f"{impl!r}: expected march:BLOCKxWARPS, e.g. march:8192x8") from None
+    m, v = [torch.zeros_like(p) for p in params], [torch.zeros_like(p) for p in params]
+    plan = AdamWPlan(params, m, v, block=block, num_warps=warps)
+    grads, count = [p.grad for p in params], [0]
+
+    def step():
+        count[0] += 1
+        adamw_step_(plan, grads, step=count[0], lr=1e-4, beta1=0.9, beta2=0.95, eps=1e-8, weight_decay=0.1)
+
+    return step
 
 
 def measure(preset: str, impls=IMPLS) -> dict:
@@ -96,7 +118,7 @@ def main(argv=None) -> None:
     args = ap.parse_args(argv)
     impls = tuple(args.impls.split(","))
     for impl in impls:
-        if impl not in IMPLS:
+        if impl not in IMPLS and not impl.startswith("march:"):
             ap.error(f"unknown --impls entry {impl!r}; choose from {IMPLS}")
     result = measure(args.preset or common.size("Baseline", "Tiny"), impls)
     print(f"{result['preset']}: {result['params'] / 1e6:.1f}M parameters in {result['tensors']} tensors, "

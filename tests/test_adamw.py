@@ -208,3 +208,24 @@ def test_gpu_bf16_matches_torch_fused_at_model_size():
     assert _max_err(params, oracle) <= 2 * _max_err(torch_params, oracle)
     for p, q in zip(params, torch_params):  # the same fp32 math, rounded once to bf16: at most an ulp apart
         torch.testing.assert_close(p, q, rtol=2 ** -7, atol=1e-6)
+
+
+def test_plan_keeps_its_tensors_alive(device):
+    """The kernel reaches tensors by address: a plan whose caller dropped the states must still hold
+    them (session 21's probe freed them and the interpreter wrote into freed memory)."""
+    import gc
+
+    params, _ = _params(device, torch.float32, shapes=[(64,), (1000,), (8, 8)])
+    expected = _clone(params)
+    m_ref, v_ref = [torch.zeros_like(p) for p in expected], [torch.zeros_like(p) for p in expected]
+    reference.adamw_(expected, [p.grad for p in expected], m_ref, v_ref, step=1, lr=1e-2, beta1=0.9, beta2=0.95,
+                     eps=1e-8, weight_decay=0.1)
+    plan = AdamWPlan(params, [torch.zeros_like(p) for p in params], [torch.zeros_like(p) for p in params])
+    gc.collect()
+    [torch.full_like(p, float("nan")) for p in params for _ in range(3)]  # reuse any freed memory
+    adamw_step_(plan, [p.grad for p in params], step=1, lr=1e-2, beta1=0.9, beta2=0.95, eps=1e-8,
+                weight_decay=0.1)
+    for p, e, m in zip(params, expected, m_ref):
+        torch.testing.assert_close(p.detach(), e.detach())
+    for m, mr in zip(plan.tensors[1], m_ref):
+        torch.testing.assert_close(m, mr)

@@ -100,7 +100,10 @@ class AdamWPlan:
     The parameters and states must stay where they are (an optimizer's states do; a parameter whose
     ``.data`` is replaced needs a new plan: ``matches`` says whether this one still holds)."""
 
-    def __init__(self, params: list[torch.Tensor], exp_avgs: list[torch.Tensor], exp_avg_sqs: list[torch.Tensor]):
+    def __init__(self, params: list[torch.Tensor], exp_avgs: list[torch.Tensor], exp_avg_sqs: list[torch.Tensor],
+                 block: int = BLOCK, num_warps: int = NUM_WARPS):
+        if block < 8 or block & (block - 1):
+            raise ValueError(f"AdamWPlan: block must be a power of two >= 8, got {block}")
         if not params:
             raise ValueError("AdamWPlan: no tensors")
         device, p_dtype, s_dtype = params[0].device, params[0].dtype, exp_avgs[0].dtype
@@ -121,16 +124,21 @@ class AdamWPlan:
                     raise ValueError(f"AdamWPlan: {name} {i} has shape {tuple(x.shape)}, its param {tuple(p.shape)}")
         self.device = device
         self.numel = [p.numel() for p in params]
-        self.bases = [params[0], None, exp_avgs[0], exp_avg_sqs[0]]  # P, G (set by update), M, V
+        # The kernel reaches every tensor through its offset from the list's first: the plan holds the
+        # tensors so that none is freed while its address is in the table (the gradients are the
+        # caller's, passed to each launch, and never held: holding them would keep a step's gradients
+        # alive into the next).
+        self.tensors = (list(params), list(exp_avgs), list(exp_avg_sqs))
         self._p_addr = _addresses(params)
         self._pmv_offsets = (_offsets(params), _offsets(exp_avgs), _offsets(exp_avg_sqs))
         self._pmv_aligned = (all(n % 8 == 0 for n in self.numel)
                              and all(a % 16 == 0 for ts in (params, exp_avgs, exp_avg_sqs) for a in _addresses(ts)))
-        blocks = [triton.cdiv(n, BLOCK) for n in self.numel]
+        self.block, self.num_warps = block, num_warps
+        blocks = [triton.cdiv(n, block) for n in self.numel]
         tensor_of_block = torch.repeat_interleave(torch.arange(len(params), dtype=torch.int32),
                                                   torch.tensor(blocks))  # (programs,)
         first_block = torch.tensor([0] + blocks[:-1]).cumsum(0)  # (T,) each tensor's first program
-        start = (torch.arange(tensor_of_block.numel()) - first_block[tensor_of_block.long()]) * BLOCK
+        start = (torch.arange(tensor_of_block.numel()) - first_block[tensor_of_block.long()]) * block
         self.block_tensor = tensor_of_block.to(device)
         self.block_start = start.to(device)  # (programs,) int64
         self.numel_t = torch.tensor(self.numel, dtype=torch.int64, device=device)
@@ -165,7 +173,6 @@ class AdamWPlan:
         # Pinned and non-blocking: a pageable copy_ would wait for the GPU to drain (torch syncs the
         # stream after it), and the host would lose its lead over the step's kernels.
         self.offsets_t = table.to(self.device, non_blocking=True)
-        self.bases[1] = grads[0]
         self._g_addr = g_addr
         self.aligned = self._pmv_aligned and all(a % 16 == 0 for a in g_addr)
 
@@ -188,7 +195,7 @@ def adamw_step_(plan: AdamWPlan, grads: list[torch.Tensor], *, step: int, lr: fl
     bc1 = 1.0 - beta1 ** step
     bc2 = 1.0 - beta2 ** step
     _adamw_kernel[(plan.block_tensor.numel(),)](
-        *plan.bases, plan.offsets_t, plan.numel_t, plan.block_tensor, plan.block_start, len(plan.numel),
+        plan.tensors[0][0], grads[0], plan.tensors[1][0], plan.tensors[2][0], plan.offsets_t, plan.numel_t, plan.block_tensor, plan.block_start, len(plan.numel),
         lr, lr / bc1, 1.0 / math.sqrt(bc2), beta1, beta2, eps, weight_decay,
-        ALIGNED=plan.aligned, BLOCK=BLOCK, num_warps=NUM_WARPS,
+        ALIGNED=plan.aligned, BLOCK=plan.block, num_warps=plan.num_warps,
     )
