@@ -24,7 +24,7 @@ bundler=$!
 python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl >/dev/null 2>&1
 export PYTHONPATH=$PWD:/tmp/site TORCHINDUCTOR_COMPILE_THREADS=1
 nvidia-smi --query-gpu=name,clocks.max.sm,clocks.mem --format=csv,noheader | tee "$WORK/gpu.txt"
-timeout 90 python3 -m benchmarks.probe_optimizer --impls fused,foreach,fused_flat,march \
+timeout 90 python3 -m benchmarks.probe_optimizer --impls fused,foreach,fused_flat,march,march:8192x8,march:2048x4,march:4096x4 \
   --out "$WORK/optimizer_probe_s21_call1.json" 2>&1 | tail -6
 echo "probe done at $((SECONDS - t0)) s"; bundle
 timeout 80 python3 -m pytest -q -p no:cacheprovider tests/test_adamw.py tests/test_philox.py \
