@@ -206,8 +206,11 @@ def test_gpu_bf16_matches_torch_fused_at_model_size():
     _run(AdamW, params, grads_per_step, **HYPER)
     _run(torch.optim.AdamW, torch_params, grads_per_step, fused=True, **HYPER)
     assert _max_err(params, oracle) <= 2 * _max_err(torch_params, oracle)
-    for p, q in zip(params, torch_params):  # the same fp32 math, rounded once to bf16: at most an ulp apart
-        torch.testing.assert_close(p, q, rtol=2 ** -7, atol=1e-6)
+    # The same fp32 math; m and v are rounded to bf16 every step, where one rounding differs (the
+    # session-21 H100: 132 of 24.7M elements after 3 steps; the largest 0.002 on an element near 0),
+    # the difference carries on: a bf16 ulp relative, or half a step (lr) absolute.
+    for p, q in zip(params, torch_params):
+        torch.testing.assert_close(p, q, rtol=2 ** -7, atol=HYPER["lr"] / 2)
 
 
 def test_plan_keeps_its_tensors_alive(device):

@@ -2,7 +2,7 @@
 weight decay), reading p, g, m, v once and writing p, m, v once.
 
 For every element, in fp32 (the ``opmath`` of torch's fused AdamW), with step t ≥ 1:
-    p  ← p · (1 − lr·λ)
+    p  ← p − lr·λ·p
     m  ← β1·m + (1 − β1)·g
     v  ← β2·v + (1 − β2)·g²
     p  ← p − (lr / (1 − β1ᵗ)) · m / (√v / √(1 − β2ᵗ) + ε)
@@ -42,7 +42,7 @@ def _adamw_kernel(P, G, M, V,  # each list's base tensor: the first tensor of th
                   OFFSETS,  # (4, T) int64: each tensor's first element, in elements from its list's base
                   NUMEL,  # (T,) int64 elements of each tensor
                   BLOCK_TENSOR, BLOCK_START,  # (programs,) int32 tensor index, int64 first element
-                  T, lr, step_size, inv_bc2_sqrt, beta1, beta2, eps, weight_decay,
+                  T, lr, step_size, bc2_sqrt, beta1, beta2, eps, weight_decay,
                   ALIGNED: tl.constexpr, BLOCK: tl.constexpr):
     """One BLOCK of one tensor: the AdamW update of the module docstring."""
     pid = tl.program_id(0)
@@ -68,10 +68,11 @@ def _adamw_kernel(P, G, M, V,  # each list's base tensor: the first tensor of th
     g = tl.load(G + g_off + offs, mask=mask, other=0.0).to(tl.float32)
     m = tl.load(M + m_off + offs, mask=mask, other=0.0).to(tl.float32)
     v = tl.load(V + v_off + offs, mask=mask, other=0.0).to(tl.float32)
-    p = p * (1.0 - lr * weight_decay)
+    # torch's fused AdamW (fused_adam_utils.cuh) term for term, so that both round alike
+    p = p - lr * weight_decay * p
     m = beta1 * m + (1.0 - beta1) * g
     v = beta2 * v + (1.0 - beta2) * g * g
-    p = p - step_size * m / (tl.sqrt(v) * inv_bc2_sqrt + eps)
+    p = p - step_size * m / (tl.sqrt(v) / bc2_sqrt + eps)
     tl.store(P + p_off + offs, p.to(P.dtype.element_ty), mask=mask)
     tl.store(M + m_off + offs, m.to(M.dtype.element_ty), mask=mask)
     tl.store(V + v_off + offs, v.to(V.dtype.element_ty), mask=mask)
@@ -196,6 +197,6 @@ def adamw_step_(plan: AdamWPlan, grads: list[torch.Tensor], *, step: int, lr: fl
     bc2 = 1.0 - beta2 ** step
     _adamw_kernel[(plan.block_tensor.numel(),)](
         plan.tensors[0][0], grads[0], plan.tensors[1][0], plan.tensors[2][0], plan.offsets_t, plan.numel_t, plan.block_tensor, plan.block_start, len(plan.numel),
-        lr, lr / bc1, 1.0 / math.sqrt(bc2), beta1, beta2, eps, weight_decay,
+        lr, lr / bc1, math.sqrt(bc2), beta1, beta2, eps, weight_decay,
         ALIGNED=plan.aligned, BLOCK=plan.block, num_warps=plan.num_warps,
     )

@@ -189,12 +189,12 @@ def adamw_(params: list[torch.Tensor], grads: list[torch.Tensor], exp_avgs: list
            weight_decay: float, compute_dtype: torch.dtype = torch.float32) -> None:
     """In place, each tensor computed in ``compute_dtype`` (fp32 as torch's fused AdamW; float64 for an
     oracle) and stored back in its own dtype; step t ≥ 1:
-        p ← p·(1 − lr·λ);  m ← β1·m + (1 − β1)·g;  v ← β2·v + (1 − β2)·g²
+        p ← p − lr·λ·p;  m ← β1·m + (1 − β1)·g;  v ← β2·v + (1 − β2)·g²
         p ← p − (lr / (1 − β1ᵗ)) · m / (√v / √(1 − β2ᵗ) + ε)"""
     bc1, bc2_sqrt = 1.0 - beta1 ** step, (1.0 - beta2 ** step) ** 0.5
     for p, g, m, v in zip(params, grads, exp_avgs, exp_avg_sqs, strict=True):
         p32, g32, m32, v32 = (t.to(compute_dtype) for t in (p, g, m, v))
-        p32 = p32 * (1.0 - lr * weight_decay)
+        p32 = p32 - lr * weight_decay * p32
         m32 = beta1 * m32 + (1.0 - beta1) * g32
         v32 = beta2 * v32 + (1.0 - beta2) * g32 * g32
         p32 = p32 - (lr / bc1) * m32 / (v32.sqrt() / bc2_sqrt + eps)
