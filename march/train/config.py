@@ -22,6 +22,7 @@ from march.models.config import strict_from_dict
 
 SCHEDULES = ("constant", "linear", "cosine")
 PRECISIONS = ("bf16", "fp32")
+OPTIMIZERS = ("torch", "march")  # the AdamW implementation: torch.optim.AdamW or march.train.optim.AdamW
 # torch.compile modes the loop accepts: none that capture CUDA graphs ("reduce-overhead", "max-autotune"),
 # whose outputs are overwritten by the next replay (the loop keeps each micro-batch's loss until the step ends)
 COMPILE_MODES = ("default", "max-autotune-no-cudagraphs")
@@ -64,6 +65,7 @@ class TrainConfig:
     beta1: float = 0.9
     beta2: float = 0.95
     adam_eps: float = 1e-8
+    optimizer: str = "torch"  # torch: torch.optim.AdamW (fused on CUDA) | march: march.train.optim.AdamW
     grad_clip: float = 1.0
     zero_stage: int = 1
     # ZeRO-3: parameters of at most this many elements stay whole on every rank (DeepSpeed's
@@ -87,6 +89,8 @@ class TrainConfig:
     fake_oom_above: int | None = None  # tests: raise OutOfMemoryError for micro-batches above this
 
     def __post_init__(self) -> None:
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
         if self.schedule not in SCHEDULES:
             raise ValueError(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
         if self.precision not in PRECISIONS:

@@ -140,12 +140,17 @@ def halve(plan: BatchPlan, tokens_per_step: int, tokens_per_sample: int) -> Batc
 # --- optimizer and schedule -------------------------------------------------------------------
 
 def make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
-    """torch AdamW (fused on CUDA; never DeepSpeed's JIT-built ops). No decay on norms (1-D)."""
+    """AdamW, torch's (fused on CUDA) or march's one-launch update (``cfg.optimizer``); never DeepSpeed's
+    JIT-built ops. No decay on norms (1-D)."""
     decay = [p for p in model.parameters() if p.requires_grad and p.ndim >= 2]
     no_decay = [p for p in model.parameters() if p.requires_grad and p.ndim < 2]
     groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=cfg.adam_eps,
-                             fused=torch.cuda.is_available())
+    hyper = dict(lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=cfg.adam_eps)
+    if cfg.optimizer == "march":
+        from march.train.optim import AdamW
+
+        return AdamW(groups, **hyper)
+    return torch.optim.AdamW(groups, fused=torch.cuda.is_available(), **hyper)
 
 
 def lr_factor(step: int, cfg: TrainConfig) -> float:
