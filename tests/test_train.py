@@ -242,8 +242,10 @@ def test_march_optimizer_trains_like_torch(reference, tmp_path):
     march's AdamW kernel (in the interpreter here) follows the reference run's torch AdamW: the same
     losses to fp32 rounding, step by step."""
     _, ref_dir, _ = reference
-    _run(SMALL + ["--optimizer", "march", "--no-checkpoints", "--output-dir", str(tmp_path), "--run-name", "m"],
-         env={"TRITON_INTERPRET": "1"})
+    proc = _run(SMALL + ["--optimizer", "march", "--no-checkpoints", "--output-dir", str(tmp_path), "--run-name", "m"],
+                env={"TRITON_INTERPRET": "1"})
+    assert json.loads((tmp_path / "m" / "report.json").read_text())["optimizer"] == "march"
+    assert "march AdamW" in proc.stdout
     ours, ref = _records(tmp_path / "m"), _records(ref_dir)
     assert [r["step"] for r in ours] == [r["step"] for r in ref]
     for a, b in zip(ours, ref):
@@ -382,6 +384,16 @@ def test_gpu_run_fused_kernels(tmp_path):
     report = json.loads((tmp_path / "g1" / "report.json").read_text())
     _check_gpu_report(report, 1)
     assert report["kernels"] == "auto" and report["tokens_per_step"] >= 250000
+
+
+@pytest.mark.gpu
+def test_gpu_run_march_optimizer(tmp_path):
+    """--optimizer march on the GPU: march's AdamW kernel under DeepSpeed's bf16 optimizer."""
+    _run(GPU_ARGS + ["--optimizer", "march", "--output-dir", str(tmp_path), "--run-name", "gm"], cpu=False,
+         timeout=600)
+    report = json.loads((tmp_path / "gm" / "report.json").read_text())
+    _check_gpu_report(report, 1)
+    assert report["optimizer"] == "march"
 
 
 @pytest.mark.gpu

@@ -30,6 +30,7 @@ def budget_report(cfg, run_dir, plan, model, tokens_per_sample, target_length, t
     report = {
         "experiment": cfg.experiment, "run_dir": str(run_dir), "device": device_name(), "gpus": world if is_gpu else 0,
         "world_size": world, "precision": cfg.precision, "zero_stage": cfg.zero_stage, "kernels": cfg.kernels,
+        "optimizer": cfg.optimizer,
         "parameters": n_params, "input_length": cfg.input_length, "target_length": target_length,
         "tokens_per_sample": tokens_per_sample, "micro_batch": plan.micro, "grad_accum": plan.accum,
         "samples_per_step": plan.samples, "tokens_per_step": plan.samples * tokens_per_sample,
@@ -106,7 +107,7 @@ def format_report(r: dict) -> str:
 
     return "\n".join([
         f"== compute budget: {r['experiment']} on {r['world_size']} x {r['device']} "
-        f"(ZeRO {r['zero_stage']}, {r['precision']}, kernels={r['kernels']}"
+        f"(ZeRO {r['zero_stage']}, {r['precision']}, kernels={r['kernels']}, {r.get('optimizer', 'torch')} AdamW"
         + (f", compiled: {r.get('compile_backend')}" + (f" {r['compile_mode']}" if r.get("compile_mode") else "")
            if r.get("compile") else "") + ") ==",
         f"  parameters            {r['parameters']:,}",

@@ -10,6 +10,8 @@
 # 4. Run K's rows (Baseline march+compile-cg and hf+compile, one process) under mopt if its 95%
 #    interval is below 0 (benchmarks/ab_summary.py --faster), else the defaults.
 # On a card other than the H200 (RUNK=0), a second A/B round instead of run K (run K is the H200's figure).
+# Ran once, asking for an H200 and given an H100 with RUNK unset, so run K's rows ran there (H100
+# figures, NVIDIA-H100/e2e_s21_call1_runk.json); s21_call2.sh gates run K on the card's name.
 # Device tool: carry [".whl"]. LIMIT: seconds. Everything lands in $OUT/s21_call1.tgz.
 set -uo pipefail
 OUT=${OUT:-/tmp/march-out}
