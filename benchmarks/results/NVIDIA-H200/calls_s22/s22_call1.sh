@@ -25,7 +25,8 @@ if [[ $gpu == *H200* ]]; then
     bash scripts/gpu_run.sh - benchmarks/test_bench_e2e.py 2>&1 | tail -4
   echo "run K done at $((SECONDS - t0)) s"; bundle
   export PYTHONPATH=$PWD:/tmp/site
-  [[ $(left) -gt 25 ]] && timeout $(($(left) - 10)) python3 -m pytest -q -p no:cacheprovider tests/test_adamw.py "tests/test_train.py::test_gpu_run_march_optimizer" 2>&1 \
+  [[ $(left) -gt 25 ]] && timeout $(($(left) - 10)) python3 -m pytest -q -p no:cacheprovider \
+    tests/test_adamw.py "tests/test_train.py::test_gpu_run_march_optimizer" 2>&1 \
     | tee "$WORK/gpu_tests_s22_call1.log" | tail -2
 fi
 kill $bundler 2>/dev/null; bundle
