@@ -247,9 +247,11 @@ def _build(impl: str, config):
     return model, optimizer, forward
 
 
-def make_step(impl: str, forward, optimizer, input_ids, attention_mask, labels):
+def make_step(impl: str, forward, optimizer, input_ids, attention_mask, labels, mark=None):
     """One training step of ``impl`` (forward, backward, optimizer update), as every row times it;
-    benchmarks/profile_step.py and host_overhead.py reuse it."""
+    benchmarks/profile_step.py, host_overhead.py and step_host_timeline.py reuse it. ``mark(phase)``,
+    if given, is called as each phase returns to the host ("forward", "backward", "optimizer",
+    "zero_grad")."""
     autocast = torch.autocast(DEVICE, dtype=DTYPE, enabled=_autocast(impl))
 
     def step():
@@ -257,9 +259,17 @@ def make_step(impl: str, forward, optimizer, input_ids, attention_mask, labels):
             torch.compiler.cudagraph_mark_step_begin()
         with autocast:
             loss = forward(input_ids=input_ids, attention_mask=attention_mask, labels=labels)
+        if mark is not None:
+            mark("forward")
         loss.backward()
+        if mark is not None:
+            mark("backward")
         optimizer.step()
+        if mark is not None:
+            mark("optimizer")
         optimizer.zero_grad(set_to_none=True)
+        if mark is not None:
+            mark("zero_grad")
 
     return step
 

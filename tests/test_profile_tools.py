@@ -153,3 +153,33 @@ def test_probe_optimizer_smoke_and_bad_impl(tmp_path, capsys):
     assert "unknown --impls entry 'apex'" in capsys.readouterr().err
     with pytest.raises(ValueError, match="apex"):
         probe_optimizer._optimizer_step("apex", [])
+
+
+def test_step_host_timeline_phase_times():
+    """Each phase's host time runs from the previous mark (the step's start or the previous phase)."""
+    from benchmarks.step_host_timeline import phase_times, summarise
+
+    marks = [("start", 0.0), ("forward", 0.001), ("backward", 0.003), ("optimizer", 0.0035), ("zero_grad", 0.004),
+             ("start", 0.010), ("forward", 0.012), ("backward", 0.0125), ("optimizer", 0.0725), ("zero_grad", 0.073)]
+    times = phase_times(marks)
+    assert times["forward"] == pytest.approx([1.0, 2.0])
+    assert times["optimizer"] == pytest.approx([0.5, 60.0])  # the step where the update waited
+    assert summarise(times)["optimizer"] == pytest.approx({"median": 30.25, "max": 60.0})
+    with pytest.raises(ValueError, match="phase 'forward' marked before any step start"):
+        phase_times([("forward", 0.0)])
+
+
+def test_make_step_marks_each_phase_in_order():
+    """The e2e step calls ``mark`` as each phase returns, in order, once a step (the timeline's hook)."""
+    from benchmarks import test_bench_e2e as e2e
+    from benchmarks.step_host_timeline import PHASES
+    from march.models import get_preset
+
+    config = get_preset("Tiny")
+    model, optimizer, forward = e2e._build("eager", config)
+    marks = []
+    step = e2e.make_step("eager", forward, optimizer, *e2e._batch(config.vocab_size), mark=marks.append)
+    step()
+    step()
+    assert marks == list(PHASES) * 2
+    assert all(p.grad is None for p in model.parameters())  # zero_grad ran after the last mark's phase

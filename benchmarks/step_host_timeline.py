@@ -1,0 +1,145 @@
+"""Where the host spends a training step's wall time, and whether it waits for the GPU.
+
+    python3 -m benchmarks.step_host_timeline [--preset Baseline] [--impl march+compile-cg] [--steps 20] [--out DIR]
+
+Sessions 17 and 21 profiled the GPU idle ~150 µs at every step boundary (after the AdamW update,
+before the next forward's CUDA graph: two `fill_`s of a long tensor, then the graph, each launched
+just in time). With ~67 ms of GPU work a step and a few ms of host work, a host that never waits
+would be steps ahead and the boundary would not idle, so something in the step waits for the GPU.
+
+This runs the e2e benchmark's step (``benchmarks/test_bench_e2e.py``) and, over steady-state steps
+with no synchronisation of its own:
+- times each phase on the host (perf_counter as the forward, backward, optimizer update and
+  zero_grad return): a phase that takes about a GPU step is where the host waits;
+- measures the host's lead: the time ``torch.cuda.synchronize()`` takes after the last step is
+  the GPU work still queued (≈ all the steps if the host never waits, under one step if it does);
+- reruns two steps under ``torch.cuda.set_sync_debug_mode("warn")``, which warns at every
+  synchronising call torch makes (``.item()``, ``nonzero``, pageable copies, ...), and lists each
+  one with the Python frames that made it.
+Writes DIR/step_host_timeline_<preset>_<impl>.json. GPU only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+import traceback
+import warnings
+from pathlib import Path
+
+import torch
+
+PHASES = ("forward", "backward", "optimizer", "zero_grad")
+
+
+def phase_times(marks: list[tuple[str, float]]) -> dict[str, list[float]]:
+    """Host ms of each phase per step from the ("start" | phase, perf_counter s) marks in order:
+    a phase's time runs from the previous mark (the step's start or the previous phase)."""
+    out: dict[str, list[float]] = {p: [] for p in PHASES}
+    prev = None
+    for name, t in marks:
+        if name != "start":
+            if prev is None:
+                raise ValueError(f"phase {name!r} marked before any step start")
+            out[name].append((t - prev) * 1e3)
+        prev = t
+    return out
+
+
+def summarise(times: dict[str, list[float]]) -> dict[str, dict[str, float]]:
+    return {p: {"median": statistics.median(v), "max": max(v)} for p, v in times.items() if v}
+
+
+def _sync_warnings(step, n: int = 2) -> list[dict]:
+    """Each synchronising call torch warns about in n steps, deduplicated, with its Python frames."""
+    seen: dict[tuple, dict] = {}
+
+    def record(message, category, filename, lineno, file=None, line=None):
+        if "synchroniz" not in str(message):
+            return
+        frames = [f"{f.filename}:{f.lineno} {f.name}" for f in traceback.extract_stack()[:-1]
+                  if "/warnings.py" not in f.filename][-8:]
+        key = (str(message), tuple(frames))
+        seen.setdefault(key, {"message": str(message)[:300], "where": f"{filename}:{lineno}", "frames": frames,
+                              "count": 0})["count"] += 1
+
+    torch.cuda.synchronize()
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        old, warnings.showwarning = warnings.showwarning, record
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            for _ in range(n):
+                step()
+            torch.cuda.set_sync_debug_mode(0)  # (the final synchronize below is ours)
+            torch.cuda.synchronize()
+        finally:
+            torch.cuda.set_sync_debug_mode(0)
+            warnings.showwarning = old
+    return sorted(seen.values(), key=lambda r: -r["count"])
+
+
+def timeline(preset: str, impl: str, steps: int) -> dict:
+    from benchmarks import test_bench_e2e as e2e
+    from march.models import get_preset
+
+    config = get_preset(preset)
+    model, optimizer, forward = e2e._build(impl, config)
+    marks: list[tuple[str, float]] = []
+    step = e2e.make_step(impl, forward, optimizer, *e2e._batch(config.vocab_size),
+                         mark=lambda phase: marks.append((phase, time.perf_counter())))
+    t0 = time.perf_counter()
+    for _ in range(5):
+        step()
+    torch.cuda.synchronize()
+    warmup_s = time.perf_counter() - t0
+    marks.clear()
+    events = [(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)) for _ in range(steps)]
+    t0 = time.perf_counter()
+    for start, end in events:
+        marks.append(("start", time.perf_counter()))
+        start.record()
+        step()
+        end.record()
+    t_issued = time.perf_counter()
+    torch.cuda.synchronize()
+    drain_ms = (time.perf_counter() - t_issued) * 1e3
+    gpu_ms = [s.elapsed_time(e) for s, e in events]
+    return {
+        "preset": preset, "impl": impl, "steps": steps, "gpu": torch.cuda.get_device_name(),
+        "torch": torch.__version__, "warmup_s": warmup_s,
+        "gpu_step_ms_median": statistics.median(gpu_ms),
+        "host_ms_per_step": (t_issued - t0) * 1e3 / steps,
+        # ≈ steps × a GPU step if the host never waits; under one step if it waits every step
+        "drain_ms": drain_ms,
+        "phases_ms": summarise(phase_times(marks)),
+        "sync_warnings": _sync_warnings(step),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--preset", default="Baseline")
+    parser.add_argument("--impl", default="march+compile-cg")
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--out", default=".")
+    args = parser.parse_args()
+    if not torch.cuda.is_available():
+        parser.error("needs a GPU (it times the host against CUDA work in flight)")
+    for impl in args.impl.split(","):
+        result = timeline(args.preset, impl, args.steps)
+        path = Path(args.out) / f"step_host_timeline_{args.preset}_{impl.replace('+', '_')}.json"
+        path.write_text(json.dumps(result, indent=1))
+        print(f"== {args.preset} {impl}: GPU step {result['gpu_step_ms_median']:.2f} ms, host "
+              f"{result['host_ms_per_step']:.2f} ms a step, drain after {args.steps} steps {result['drain_ms']:.1f} ms")
+        for phase, t in result["phases_ms"].items():
+            print(f"   {phase:10s} median {t['median']:8.3f} ms  max {t['max']:8.3f}")
+        for w in result["sync_warnings"]:
+            print(f"   sync x{w['count']}: {w['message'][:100]}\n      " + "\n      ".join(w["frames"][-4:]))
+        torch._dynamo.reset()
+
+
+if __name__ == "__main__":
+    main()
