@@ -15,14 +15,22 @@ with no synchronisation of its own:
   the GPU work still queued (≈ all the steps if the host never waits, under one step if it does);
 - reruns two steps under ``torch.cuda.set_sync_debug_mode("warn")``, which warns at every
   synchronising call torch makes (``.item()``, ``nonzero``, pageable copies, ...), and lists each
-  one with the Python frames that made it.
+  one with the Python frames that made it;
+- profiles three steps with cProfile (the backward on the calling thread, autograd's device threads
+  off, so that it is seen) and keeps the functions with the most host time of their own;
+- keeps inductor's counters (``cudagraph_skips``, ``cudagraph_partitions``: a compiled graph that
+  runs outside CUDA graphs, whole or in part, launches every kernel from the host).
 Writes DIR/step_host_timeline_<preset>_<impl>.json. GPU only.
 """
 
 from __future__ import annotations
 
 import argparse
+import cProfile
+import io
 import json
+import logging
+import pstats
 import statistics
 import time
 import traceback
@@ -57,7 +65,7 @@ def _sync_warnings(step, n: int = 2) -> list[dict]:
     seen: dict[tuple, dict] = {}
 
     def record(message, category, filename, lineno, file=None, line=None):
-        if "synchroniz" not in str(message):
+        if "synchroniz" not in str(message) or "prototype feature" in str(message):
             return
         frames = [f"{f.filename}:{f.lineno} {f.name}" for f in traceback.extract_stack()[:-1]
                   if "/warnings.py" not in f.filename][-8:]
@@ -81,11 +89,55 @@ def _sync_warnings(step, n: int = 2) -> list[dict]:
     return sorted(seen.values(), key=lambda r: -r["count"])
 
 
+def _host_profile(step, n: int = 3, top: int = 40) -> list[dict]:
+    """cProfile of n steps: the ``top`` functions by their own host time (ms a step), with calls a step."""
+    torch.cuda.synchronize()
+    prof = cProfile.Profile()
+    with torch.autograd.set_multithreading_enabled(False):  # the backward on this thread, where cProfile sees it
+        prof.enable()
+        for _ in range(n):
+            step()
+        prof.disable()
+        torch.cuda.synchronize()
+    stats = pstats.Stats(prof, stream=io.StringIO()).stats  # {(file, line, fn): (cc, nc, tt, ct, callers)}
+    rows = [{"function": f"{Path(file).name}:{line} {fn}", "own_ms": tt * 1e3 / n, "total_ms": ct * 1e3 / n,
+             "calls": nc / n} for (file, line, fn), (_, nc, tt, ct, _) in stats.items()]
+    return sorted(rows, key=lambda r: -r["own_ms"])[:top]
+
+
+def _inductor_counters() -> dict:
+    from torch._dynamo.utils import counters
+
+    return {k: v for k, v in counters["inductor"].items() if "cudagraph" in k}
+
+
+class _Collect(logging.Handler):
+    def __init__(self):
+        super().__init__(logging.DEBUG)
+        self.messages: list[str] = []
+
+    def emit(self, record):
+        msg = record.getMessage()
+        if "skipping cudagraphs" in msg or "partition" in msg:
+            self.messages.append(msg[:500])
+
+
+def _collect_cudagraph_skips() -> _Collect:
+    """inductor's "skipping cudagraphs due to ..." messages (its ``cudagraphs`` log artifact)."""
+    from torch._inductor import cudagraph_utils
+
+    torch._logging.set_logs(cudagraphs=True)
+    handler = _Collect()
+    cudagraph_utils.cudagraphs_log.addHandler(handler)
+    return handler
+
+
 def timeline(preset: str, impl: str, steps: int) -> dict:
     from benchmarks import test_bench_e2e as e2e
     from march.models import get_preset
 
     config = get_preset(preset)
+    skips = _collect_cudagraph_skips()
     model, optimizer, forward = e2e._build(impl, config)
     marks: list[tuple[str, float]] = []
     step = e2e.make_step(impl, forward, optimizer, *e2e._batch(config.vocab_size),
@@ -116,6 +168,9 @@ def timeline(preset: str, impl: str, steps: int) -> dict:
         "drain_ms": drain_ms,
         "phases_ms": summarise(phase_times(marks)),
         "sync_warnings": _sync_warnings(step),
+        "inductor_counters": _inductor_counters(),
+        "cudagraph_skips": skips.messages,
+        "host_profile": _host_profile(step),
     }
 
 
@@ -136,6 +191,9 @@ def main() -> None:
               f"{result['host_ms_per_step']:.2f} ms a step, drain after {args.steps} steps {result['drain_ms']:.1f} ms")
         for phase, t in result["phases_ms"].items():
             print(f"   {phase:10s} median {t['median']:8.3f} ms  max {t['max']:8.3f}")
+        print(f"   inductor: {result['inductor_counters']}; skips: {result['cudagraph_skips'][:3]}")
+        for r in result["host_profile"][:25]:
+            print(f"   host {r['own_ms']:8.3f} ms own {r['total_ms']:8.3f} total {r['calls']:7.0f}x  {r['function'][:80]}")
         for w in result["sync_warnings"]:
             print(f"   sync x{w['count']}: {w['message'][:100]}\n      " + "\n      ".join(w["frames"][-4:]))
         torch._dynamo.reset()

@@ -5,6 +5,7 @@ benchmarks/gemm_shapes.py (the profiles and timings themselves need a GPU)."""
 import json
 
 import pytest
+import torch
 
 from benchmarks.profile_step import _after_memsets, _idle, group_of
 
@@ -183,3 +184,28 @@ def test_make_step_marks_each_phase_in_order():
     step()
     assert marks == list(PHASES) * 2
     assert all(p.grad is None for p in model.parameters())  # zero_grad ran after the last mark's phase
+
+
+def test_step_host_timeline_host_profile_and_skips(monkeypatch):
+    """The cProfile summary names the step's own functions with per-step calls; inductor's cudagraph
+    skip messages are collected (the GPU parts, synchronize, patched out)."""
+    from torch._inductor import cudagraph_utils
+
+    from benchmarks import step_host_timeline as tl
+
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda: None)
+
+    def busy_step():
+        sum(i * i for i in range(2000))
+
+    rows = tl._host_profile(busy_step, n=2)
+    assert any("busy_step" in r["function"] and r["calls"] == 1 for r in rows)
+    assert all(r["own_ms"] >= 0 and r["total_ms"] >= r["own_ms"] - 1e-9 for r in rows)
+    handler = tl._collect_cudagraph_skips()
+    try:
+        cudagraph_utils.log_cudagraph_skip_and_bump_counter("skipping cudagraphs due to a test")
+        assert handler.messages == ["skipping cudagraphs due to a test"]
+        assert tl._inductor_counters()["cudagraph_skips"] >= 1
+    finally:
+        cudagraph_utils.cudagraphs_log.removeHandler(handler)
+        torch._logging.set_logs()
