@@ -63,12 +63,26 @@ def fastest_hf_compiled(rows: list[dict]) -> dict[str, dict]:
     return best
 
 
+def _updates(rows: list[dict]) -> str:
+    """The AdamW update(s) the rows ran, from their ``precision`` ("...; <update> on <dtype> params");
+    rows without one ran torch's fused AdamW (every row before session 22's march default)."""
+    kinds = []
+    for r in rows:
+        precision = r.get("precision") or ""
+        kind = precision.split("; ", 1)[1].rsplit(" on ", 1)[0] if "; " in precision else "fused AdamW"
+        if kind not in kinds:
+            kinds.append(kind)
+    return " or ".join(kinds) + (" (each row's `precision` says which)" if len(kinds) > 1 else "") if kinds \
+        else "AdamW"
+
+
 def table(meta: dict) -> str:
     order = _cases(meta["rows"])
     rows = sorted(meta["rows"], key=lambda r: (order.index(r["case"]), _impl_rank(r["impl"])))
     ref = fastest_hf_compiled(rows)
     shape = rows[0]["shape"] if rows else ["?"] * 3
-    lines = [f"One training step (forward, backward, fused AdamW), batch {shape[0]} × {shape[1]} → {shape[2]} tokens, "
+    lines = [f"One training step (forward, backward, {_updates(rows)}), "
+             f"batch {shape[0]} × {shape[1]} → {shape[2]} tokens, "
              f"{rows[0].get('dtype', 'bf16') if rows else 'bf16'} weights, on {meta.get('gpu')} "
              f"(torch {meta.get('torch')}, triton {meta.get('triton')}). MFU against the measured bf16 matmul ceiling "
              f"({_fmt((meta.get('ceilings') or {}).get('bf16_tflops'), '.0f')} TFLOP/s); model FLOPs from "

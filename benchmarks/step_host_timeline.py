@@ -193,7 +193,8 @@ def main() -> None:
             print(f"   {phase:10s} median {t['median']:8.3f} ms  max {t['max']:8.3f}")
         print(f"   inductor: {result['inductor_counters']}; skips: {result['cudagraph_skips'][:3]}")
         for r in result["host_profile"][:25]:
-            print(f"   host {r['own_ms']:8.3f} ms own {r['total_ms']:8.3f} total {r['calls']:7.0f}x  {r['function'][:80]}")
+            print(f"   host {r['own_ms']:8.3f} ms own {r['total_ms']:8.3f} total {r['calls']:7.0f}x  "
+                  f"{r['function'][:80]}")
         for w in result["sync_warnings"]:
             print(f"   sync x{w['count']}: {w['message'][:100]}\n      " + "\n      ".join(w["frames"][-4:]))
         torch._dynamo.reset()

@@ -1,4 +1,4 @@
-"""End to end: one whole training step (forward, backward, fused AdamW update) of a T5 preset, march vs
+"""End to end: one whole training step (forward, backward, AdamW update) of a T5 preset, march vs
 the alternatives, in one run.
 
 GPU run (one device call of at most ~9 minutes; the rows that finished are in $OUT/results/e2e.json
@@ -56,19 +56,21 @@ MARCH_E2E_COMPILE_PRESETS=Tiny (the three compile in ~2.5 min on 2 cores).
 
 Precision: the weights are bf16 (``model.to(bfloat16)``, as DeepSpeed's bf16 mode trains; no
 autocast) for every implementation but hf-autocast (fp32 weights and optimizer, bf16 autocast); the loss is computed in fp32 (march upcasts the logits; HF
-does its cross-entropy on bf16 logits). Dropout as in the preset (0.1). Optimizer:
-``torch.optim.AdamW(fused=True)`` on the bf16 parameters (DeepSpeed would keep fp32 master
-weights: its update costs a little more and is the same for all implementations). Models are built
-directly on the device (seeded; the values do not matter for timing). MARCH_E2E_OPTIMIZER=compiled
-(default ``fused``) instead runs the foreach AdamW's step under ``torch.compile`` (inductor's Triton
-kernels over the parameter list), to price the update inside the step: the fused update spends ~1.15
-ms a step at 2.7 TB/s of a 4.26 TB/s copy ceiling (``benchmarks/probe_optimizer.py``), and the host
-time around it leaves ~0.1 ms of idle GPU at the step boundary (session 19's H100 profile: 70 µs
-after the update, 42 µs before the graph's first kernel). ``compiled-cg`` compiles it with
-mode="reduce-overhead", so that in -cg rows the update joins the forward and backward in the CUDA
-graph tree (the gradients it reads are that tree's outputs, not copied in); the row's
-``precision`` says which ran. ``march`` runs ``march.train.optim.AdamW`` (one Triton launch over every
-parameter, 16-byte vectors; the same math as the fused update).
+does its cross-entropy on bf16 logits). Dropout as in the preset (0.1). Optimizer, the same for
+every row (MARCH_E2E_OPTIMIZER, default ``march``): ``march.train.optim.AdamW`` on the bf16 parameters,
+torch's AdamW update in one Triton launch over every parameter (16-byte vectors; the fused update's
+math, term for term). DeepSpeed would keep fp32 master weights: its update costs a little more and
+is the same for all implementations. It is the default since session 22: against ``fused``
+(``torch.optim.AdamW(fused=True)``, the default before), seven same-instance rounds on three H100s
+(sessions 21-22, ``benchmarks/results/NVIDIA-H100/e2e_s2*_ab.json``) gave a Baseline step −0.22 ms
+[−0.33, −0.11] paired over rounds (``benchmarks/ab_summary.py``), the update alone 1.379 -> 1.040 ms.
+Models are built directly on the device (seeded; the values do not matter for timing). ``compiled``
+instead runs the foreach AdamW's step under ``torch.compile`` (inductor's Triton kernels over the
+parameter list), to price the update inside the step: the fused update spent ~1.15 ms a step at
+2.7 TB/s of a 4.26 TB/s copy ceiling on the H200 (session 17, ``benchmarks/probe_optimizer.py``).
+``compiled-cg`` compiles it with mode="reduce-overhead", so that in -cg rows the update joins the
+forward and backward in the CUDA graph tree (the gradients it reads are that tree's outputs, not
+copied in). The row's ``precision`` says which ran.
 
 Timing: CUDA events around each whole step, median of MARCH_E2E_STEPS (default 10) steps after 3
 warm-up steps. Reported per row: ms per step, tokens/s (input + target tokens), model TFLOP/s
@@ -109,7 +111,7 @@ STEPS = int(os.environ.get("MARCH_E2E_STEPS", common.size("10", "2")))
 WARMUP = common.size(3, 1)
 BUDGET_S = float(os.environ.get("MARCH_E2E_BUDGET_S", "290"))
 DEFAULT_COST_S = {False: 30.0, True: 110.0}  # plain / compiled row before any was measured
-OPTIMIZERS = ("fused", "compiled", "compiled-cg", "march")
+OPTIMIZERS = ("march", "fused", "compiled", "compiled-cg")
 ALL_IMPLS = ("march", "eager", "hf", "march+compile", "hf+compile", "eager+compile", "march+compile-cg",
              "hf+compile-cg", "hf-autocast", "hf-autocast+compile")
 
@@ -185,7 +187,7 @@ def _autocast(impl: str) -> bool:
 
 def _optimizer_kind() -> str:
     """MARCH_E2E_OPTIMIZER: how the step's AdamW update runs (module docstring)."""
-    kind = os.environ.get("MARCH_E2E_OPTIMIZER", "fused")
+    kind = os.environ.get("MARCH_E2E_OPTIMIZER", "march")
     if kind not in OPTIMIZERS:
         raise ValueError(f"MARCH_E2E_OPTIMIZER must be one of {OPTIMIZERS}, got {kind!r}")
     return kind
@@ -401,7 +403,7 @@ def test_e2e_step(benchmark, request, preset, impl):
         del model
         optimizer = forward = None  # cells of the closure `step`: emptied so the row's memory is freed
         gc.collect()
-        if compiled or _optimizer_kind() != "fused":  # a compiled update recompiles per optimizer: reset
+        if compiled or _optimizer_kind().startswith("compiled"):  # a compiled update recompiles per optimizer: reset
             torch._dynamo.reset()                      # so later rows stay under dynamo's cache limit
         if common.ON_GPU:
             torch.cuda.empty_cache()

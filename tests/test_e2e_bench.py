@@ -131,6 +131,22 @@ def test_report_compares_with_the_fastest_compiled_hf_row():
     assert "| Baseline | march | " in md and "| 1.25× |" in md and "Baseline: hf-autocast+compile" in md
 
 
+def test_report_names_the_update_the_rows_ran():
+    """The table's first line names the AdamW update from the rows' ``precision``: one, or several
+    (rows merged from runs before and after session 22's default); rows without one ran torch's fused."""
+    def row(impl, precision=None):
+        r = {"suite": "e2e", "case": "Baseline", "impl": impl, "shape": [64, 512, 114], "ms": 70.0,
+             "tokens_per_s": 5e5}
+        return r | ({"precision": precision} if precision else {})
+
+    march = "bf16 weights, no autocast; march's one-launch AdamW on bf16 params"
+    rows = [row("march", march), row("hf+compile", march)]
+    first = report.table({"gpu": "NVIDIA H200", "rows": rows}).splitlines()[0]
+    assert first.startswith("One training step (forward, backward, march's one-launch AdamW), batch 64")
+    mixed = report.table({"gpu": "NVIDIA H200", "rows": [row("march", march), row("hf+compile")]}).splitlines()[0]
+    assert "(forward, backward, march's one-launch AdamW or fused AdamW (each row's `precision` says which))" in mixed
+
+
 def test_march_model_compiles_to_one_graph_with_the_fused_kernels():
     """torch.compile of the whole model (fused kernels: custom ops with fake impls) traces without a
     graph break and gives eager's loss and gradients. The e2e bench compiles the same way on the GPU."""

@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
-# Session 22, call 5 (H200 only; calls 1 and 2 never found one): run K with march's AdamW, then a
-# same-instance A/B of it against torch's fused AdamW, then the AdamW GPU tests.
-# 1. Run K (MARCH_E2E_OPTIMIZER=march, every row): Baseline march+compile-cg and hf+compile in one
-#    process. Prediction: 67.3-67.5 ms (session 17's run K 67.64 with torch's fused update at 1.15 ms
-#    a step, 2.7 TB/s; march's reached 3.00 TB/s where torch's 2.26 on the H100, in the step too).
-# 2. A/B, wt (torch's fused AdamW) against mopt, interleaved rounds (one process a row, 30 steps a
-#    row) as time allows. Prediction: mopt -0.25 to -0.35 ms.
+# Session 22, call 5 (H200 only; calls 1 and 2 never found one): run K with march's AdamW (the e2e
+# default since this session), then a same-instance A/B against torch's fused AdamW, then the AdamW
+# GPU tests.
+# 1. Run K: Baseline march+compile-cg and hf+compile in one process. Prediction: 67.3-67.5 ms
+#    (session 17's run K 67.64 with torch's fused update at 1.15 ms a step, 2.7 TB/s; on H100s
+#    march's update ran at 3.00 TB/s against 2.26, and the step paired over 7 rounds -0.22 ms).
+# 2. A/B, wt (march's AdamW) against fused (MARCH_E2E_OPTIMIZER=fused), interleaved rounds (one
+#    process a row, 30 steps a row) as time allows. Prediction: fused +0.25 to +0.35 ms.
 # 3. tests/test_adamw.py on the GPU (the kernel has run on H100s only).
 # Device tool: carry [".whl"], needs_h200. LIMIT: seconds. Everything lands in $OUT/s22_call5.tgz.
 set -uo pipefail
@@ -21,14 +22,14 @@ bundler=$!
 gpu=$(nvidia-smi --query-gpu=name,clocks.max.sm,clocks.mem --format=csv,noheader | tee "$WORK/gpu.txt")
 echo "$gpu"
 if [[ $gpu == *H200* ]]; then
-  OUT=$WORK/runk MARCH_E2E_OPTIMIZER=march MARCH_E2E_CASES="Baseline:march+compile-cg,Baseline:hf+compile" \
+  OUT=$WORK/runk MARCH_E2E_CASES="Baseline:march+compile-cg,Baseline:hf+compile" \
     MARCH_E2E_BUDGET_S=300 MARCH_BENCH_TIMEOUT=330 \
     bash scripts/gpu_run.sh - benchmarks/test_bench_e2e.py 2>&1 | tail -4
   echo "run K done at $((SECONDS - t0)) s"; bundle
   export PYTHONPATH=$PWD:/tmp/site TORCHINDUCTOR_COMPILE_THREADS=1
   round=1
   while [[ $(left) -gt 170 && $round -le 3 ]]; do  # a round: two rows of ~50-80 s on a warm cache
-    OUT=$WORK/ab_r$round ENVS="mopt:MARCH_E2E_OPTIMIZER=march" bash scripts/ab_e2e.sh run 1 2>&1 | tail -3
+    OUT=$WORK/ab_r$round ENVS="fused:MARCH_E2E_OPTIMIZER=fused" bash scripts/ab_e2e.sh run 1 2>&1 | tail -3
     mkdir -p "$WORK/ab"
     for f in "$WORK"/ab_r$round/ab/*_1.json; do n=$(basename "$f" _1.json); mv "$f" "$WORK/ab/${n}_$round.json"; done
     echo "A/B round $round done at $((SECONDS - t0)) s"; bundle
