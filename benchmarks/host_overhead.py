@@ -6,7 +6,7 @@ negligible: what bounds a step when the GPU outruns Python.
 Per op: wall time of N back-to-back calls (fwd, and fwd+bwd) at a tiny shape, one sync at the end,
 divided by N. Also a bare Triton launch (a kernel with 2 arguments and one with 40) to separate
 Triton's launcher from march's own host code, and the e2e step (benchmarks/test_bench_e2e.py's step:
-forward, backward, fused AdamW) of the Baseline preset at batch 1 × 16 per implementation
+forward, backward, its AdamW update: MARCH_E2E_OPTIMIZER) of the Baseline preset at batch 1 × 16 per implementation
 (MARCH_HOST_STEPS=0 skips them).
 
 Without a GPU (or with MARCH_HOST_NOOP=1): march's own host code only, on CPU tensors, with every
