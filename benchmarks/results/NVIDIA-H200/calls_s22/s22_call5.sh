@@ -23,7 +23,7 @@ gpu=$(nvidia-smi --query-gpu=name,clocks.max.sm,clocks.mem --format=csv,noheader
 echo "$gpu"
 if [[ $gpu == *H200* ]]; then
   OUT=$WORK/runk MARCH_E2E_CASES="Baseline:march+compile-cg,Baseline:hf+compile" \
-    MARCH_E2E_BUDGET_S=300 MARCH_BENCH_TIMEOUT=330 \
+    MARCH_E2E_BUDGET_S=$(($(left) - 40)) MARCH_BENCH_TIMEOUT=$(($(left) - 15)) \
     bash scripts/gpu_run.sh - benchmarks/test_bench_e2e.py 2>&1 | tail -4
   echo "run K done at $((SECONDS - t0)) s"; bundle
   export PYTHONPATH=$PWD:/tmp/site TORCHINDUCTOR_COMPILE_THREADS=1
