@@ -183,6 +183,37 @@ def test_bad_inputs_raise_naming_the_value(device):
                     weight_decay=0.0)
 
 
+def test_accepts_torch_keywords_and_tensor_hyperparameters(device):
+    """Code written for torch.optim.AdamW runs unchanged: torch's keywords at their supported values
+    (foreach / fused ignored), a tensor lr, a scheduler's tensor lr in a group; the update is torch's.
+    Unsupported values raise, naming them."""
+    params, _ = _params(device, torch.float32, shapes=[(5,), (BLOCK + 3,)])
+    torch_params = _clone(params)
+    kwargs = dict(betas=(0.9, 0.95), eps=1e-8, weight_decay=0.1, amsgrad=False, maximize=False, foreach=True,
+                  capturable=False, differentiable=False)
+    ours = AdamW(params, lr=torch.tensor(1e-2), fused=True, **kwargs)
+    theirs = torch.optim.AdamW(torch_params, lr=1e-2, **kwargs)
+    for step in range(2):
+        if step == 1:
+            ours.param_groups[0]["lr"] = torch.tensor(5e-3, device=device)
+            theirs.param_groups[0]["lr"] = 5e-3
+        ours.step()
+        theirs.step()
+    for p, q in zip(params, torch_params):
+        torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6)
+    p = torch.nn.Parameter(torch.randn(4, device=device))
+    for flag in ("amsgrad", "maximize", "capturable", "differentiable"):
+        with pytest.raises(ValueError, match=f"{flag}=True is not supported"):
+            AdamW([p], **{flag: True})
+    with pytest.raises(ValueError, match=r"lr must be a number or a one-element tensor, got a tensor of shape \(2,\)"):
+        AdamW([p], lr=torch.ones(2))
+    with pytest.raises(ValueError, match="eps must be a number, got 'small'"):
+        opt = AdamW([p])
+        opt.param_groups[0]["eps"] = "small"
+        p.grad = torch.randn_like(p)
+        opt.step()
+
+
 @pytest.mark.gpu
 def test_refuses_cuda_graph_capture():
     p = torch.nn.Parameter(torch.randn(64, device="cuda"))
