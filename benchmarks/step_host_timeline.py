@@ -3,9 +3,12 @@
     python3 -m benchmarks.step_host_timeline [--preset Baseline] [--impl march+compile-cg] [--steps 20] [--out DIR]
 
 Sessions 17 and 21 profiled the GPU idle ~150 µs at every step boundary (after the AdamW update,
-before the next forward's CUDA graph: two `fill_`s of a long tensor, then the graph, each launched
-just in time). With ~67 ms of GPU work a step and a few ms of host work, a host that never waits
-would be steps ahead and the boundary would not idle, so something in the step waits for the GPU.
+before the next forward's CUDA graph: two `fill_`s of a long tensor, then the graph), as if the host
+launched them just in time. Session 22 asked this script (H100, Baseline march+compile-cg): the host
+never waits for the GPU. It does ~15 ms of work a step (cProfile), runs ~4 steps ahead (299 ms of
+GPU work queued after 20 steps) and then blocks in its launches; no call synchronises, and the
+forward and backward are one CUDA-graph partition each, nothing skipped. The step is GPU-bound;
+the boundary idle is on the GPU's side (``benchmarks/results/NVIDIA-H100/README.md``, session 22).
 
 This runs the e2e benchmark's step (``benchmarks/test_bench_e2e.py``) and, over steady-state steps
 with no synchronisation of its own:
