@@ -54,8 +54,13 @@ def load(*sources: str) -> Rounds:
             for row in data["rows"]:
                 if row.get("ms") == row.get("ms") and row.get("ms") is not None:  # NaN: a failed row
                     rows.setdefault(name, {})[(i, rnd)] = list(row.get("step_ms") or [row["ms"]])
-    key = lambda k: (k[0], int(k[1]) if k[1].isdigit() else 0, k[1])  # noqa: E731
-    return {name: dict(sorted(r.items(), key=lambda kv: key(kv[0]))) for name, r in rows.items()}
+    return {name: dict(sorted(r.items(), key=lambda kv: _round_order(kv[0]))) for name, r in rows.items()}
+
+
+def _round_order(key: tuple[int, str]) -> tuple:
+    """(source, round) in order, round 10 after round 9."""
+    source, rnd = key
+    return source, int(rnd) if rnd.isdigit() else 0, rnd
 
 
 def paired(rows: Rounds, name: str, baseline: str) -> dict:

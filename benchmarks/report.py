@@ -72,8 +72,9 @@ def _updates(rows: list[dict]) -> str:
         kind = precision.split("; ", 1)[1].rsplit(" on ", 1)[0] if "; " in precision else "fused AdamW"
         if kind not in kinds:
             kinds.append(kind)
-    return " or ".join(kinds) + (" (each row's `precision` says which)" if len(kinds) > 1 else "") if kinds \
-        else "AdamW"
+    if len(kinds) > 1:
+        return " or ".join(kinds) + " (each row's `precision` says which)"
+    return kinds[0] if kinds else "AdamW"
 
 
 def table(meta: dict) -> str:

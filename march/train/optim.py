@@ -48,7 +48,8 @@ class AdamW(torch.optim.Optimizer):
                             ("differentiable", differentiable)):
             if value:
                 raise ValueError(f"AdamW: {flag}=True is not supported (march's AdamW implements {flag}=False only)")
-        lr = _scalar("lr", lr)
+        lr, eps, weight_decay = _scalar("lr", lr), _scalar("eps", eps), _scalar("weight_decay", weight_decay)
+        betas = tuple(_scalar("betas", b) for b in betas)
         if not lr >= 0.0:
             raise ValueError(f"AdamW: invalid lr {lr} (must be >= 0)")
         if not eps >= 0.0:
@@ -59,7 +60,7 @@ class AdamW(torch.optim.Optimizer):
             raise ValueError(f"AdamW: invalid weight_decay {weight_decay} (must be >= 0)")
         # foreach / fused: accepted for torch's signature; march has one implementation. The group keys
         # torch's AdamW keeps are kept too, so a state_dict's param_groups read the same both ways.
-        super().__init__(params, dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay, amsgrad=False,
+        super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, amsgrad=False,
                                       maximize=False, foreach=foreach, capturable=False, differentiable=False,
                                       fused=fused))
         self._plans: dict[tuple, AdamWPlan] = {}
