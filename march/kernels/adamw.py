@@ -31,6 +31,7 @@ import torch
 import triton
 import triton.language as tl
 
+from march.kernels._pdl import grid_dependency_sync, launch_options
 from march.kernels._utils import FLOAT_DTYPES
 
 # 4096 elements a program, 8 warps: 16 elements (32 bytes of bf16) a thread per tensor, so each of
@@ -48,6 +49,7 @@ def _adamw_kernel(P, G, M, V,  # each list's base tensor: the first tensor of th
                   T, lr, step_size, bc2_sqrt, beta1, beta2, eps, weight_decay,
                   ALIGNED: tl.constexpr, BLOCK: tl.constexpr):
     """One BLOCK of one tensor: the AdamW update of the module docstring."""
+    grid_dependency_sync()  # MARCH_PDL: nothing touches memory before it
     pid = tl.program_id(0)
     t = tl.load(BLOCK_TENSOR + pid)
     start = tl.multiple_of(tl.load(BLOCK_START + pid), BLOCK)
@@ -202,5 +204,5 @@ def adamw_step_(plan: AdamWPlan, grads: list[torch.Tensor], *, step: int, lr: fl
         plan.tensors[0][0], grads[0], plan.tensors[1][0], plan.tensors[2][0],  # P, G, M, V bases
         plan.offsets_t, plan.numel_t, plan.block_tensor, plan.block_start, len(plan.numel),
         lr, lr / bc1, math.sqrt(bc2), beta1, beta2, eps, weight_decay,
-        ALIGNED=plan.aligned, BLOCK=plan.block, num_warps=plan.num_warps,
+        ALIGNED=plan.aligned, BLOCK=plan.block, num_warps=plan.num_warps, **launch_options(plan.device),
     )

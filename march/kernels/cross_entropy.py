@@ -24,6 +24,7 @@ import triton
 import triton.language as tl
 
 from march.kernels import reference
+from march.kernels._pdl import grid_dependency_sync, launch_options
 from march.kernels._utils import check_float, check_same_device, define_op, use_triton
 
 _BLOCK_V = 4096  # columns per step of a row (8 warps: 16 fp32 per thread)
@@ -31,6 +32,7 @@ _BLOCK_V = 4096  # columns per step of a row (8 warps: 16 fp32 per thread)
 
 @triton.jit
 def _ce_fwd_kernel(x_ptr, y_ptr, loss_ptr, lse_ptr, stride_x, V, ignore_index, BLOCK_V: tl.constexpr):
+    grid_dependency_sync()  # MARCH_PDL: nothing touches memory before it
     row = tl.program_id(0).to(tl.int64)
     x_row = x_ptr + row * stride_x
     cols = tl.arange(0, BLOCK_V)
@@ -61,6 +63,7 @@ def _ce_fwd_kernel(x_ptr, y_ptr, loss_ptr, lse_ptr, stride_x, V, ignore_index, B
 @triton.jit
 def _ce_bwd_kernel(x_ptr, y_ptr, lse_ptr, g_ptr, n_ptr, dx_ptr, stride_x, stride_dx, V, ignore_index,
                    BLOCK_V: tl.constexpr):
+    grid_dependency_sync()  # MARCH_PDL: nothing touches memory before it
     row = tl.program_id(0).to(tl.int64)
     cols = tl.arange(0, BLOCK_V)
     y = tl.load(y_ptr + row)
@@ -79,7 +82,7 @@ def _fwd(x, y, ignore_index):
     losses = torch.empty(n_rows, dtype=torch.float32, device=x.device)
     lse = torch.empty(n_rows, dtype=torch.float32, device=x.device)
     _ce_fwd_kernel[(n_rows,)](x, y, losses, lse, x.stride(0), vocab, ignore_index, BLOCK_V=_block(vocab),
-                              num_warps=8)
+                              num_warps=8, **launch_options(x.device))
     count = (y != ignore_index).sum().to(torch.float32)  # () on the device
     return losses.sum() / count, lse, count
 
@@ -88,7 +91,8 @@ def _bwd(grad, x, y, lse, count, ignore_index):
     n_rows, vocab = x.shape
     dx = torch.empty_like(x)
     _ce_bwd_kernel[(n_rows,)](x, y, lse, grad.to(torch.float32).reshape(1), count.reshape(1), dx, x.stride(0),
-                              dx.stride(0), vocab, ignore_index, BLOCK_V=_block(vocab), num_warps=8)
+                              dx.stride(0), vocab, ignore_index, BLOCK_V=_block(vocab), num_warps=8,
+                              **launch_options(x.device))
     return dx
 
 

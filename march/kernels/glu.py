@@ -30,6 +30,7 @@ import triton
 import triton.language as tl
 
 from march.kernels import reference
+from march.kernels._pdl import grid_dependency_sync, launch_options
 from march.kernels._philox16 import _randint4x, _spread, _threshold
 from march.kernels._utils import check_float, check_same_device, define_op, use_triton
 from march.kernels.reference import canonical_activation
@@ -101,6 +102,7 @@ def _glu_fwd_kernel(
     ACT: tl.constexpr, GATED: tl.constexpr, HAS_DROPOUT: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_F: tl.constexpr,
 ):
+    grid_dependency_sync()  # MARCH_PDL: nothing touches memory before it
     rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
     cols = tl.program_id(1) * BLOCK_F + tl.arange(0, BLOCK_F)
     mask = (rows < M)[:, None] & (cols < F)[None, :]
@@ -123,6 +125,7 @@ def _glu_bwd_kernel(
     ACT: tl.constexpr, GATED: tl.constexpr, HAS_DROPOUT: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_F: tl.constexpr,
 ):
+    grid_dependency_sync()  # MARCH_PDL: nothing touches memory before it
     rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
     cols = tl.program_id(1) * BLOCK_F + tl.arange(0, BLOCK_F)
     mask = (rows < M)[:, None] & (cols < F)[None, :]
@@ -173,7 +176,7 @@ def _launch_fwd(g, u, h, activation, dropout_p, seed):
     _glu_fwd_kernel[(triton.cdiv(m, block_m), triton.cdiv(f, block_f))](
         g, u, h, seed, g.stride(0), u.stride(0), h.stride(0), m, f, float(dropout_p), scale,
         ACT=_ACT_ID[activation], GATED=gated, HAS_DROPOUT=has_dropout,
-        BLOCK_M=block_m, BLOCK_F=block_f, num_warps=NUM_WARPS,
+        BLOCK_M=block_m, BLOCK_F=block_f, num_warps=NUM_WARPS, **launch_options(h.device),
     )
     return h
 
@@ -192,7 +195,7 @@ def _launch_bwd(dh, g, u, dg, du, activation, dropout_p, seed):
         dh.stride(0), g.stride(0), u.stride(0), dg.stride(0), du.stride(0),
         m, f, float(dropout_p), scale,
         ACT=_ACT_ID[activation], GATED=gated, HAS_DROPOUT=has_dropout,
-        BLOCK_M=block_m, BLOCK_F=block_f, num_warps=NUM_WARPS,
+        BLOCK_M=block_m, BLOCK_F=block_f, num_warps=NUM_WARPS, **launch_options(dg.device),
     )
 
 

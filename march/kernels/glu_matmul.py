@@ -16,6 +16,7 @@ import torch
 import triton
 import triton.language as tl
 
+from march.kernels._pdl import grid_dependency_sync, launch_options
 from march.kernels._utils import check_float, check_same_device, interpreting
 from march.kernels.glu import _ACT_ID, _act_and_grad
 from march.kernels.reference import canonical_activation
@@ -40,6 +41,7 @@ def _glu_matmul_kernel(
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
 ):
     # Grouped tile order: GROUP_M row blocks share each weight column block while it is in L2.
+    grid_dependency_sync()  # MARCH_PDL: nothing touches memory before it
     pid = tl.program_id(0)
     num_pid_m = tl.cdiv(M, BLOCK_M)
     num_pid_n = tl.cdiv(N, BLOCK_N)
@@ -94,7 +96,7 @@ def glu_matmul(x: torch.Tensor, w_gate: torch.Tensor, w_up: torch.Tensor, activa
     if m and n:
         grid = lambda meta: (triton.cdiv(m, meta["BLOCK_M"]) * triton.cdiv(n, meta["BLOCK_N"]),)
         _glu_matmul_kernel[grid](x2, w_gate, w_up, h, x2.stride(0), w_gate.stride(0), h.stride(0), m, n, k,
-                                 ACT=_ACT_ID[activation])
+                                 ACT=_ACT_ID[activation], **launch_options(h.device))
     return h.reshape(*x.shape[:-1], n)
 
 

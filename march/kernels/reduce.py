@@ -15,10 +15,13 @@ import torch
 import triton
 import triton.language as tl
 
+from march.kernels._pdl import grid_dependency_sync, launch_options
+
 
 @triton.jit
 def _sum_rows_kernel(X, OUT, R, C, sxa, sxr, soa, soc, BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr):
     """OUT[a, c] = Σ_r X[a, r, c] for BLOCK_C columns of one a (X's last dimension contiguous)."""
+    grid_dependency_sync()  # MARCH_PDL: nothing touches memory before it
     a = tl.program_id(1).to(tl.int64)
     cols = tl.program_id(0) * BLOCK_C + tl.arange(0, BLOCK_C)
     col_ok = cols < C
@@ -51,6 +54,6 @@ def sum_rows(x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
     block_c = min(16, triton.next_power_of_2(c))
     _sum_rows_kernel[(triton.cdiv(c, block_c), a)](
         x, view, r, c, x.stride(0), x.stride(1), view.stride(0), view.stride(1),
-        BLOCK_R=64, BLOCK_C=block_c, num_warps=4,
+        BLOCK_R=64, BLOCK_C=block_c, num_warps=4, **launch_options(x.device),
     )
     return out

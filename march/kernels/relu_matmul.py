@@ -38,6 +38,7 @@ import triton.language as tl
 
 from triton.tools.tensor_descriptor import TensorDescriptor
 
+from march.kernels._pdl import grid_dependency_sync, launch_options
 from march.kernels._utils import interpreting, num_sms
 from march.kernels.glu import _dropout_args, _keep_mask
 
@@ -122,6 +123,7 @@ def _tma_kernel(
     SUBTILE: tl.constexpr,  # store (and mask) the tile as two (BLOCK_M, BLOCK_N / 2) halves: fewer registers
     NUM_SMS: tl.constexpr,
 ):
+    grid_dependency_sync()  # MARCH_PDL: nothing touches memory before it
     start = tl.program_id(0)
     num_pid_m = tl.cdiv(M, BLOCK_M)
     num_pid_n = tl.cdiv(N, BLOCK_N)
@@ -170,6 +172,7 @@ def _ptr_kernel(
     HAS_DROPOUT: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
 ):
+    grid_dependency_sync()  # MARCH_PDL: nothing touches memory before it
     num_pid_m = tl.cdiv(M, BLOCK_M)
     pid_m, pid_n = _tile(tl.program_id(0), GROUP_M * tl.cdiv(N, BLOCK_N), num_pid_m, GROUP_M)
 
@@ -231,7 +234,8 @@ def _launch_tma(a, b, c, epilogue, dropout_p=0.0, seed=None, aux=None, b_k_major
     grid = lambda meta: (min(sms, triton.cdiv(m, meta["BLOCK_M"]) * triton.cdiv(n, meta["BLOCK_N"])),)
     _tma_kernel[grid](a_desc, b_desc, c_desc, aux_desc, seed, m, n, k, dropout_p if has_dropout else 0.0, scale,
                       triton.next_power_of_2(m), EPILOGUE=epilogue,
-                      HAS_DROPOUT=has_dropout and epilogue == RELU_DROPOUT, B_K_MAJOR=b_k_major, NUM_SMS=sms)
+                      HAS_DROPOUT=has_dropout and epilogue == RELU_DROPOUT, B_K_MAJOR=b_k_major, NUM_SMS=sms,
+                      **launch_options(c.device))
     return c
 
 
@@ -248,6 +252,7 @@ def _launch_ptr(a, b, c, b_k_major, epilogue, dropout_p=0.0, seed=None, aux=None
         a.stride(0), b.stride(0), b.stride(1), c.stride(0), aux.stride(0) if aux is not None else 0,
         m, n, k, dropout_p if has_dropout else 0.0, scale, triton.next_power_of_2(m),
         EPILOGUE=epilogue, B_K_MAJOR=b_k_major, HAS_DROPOUT=has_dropout and epilogue == RELU_DROPOUT,
+        **launch_options(c.device),
     )
     return c
 

@@ -28,6 +28,7 @@ import triton
 import triton.language as tl
 
 from march.kernels import reference
+from march.kernels._pdl import grid_dependency_sync, launch_options
 from march.kernels._utils import FLOAT_DTYPES, check_float, check_same_device, define_op, num_sms, use_triton
 from march.kernels.glu import _dropout_args, _keep_mask, check_dropout, check_seed, make_seed
 from march.kernels.reduce import sum_rows
@@ -77,6 +78,7 @@ def _rms_norm_fwd_kernel(
     HAS_DROPOUT: tl.constexpr = False,
 ):
     """BLOCK_M whole rows per program, each row held in registers."""
+    grid_dependency_sync()  # MARCH_PDL: nothing touches memory before it
     rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
     cols = tl.arange(0, BLOCK_N)
     row_mask = rows < M
@@ -112,6 +114,7 @@ def _rms_norm_fwd_looped_kernel(
     HAS_DROPOUT: tl.constexpr = False,
 ):
     """One row per program, in chunks of BLOCK_N: pass 1 sums squares, pass 2 writes y."""
+    grid_dependency_sync()  # MARCH_PDL: nothing touches memory before it
     row = tl.program_id(0).to(tl.int64)
     acc = tl.zeros([BLOCK_N], dtype=tl.float32)
     for off in range(0, N, BLOCK_N):
@@ -154,6 +157,7 @@ def _rms_norm_bwd_kernel(
     STAGES: tl.constexpr = 1,  # software-pipeline depth of the row loop (BWD_STAGES)
 ):
     """Each program owns rows [pid·rows_per_program, +rows_per_program) and one dw partial row."""
+    grid_dependency_sync()  # MARCH_PDL: nothing touches memory before it
     pid = tl.program_id(0)
     cols = tl.arange(0, BLOCK_N)
     col_mask = cols < N
@@ -195,6 +199,7 @@ def _rms_norm_bwd_looped_kernel(
     HAS_DROPOUT: tl.constexpr = False,
 ):
     """Wide rows: one row at a time in chunks; the program's dw partial row lives in DW_PARTIAL."""
+    grid_dependency_sync()  # MARCH_PDL: nothing touches memory before it
     pid = tl.program_id(0)
     row_start = pid * rows_per_program
     row_end = tl.minimum(row_start + rows_per_program, M)
@@ -282,12 +287,13 @@ def _rms_norm_fwd(x, residual, weight, eps, dropout_p=0.0, seed=None):
         _rms_norm_fwd_kernel[(triton.cdiv(m, block_m),)](
             x, residual, weight, y, s if has_residual else y, rstd, seed, *strides, m, n, eps, dropout_p, scale,
             HAS_RESIDUAL=has_residual, BLOCK_M=block_m, BLOCK_N=block_n, HAS_DROPOUT=has_dropout,
-            num_warps=num_warps,
+            num_warps=num_warps, **launch_options(y.device),
         )
     else:
         _rms_norm_fwd_looped_kernel[(m,)](
             x, residual, weight, y, s if has_residual else y, rstd, seed, *strides, m, n, eps, dropout_p, scale,
             HAS_RESIDUAL=has_residual, BLOCK_N=LOOPED_BLOCK_N, HAS_DROPOUT=has_dropout, num_warps=16,
+            **launch_options(y.device),
         )
     return y, s, rstd
 
@@ -320,11 +326,11 @@ def _rms_norm_bwd(dy, xs, weight, rstd, ds, dropout_p=0.0, seed=None):
             dy.stride(0), xs.stride(0), ds.stride(0), dx.stride(0), n, m, n, rows_per_program, dropout_p, scale)
     if looped:
         _rms_norm_bwd_looped_kernel[(programs,)](*args, HAS_DS=has_ds, BLOCK_N=block_n, HAS_DROPOUT=has_dropout,
-                                                 num_warps=num_warps)
+                                                 num_warps=num_warps, **launch_options(dx.device))
     else:
         _rms_norm_bwd_kernel[(programs,)](
             *args, HAS_DS=has_ds, BLOCK_M=block_m, BLOCK_N=block_n, HAS_DROPOUT=has_dropout, num_warps=num_warps,
-            STAGES=BWD_STAGES,
+            STAGES=BWD_STAGES, **launch_options(dx.device),
         )
     return dx, dxd, sum_rows(dw_partial, torch.empty_like(weight))  # fixed-order sum, cast in one launch
 

@@ -43,6 +43,7 @@ import torch
 import triton
 
 from march.kernels import reference
+from march.kernels._pdl import launch_options
 from march.kernels._utils import check_float, check_same_device, define_op, interpreting, use_triton
 from march.kernels.glu import check_seed, make_seed
 from march.kernels.reduce import sum_rows
@@ -342,7 +343,7 @@ def _prepare(q, table, kpm, bidirectional, num_buckets, max_distance, rows=None,
             table.stride(0) if rows_programs else 0, table.stride(1) if rows_programs else 0, n, lk, skpm,
             *k_strides, q.shape[1], rows_programs, range_programs,
             BLOCK_ROWS=min(1024, triton.next_power_of_2(n)), BLOCK_KPM=min(1024, triton.next_power_of_2(lk)),
-            HAS_KPM=kpm is not None, HEAD_DIM=q.shape[-1], BLOCK_D=block_d, BLOCK_N=64)
+            HAS_KPM=kpm is not None, HEAD_DIM=q.shape[-1], BLOCK_D=block_d, BLOCK_N=64, **launch_options(q.device))
     return ((q if table is None else rows), brow32, sat_pos, r, kpm_t, skpm, (q if kpm is None else klim),
             kmean)
 
@@ -385,7 +386,7 @@ def _attn_fwd(q, k, v, table, kpm, bidirectional, num_buckets, max_distance, cau
     pregenerated = mode == "pregenerated"
     if pregenerated:  # every bit of MASK is written; the forward reads them
         grid, meta = _dropout_bits_grid(bsz, heads, lq, lk)
-        _dropout_bits_kernel[grid](mask, lq, lk, dropout_p, seed, **meta)
+        _dropout_bits_kernel[grid](mask, lq, lk, dropout_p, seed, **meta, **launch_options(q.device))
     # O and LSE are fully overwritten by every launch, so autotuning's repeated launches are harmless.
     fwd = _kernel("fwd_dropout" if dropout_p > 0 else "fwd", block_d, autotuning())
     fwd[lambda meta: (triton.cdiv(lq, meta["BLOCK_M"]), bsz * heads)](
@@ -395,7 +396,7 @@ def _attn_fwd(q, k, v, table, kpm, bidirectional, num_buckets, max_distance, cau
         heads, lq, lk, query_offset, scale * LOG2E, sat_pos, r, dropout_p, seed, mask,
         _len_key(lq), _len_key(lk),
         HEAD_DIM=d, BLOCK_D=block_d, HAS_BIAS=table is not None, HAS_KPM=kpm is not None,
-        CAUSAL=causal, DROPOUT=dropout_p > 0.0, LOAD_MASK=pregenerated,
+        CAUSAL=causal, DROPOUT=dropout_p > 0.0, LOAD_MASK=pregenerated, **launch_options(q.device),
     )
     return o, lse, (seed if drawn else seed.new_empty(0)), mask, *_prep_outputs(q, table, kpm, prep)
 
@@ -445,7 +446,7 @@ def _attn_bwd(do, q, k, v, o, lse, seed, mask, table, kpm, bidirectional, num_bu
         q, k, v, do, o, rows, brow, kpm_t, klim, lse, dq, delta_exact, kmean, dtab, *qkv_do,
         o.stride(0), o.stride(1), o.stride(2), dq.stride(0), dq.stride(1), dq.stride(2), skpm, *scalars,
         n_slots, n_rows, *keys,
-        BIAS_GRAD=bias_grad, NB_P2=nb_p2, SLOT_M=SLOT_M, **common,
+        BIAS_GRAD=bias_grad, NB_P2=nb_p2, SLOT_M=SLOT_M, **common, **launch_options(q.device),
     )
     dq_bm, dq_bn = _block_mn(dq_kernel)
     if accumulate:  # dk/dv also writes the band tiles' dS (fp32) to DSB
@@ -472,12 +473,13 @@ def _attn_bwd(do, q, k, v, o, lse, seed, mask, table, kpm, bidirectional, num_bu
                 n_rows, bsz * n_slots, n_t, band["b_chunk"], HEAD_DIM=d, BLOCK_D=block_d, BLOCK_M=bm,
                 BLOCK_N=bn, HAS_KPM=common["HAS_KPM"], CAUSAL=causal, DROPOUT=common["DROPOUT"], NB_P2=nb_p2,
                 DQ_BM=dq_bm, DQ_BN=dq_bn, STORED_MASK=common["STORED_MASK"], **band["launch"],
+                **launch_options(q.device),
             )
     dkdv_kernel = _kernel("dkdv", block_d, tune)
     dkdv_kernel[lambda meta: (triton.cdiv(lk, meta["BLOCK_N"]), bsz * heads)](
         q, k, v, do, rows, kpm_t, klim, lse, delta_exact, dk, dv, dsb, *qkv_do,
         dk.stride(0), dk.stride(1), dk.stride(2), dv.stride(0), dv.stride(1), dv.stride(2), skpm, *scalars,
-        n_t if accumulate else 1, dq_bm, dq_bn, *keys, BAND_STORE=accumulate, **common,
+        n_t if accumulate else 1, dq_bm, dq_bn, *keys, BAND_STORE=accumulate, **common, **launch_options(q.device),
     )
     if side is not None:
         main.wait_stream(side)  # joined: every tensor the band kernel reads outlives its work
@@ -491,7 +493,7 @@ def _attn_bwd(do, q, k, v, o, lse, seed, mask, table, kpm, bidirectional, num_bu
             _t5_attn_bwd_band_sum_kernel[(triton.cdiv(lk, bn) * n_t, heads)](
                 dsb, brow, klim, dtab, bsz, heads, lq, lk, query_offset, sat_pos, r, n_t, n_rows,
                 bsz * n_slots, dq_bm, dq_bn, BLOCK_M=bm, BLOCK_N=bn, HAS_KPM=common["HAS_KPM"], CAUSAL=causal,
-                NB_P2=nb_p2, **_BAND_SUM_LAUNCH,
+                NB_P2=nb_p2, **_BAND_SUM_LAUNCH, **launch_options(q.device),
             )
     # The partials summed in a fixed order, cast and transposed into (NB, H) in one launch.
     out = torch.empty((num_buckets, heads), dtype=table.dtype, device=table.device)

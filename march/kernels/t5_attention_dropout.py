@@ -15,6 +15,7 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
+from march.kernels._pdl import grid_dependency_sync
 from march.kernels._philox16 import PHILOX_ROUNDS, _randint4x, _spread, _threshold
 from march.kernels._utils import interpreting
 
@@ -219,6 +220,7 @@ def _dropout_bits_kernel(MASK, Lq, Lk, dropout_p, SEED, GROUPS: tl.constexpr, TH
     session 13, Philox through ``_philox16._randint4x``'s wide multiplies: 0.069 -> 0.065.)
     Every word of MASK is written
     (bits of rows or columns past Lq, Lk included: they are never used)."""
+    grid_dependency_sync()  # MARCH_PDL: nothing touches memory before it
     bh = tl.program_id(2)
     t = tl.arange(0, THREADS)
     g = tl.program_id(1) * GROUPS + t % GROUPS  # group of 8 keys (byte g of a query-major row)

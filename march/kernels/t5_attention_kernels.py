@@ -170,6 +170,7 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
+from march.kernels._pdl import grid_dependency_sync
 from march.kernels._utils import interpreting
 from march.kernels.t5_attention_dropout import _dropped, _dropped2, _keep_tile
 
@@ -330,6 +331,7 @@ def _t5_attn_prepare_kernel(TABLE, INDEX, ROWS, KPM, KLIM, K, KMEAN, stab_b, sta
       from the first real one (k of (b, h) at K + b·skb + h·skh; one block, not all keys: the
       reference only has to lie near the keys, and reading every key cost 0.010 ms more per call
       at L=512 d=64 on the H200, session 9)."""
+    grid_dependency_sync()  # MARCH_PDL: nothing touches memory before it
     pid = tl.program_id(0)
     if pid < n_rows_programs:
         for i0 in range(0, n, BLOCK_ROWS):
@@ -372,6 +374,7 @@ def _t5_attn_fwd_kernel(
     LOAD_MASK: tl.constexpr = False,  # read the keep-mask bits from MASK (drawn by _dropout_bits_kernel)
 ):
     """One program = BLOCK_M query rows of one (b, h); online softmax over key blocks (FA2)."""
+    grid_dependency_sync()  # MARCH_PDL: nothing touches memory before it
     pid_m = tl.program_id(0)
     bh = tl.program_id(1)
     b = (bh // H).to(tl.int64)
@@ -519,6 +522,7 @@ def _t5_attn_bwd_dkdv_kernel(
     Bias-table gradient (BAND_STORE): the band tiles' dS go to DSB (tile t of key block n: the t-th
     query block from the band's first, ``_band_queries``) for ``_t5_attn_bwd_band_sum_kernel``;
     the saturated tiles' are the dq kernel's."""
+    grid_dependency_sync()  # MARCH_PDL: nothing touches memory before it
     pid_n = tl.program_id(0)
     bh = tl.program_id(1)
     b = (bh // H).to(tl.int64)
@@ -638,6 +642,7 @@ def _t5_attn_bwd_dq_kernel(
     dS = ds − r·P, from two row sums per side kept over the loop (no cross-warp reduction per tile;
     r is only known at the end). Band tiles are ``_t5_attn_bwd_bias_band_kernel``'s. Partials per
     SLOT_M-query slot: the first of a program's slots gets its sum, the others zeros."""
+    grid_dependency_sync()  # MARCH_PDL: nothing touches memory before it
     pid_m = tl.program_id(0)
     bh = tl.program_id(1)
     b = (bh // H).to(tl.int64)
@@ -764,6 +769,7 @@ def _t5_attn_bwd_bias_band_kernel(
     dq kernel sums exactly the other tiles of that grid, so every element is counted once whatever
     the two kernels' block sizes. Partial row ROW0 + c·(n_kb·N_T) + n·N_T + t of head h (zeros where the
     position is not a band tile), rows after the dq kernel's in the same (H, ROWS, NB_P2) buffer."""
+    grid_dependency_sync()  # MARCH_PDL: nothing touches memory before it
     pid = tl.program_id(0)
     h = tl.program_id(1)
     chunk = tl.program_id(2)
@@ -846,6 +852,7 @@ def _t5_attn_bwd_band_sum_kernel(
     past Lq or Lk masked, then summed along the diagonals into buckets (``_bucket_sums``, once per
     position). Writes partial row ROW0 + n·N_T + t of head h (zeros where the position holds no
     band tile)."""
+    grid_dependency_sync()  # MARCH_PDL: nothing touches memory before it
     tl.static_assert(BLOCK_M <= BLOCK_N, "the diagonal reduction needs BLOCK_M <= BLOCK_N (dk/dv tiles)")
     pid = tl.program_id(0)
     h = tl.program_id(1)

@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Session 23, call 2 (any GPU): programmatic dependent launch of march's kernels (MARCH_PDL=1, new).
+# 1. GPU tests: tests/test_pdl.py (a chain of march ops fwd+bwd, eager and CUDA-graph replays, bit-identical
+#    with and without PDL) and tests/test_adamw.py (session 22's keyword test has run on CPU only).
+# 2. Same-instance A/B rounds of the Baseline step (march+compile-cg, 30 steps a row, one process a row):
+#    wt, pdl (MARCH_PDL=1), nows (CUBLAS_WORKSPACE_CONFIG=:0:0), as many rounds as time allows.
+# Prediction: pdl -0.2 to -0.6 ms a step (~420 march kernel launches a step in the graph; each may start
+# during its predecessor's last wave instead of after it: ~1 us of launch and set-up a boundary, more
+# where the predecessor's tail is long); nows 0 to -0.3.
+# Device tool: carry [".whl"]. LIMIT: seconds. Everything lands in $OUT/s23_call2.tgz.
+set -uo pipefail
+OUT=${OUT:-/tmp/march-out}
+WORK=/tmp/s23_call2
+mkdir -p "$WORK"
+bundle() { tar czf "$OUT/s23_call2.tgz" -C "$WORK" .; }
+LIMIT=${LIMIT:-540}
+t0=$SECONDS
+left() { echo $((LIMIT - (SECONDS - t0))); }
+(while sleep 30; do bundle; done) &
+bundler=$!
+python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl >/dev/null 2>&1
+export PYTHONPATH=$PWD:/tmp/site TORCHINDUCTOR_COMPILE_THREADS=1
+nvidia-smi --query-gpu=name,clocks.max.sm,clocks.mem --format=csv,noheader | tee "$WORK/gpu.txt"
+timeout 240 python3 -m pytest -q -p no:cacheprovider tests/test_pdl.py tests/test_adamw.py 2>&1 \
+  | tee "$WORK/gpu_tests_s23_call2.log" | tail -4
+echo "tests done at $((SECONDS - t0)) s"; bundle
+round=1
+while [[ $(left) -gt 200 ]]; do  # a round: three rows, ~80 s each cold, ~40-50 s warm
+  OUT=$WORK/ab_r$round ENVS="pdl:MARCH_PDL=1 nows:CUBLAS_WORKSPACE_CONFIG=:0:0" bash scripts/ab_e2e.sh run 1 2>&1 | tail -3
+  mkdir -p "$WORK/ab"
+  for f in "$WORK"/ab_r$round/ab/*_1.json; do n=$(basename "$f" _1.json); mv "$f" "$WORK/ab/${n}_$round.json"; done
+  rm -rf "$WORK/ab_r$round"
+  echo "A/B round $round done at $((SECONDS - t0)) s"; bundle
+  round=$((round + 1))
+done
+python3 -m benchmarks.ab_summary "$WORK/ab" 2>&1 | tee "$WORK/ab/summary.txt"
+kill $bundler 2>/dev/null; bundle
