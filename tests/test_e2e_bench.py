@@ -260,7 +260,10 @@ def test_e2e_rows_record_the_switches(monkeypatch):
 
     monkeypatch.setenv("MARCH_PHILOX_ROUNDS", "7")
     monkeypatch.setenv("CUBLAS_WORKSPACE_CONFIG", ":0:0")
+    monkeypatch.setenv("MARCH_PDL", "1")
+    monkeypatch.setenv("TORCHINDUCTOR_ENABLE_PDL", "1")
     monkeypatch.setenv("MARCH_E2E_STEPS", "3")
     switches = e2e._switches()
     assert switches["MARCH_PHILOX_ROUNDS"] == "7" and switches["CUBLAS_WORKSPACE_CONFIG"] == ":0:0"
+    assert switches["MARCH_PDL"] == "1" and switches["TORCHINDUCTOR_ENABLE_PDL"] == "1"
     assert "MARCH_E2E_STEPS" not in switches
