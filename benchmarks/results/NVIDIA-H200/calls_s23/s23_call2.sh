@@ -3,10 +3,10 @@
 # 1. GPU tests: tests/test_pdl.py (a chain of march ops fwd+bwd, eager and CUDA-graph replays, bit-identical
 #    with and without PDL) and tests/test_adamw.py (session 22's keyword test has run on CPU only).
 # 2. Same-instance A/B rounds of the Baseline step (march+compile-cg, 30 steps a row, one process a row):
-#    wt, pdl (MARCH_PDL=1), nows (CUBLAS_WORKSPACE_CONFIG=:0:0), as many rounds as time allows.
+#    wt against pdl (MARCH_PDL=1), as many rounds as time allows (no nows row: rounds matter more).
 # Prediction: pdl -0.2 to -0.6 ms a step (~420 march kernel launches a step in the graph; each may start
 # during its predecessor's last wave instead of after it: ~1 us of launch and set-up a boundary, more
-# where the predecessor's tail is long); nows 0 to -0.3.
+# where the predecessor's tail is long).
 # Device tool: carry [".whl"]. LIMIT: seconds. Everything lands in $OUT/s23_call2.tgz.
 set -uo pipefail
 OUT=${OUT:-/tmp/march-out}
@@ -25,8 +25,8 @@ timeout 240 python3 -m pytest -q -p no:cacheprovider tests/test_pdl.py tests/tes
   | tee "$WORK/gpu_tests_s23_call2.log" | tail -4
 echo "tests done at $((SECONDS - t0)) s"; bundle
 round=1
-while [[ $(left) -gt 200 ]]; do  # a round: three rows, ~80 s each cold, ~40-50 s warm
-  OUT=$WORK/ab_r$round ENVS="pdl:MARCH_PDL=1 nows:CUBLAS_WORKSPACE_CONFIG=:0:0" bash scripts/ab_e2e.sh run 1 2>&1 | tail -3
+while [[ $(left) -gt 150 ]]; do  # a round: two rows, ~80 s each cold, ~40-50 s warm
+  OUT=$WORK/ab_r$round ENVS="pdl:MARCH_PDL=1" bash scripts/ab_e2e.sh run 1 2>&1 | tail -3
   mkdir -p "$WORK/ab"
   for f in "$WORK"/ab_r$round/ab/*_1.json; do n=$(basename "$f" _1.json); mv "$f" "$WORK/ab/${n}_$round.json"; done
   rm -rf "$WORK/ab_r$round"
