@@ -8,6 +8,10 @@
 #                                             # ROUNDS (default 2) rounds of: the working tree, then
 #                                             # every prepared REF; one e2e row each
 #
+# DEADLINE (epoch seconds, optional) ends the rounds early: a round starts only if ROUND_S (default
+# 150) seconds are left before it, so a call script can ask for as many rounds as its time allows
+# (DEADLINE=$(( $(date +%s) + 300 )) bash scripts/ab_e2e.sh run 99).
+#
 # CASE (default Baseline:march+compile-cg) is the MARCH_E2E_CASES row; STEPS its timed steps
 # (default 30; 10 before session 20: a step is ~70 ms and a row's compile 50-80 s, so more steps
 # cost little). ENVS adds variants of the working tree under other settings of march's switches, e.g.
@@ -41,6 +45,10 @@ case "$cmd" in
     for spec in ${ENVS:-}; do variants+=("${spec%%:*}:$PWD:${spec#*:}"); done
     for dir in .ab/*/; do [[ -d $dir ]] && variants+=("$(basename "$dir"):$PWD/${dir%/}:"); done
     for round in $(seq 1 "$rounds"); do
+      if [[ -n ${DEADLINE:-} && $(( $(date +%s) + ${ROUND_S:-150} )) -gt $DEADLINE ]]; then
+        echo "round $round not started: fewer than ${ROUND_S:-150} s left before DEADLINE"
+        break
+      fi
       for v in "${variants[@]}"; do
         name=${v%%:*}; rest=${v#*:}; root=${rest%%:*}; envs=${rest#*:}
         (cd "$root" && { [[ -z $envs ]] || export ${envs//,/ }; } && PYTHONPATH="$root:/tmp/site" MARCH_E2E_CASES="${CASE:-Baseline:march+compile-cg}" \
@@ -49,6 +57,7 @@ case "$cmd" in
           -p no:cacheprovider -c /dev/null >/dev/null 2>&1)
         mv "$OUT/ab/tmp/e2e.json" "$OUT/ab/${name}_${round}.json" 2>/dev/null || echo "$name round $round: no result"
       done
+      echo "round $round done"
     done
     python3 -m benchmarks.ab_summary "$OUT/ab" | tee "$OUT/ab/summary.txt"
     ;;
