@@ -24,7 +24,7 @@ nvidia-smi --query-gpu=name,clocks.max.sm,clocks.mem --format=csv,noheader | tee
 timeout 150 python3 -m pytest -q -p no:cacheprovider tests/test_adamw.py 2>&1 | tee "$WORK/gpu_tests_s23_call1.log" | tail -2
 echo "tests done at $((SECONDS - t0)) s"; bundle
 # as many rounds (two rows each, ~80 s a row cold, ~40-50 warm) as the time left allows
-OUT=$WORK ROUND_S=160 DEADLINE=$(( $(date +%s) + $(left) - 30 )) ENVS="nows:CUBLAS_WORKSPACE_CONFIG=:0:0" bash scripts/ab_e2e.sh run 9 2>&1 \
-  | tail -20
+OUT=$WORK ROUND_S=160 DEADLINE=$(( $(date +%s) + $(left) - 30 )) ENVS="nows:CUBLAS_WORKSPACE_CONFIG=:0:0" \
+  bash scripts/ab_e2e.sh run 9 2>&1 | tail -20
 echo "A/B done at $((SECONDS - t0)) s"; bundle
 kill $bundler 2>/dev/null; bundle

@@ -25,7 +25,7 @@ timeout 240 python3 -m pytest -q -p no:cacheprovider tests/test_pdl.py tests/tes
   | tee "$WORK/gpu_tests_s23_call2.log" | tail -4
 echo "tests done at $((SECONDS - t0)) s"; bundle
 # as many rounds (two rows each, ~80 s a row cold, ~40-50 warm) as the time left allows
-OUT=$WORK ROUND_S=160 DEADLINE=$(( $(date +%s) + $(left) - 30 )) ENVS="pdl:MARCH_PDL=1" bash scripts/ab_e2e.sh run 9 2>&1 \
-  | tail -20
+OUT=$WORK ROUND_S=160 DEADLINE=$(( $(date +%s) + $(left) - 30 )) ENVS="pdl:MARCH_PDL=1" \
+  bash scripts/ab_e2e.sh run 9 2>&1 | tail -20
 echo "A/B done at $((SECONDS - t0)) s"; bundle
 kill $bundler 2>/dev/null; bundle

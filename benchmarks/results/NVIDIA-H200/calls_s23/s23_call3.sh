@@ -27,8 +27,8 @@ if [[ $gpu == *H200* ]]; then
   echo "run K done at $((SECONDS - t0)) s"; bundle
   export PYTHONPATH=$PWD:/tmp/site TORCHINDUCTOR_COMPILE_THREADS=1
   # as many rounds (two rows each, ~80 s a row cold, ~40-50 warm) as the time left allows
-  OUT=$WORK ROUND_S=160 DEADLINE=$(( $(date +%s) + $(left) - 60 )) ENVS="pdl:MARCH_PDL=1" bash scripts/ab_e2e.sh run 9 2>&1 \
-    | tail -20
+  OUT=$WORK ROUND_S=160 DEADLINE=$(( $(date +%s) + $(left) - 60 )) ENVS="pdl:MARCH_PDL=1" \
+    bash scripts/ab_e2e.sh run 9 2>&1 | tail -20
   echo "A/B done at $((SECONDS - t0)) s"; bundle
   [[ $(left) -gt 40 ]] && timeout $(($(left) - 10)) python3 -m pytest -q -p no:cacheprovider tests/test_pdl.py \
     tests/test_adamw.py 2>&1 | tee "$WORK/gpu_tests_s23_call3.log" | tail -3
