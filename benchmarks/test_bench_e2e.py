@@ -195,8 +195,8 @@ def _optimizer_kind() -> str:
 
 def _switches() -> dict:
     """The environment switches that change what a row runs (march's kernels, cuBLAS), as set."""
-    prefixes = ("MARCH_ATTN_", "MARCH_PHILOX_", "MARCH_RELU_", "MARCH_PDL", "MARCH_E2E_OPTIMIZER", "CUBLAS", "TORCH_BLAS",
-                "TORCHINDUCTOR_ENABLE_PDL")
+    prefixes = ("MARCH_ATTN_", "MARCH_PHILOX_", "MARCH_RELU_", "MARCH_PDL", "MARCH_E2E_OPTIMIZER", "CUBLAS",
+                "TORCH_BLAS", "TORCHINDUCTOR_ENABLE_PDL")
     return {k: v for k, v in sorted(os.environ.items()) if k.startswith(prefixes)}
 
 
