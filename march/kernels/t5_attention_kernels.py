@@ -129,6 +129,14 @@ benchmarks/probe_attention.py; results/NVIDIA-H200/attention_probe_s6.json):
   4.5e-2 against the oracle test's bound of 1.5e-2 (2× the fp32-softmax reference's error): sums
   of thousands of bf16-rounded terms that cancel; in fp32 the bytes double (session 11 measured
   it: a gain only at d > 64, with dropout or causal, the "accumulate" mode).
+- Rejected in session 24 on CPU, before any GPU time: dS computed once (5 products per tile instead
+  of 7): dk/dv writes dS (bf16) to a (B·H, Lk, Lq) buffer and dq is one memory-bound product per
+  tile over it (predicted at L=2048 d=128: dq 0.382 -> ~0.14 ms; L=512 d=64 0.119 -> ~0.06). dk/dv
+  must then run first, with delta from the bf16 output and without the exact row term r (only
+  known once every key block of a row is done), and the oracle tests fail where eager is exact:
+  dk at Lk=1 (3.7e-7 against eager's 0) and a decoding step whose row lies in one bucket (d table
+  1.5e-4 against a bound of 2.6e-5). An exact r needs S and dP for every tile before dk/dv: the
+  dq kernel's cost again. (Branch ``exp-stored-ds`` of the repository holds the kernels.)
 - Measured and rejected in session 7 (``attention_probe_s7_key_bias.json``): the key padding as an
   additive 0/−inf key bias loaded per tile instead of per-element predicates. Fewer static
   instructions, and the forward without padding went 0.099 -> 0.090 ms, but with padding the
