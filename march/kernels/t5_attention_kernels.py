@@ -136,7 +136,7 @@ benchmarks/probe_attention.py; results/NVIDIA-H200/attention_probe_s6.json):
   known once every key block of a row is done), and the oracle tests fail where eager is exact:
   dk at Lk=1 (3.7e-7 against eager's 0) and a decoding step whose row lies in one bucket (d table
   1.5e-4 against a bound of 2.6e-5). An exact r needs S and dP for every tile before dk/dv: the
-  dq kernel's cost again. (Branch ``exp-stored-ds`` of the repository holds the kernels.)
+  dq kernel's cost again. (The kernels: ``docs/rejected/s24_stored_ds.patch``, against b47fb0f.)
 - Measured and rejected in session 7 (``attention_probe_s7_key_bias.json``): the key padding as an
   additive 0/−inf key bias loaded per tile instead of per-element predicates. Fewer static
   instructions, and the forward without padding went 0.099 -> 0.090 ms, but with padding the
