@@ -176,3 +176,36 @@ def test_large_gpu(m):
     oracle = _run(ref, [t.double() for t in inputs], dy)
     for name, g, e, o in zip(("y", "dx", "dw_in", "dw_out"), got, eager, oracle):
         assert_close_to_oracle(name, g, e, o, factor=3.0)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("m", [7296, 1000])
+def test_every_tma_config_gpu(m, monkeypatch):
+    """Each config the autotuner may pick (one program an SM or two), forced in turn: a = drop(relu(x W_inᵀ)),
+    dh and the plain GEMM against float64 products, into NaN-poisoned outputs, so unwritten tiles show."""
+    import march.kernels.relu_matmul as rm
+
+    (x, w_in, w_out), dy = _inputs(m, 768, 3072, BF16, "cuda")
+    dy = dy.to(BF16).cuda()
+    seed = torch.tensor([11], device="cuda")
+    keep = dropout_keep_mask((m, 3072), 0.1, 11, "cuda")
+    h = x.double() @ w_in.double().t()
+    want_a = torch.where(keep & (h > 0), h / 0.9, 0.0)
+    tuner = rm._tma_kernel
+    configs = list(tuner.configs)
+    assert any(c.kwargs["PROGRAMS_PER_SM"] == 2 for c in configs)
+    for config in configs:
+        monkeypatch.setattr(tuner, "configs", [config])
+        monkeypatch.setattr(tuner, "cache", {})
+        c = torch.full((m, 3072), float("nan"), dtype=BF16, device="cuda")
+        rm.matmul(x, w_in, out=c)
+        torch.testing.assert_close(c.double(), h, rtol=1e-2, atol=1e-2, msg=lambda s: f"{config}: {s}")
+        if not rm._prune_tma([config], None, EPILOGUE=rm.RELU_DROPOUT):
+            continue  # the autotuner never gives an epilogue this config (its shared memory)
+        a = torch.full((m, 3072), float("nan"), dtype=BF16, device="cuda")
+        assert rm.relu_dropout_up(x, w_in, 0.1, seed, out=a) is a
+        torch.testing.assert_close(a.double(), want_a, rtol=1e-2, atol=1e-2, msg=lambda s: f"{config}: {s}")
+        dh = torch.full((m, 3072), float("nan"), dtype=BF16, device="cuda")
+        rm.relu_dropout_bwd(dy, w_out, a, 0.1, out=dh)
+        want_dh = torch.where(a.double() > 0, (dy.double() @ w_out.double()) / 0.9, 0.0)
+        torch.testing.assert_close(dh.double(), want_dh, rtol=1e-2, atol=1e-2, msg=lambda s: f"{config}: {s}")
