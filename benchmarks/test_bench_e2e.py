@@ -63,7 +63,8 @@ math, term for term). DeepSpeed would keep fp32 master weights: its update costs
 is the same for all implementations. It is the default since session 22: against ``fused``
 (``torch.optim.AdamW(fused=True)``, the default before), seven same-instance rounds on three H100s
 (sessions 21-22, ``benchmarks/results/NVIDIA-H100/e2e_s2*_ab.json``) gave a Baseline step −0.22 ms
-[−0.33, −0.11] paired over rounds (``benchmarks/ab_summary.py``), the update alone 1.379 -> 1.040 ms.
+[−0.33, −0.11] paired over rounds (``benchmarks/ab_summary.py``), the update alone 1.379 -> 1.040 ms;
+on an H200, seven same-instance rounds (session 25, ``NVIDIA-H200/e2e_s25_call3_ab.json``): −0.32 ms [−0.49, −0.15].
 Models are built directly on the device (seeded; the values do not matter for timing). ``compiled``
 instead runs the foreach AdamW's step under ``torch.compile`` (inductor's Triton kernels over the
 parameter list), to price the update inside the step: the fused update spent ~1.15 ms a step at
