@@ -178,6 +178,31 @@ def test_large_gpu(m):
         assert_close_to_oracle(name, g, e, o, factor=3.0)
 
 
+@pytest.mark.parametrize("per_sm,subtile", [(1, False), (1, True), (2, False), (2, True)])
+def test_persistent_stride(per_sm, subtile, device, monkeypatch):
+    """The persistent TMA kernel with one or two programs an SM, each walking several tiles (7 × 5 tiles of
+    32 × 32 on the interpreter's 4 "SMs"), its epilogue whole or in halves: every tile written once, right."""
+    import triton
+
+    import march.kernels.relu_matmul as rm
+
+    config = triton.Config({"BLOCK_M": 32, "BLOCK_N": 32, "BLOCK_K": 32, "GROUP_M": 4, "SUBTILE": subtile,
+                            "PROGRAMS_PER_SM": per_sm}, num_warps=4, num_stages=1, pre_hook=rm._set_block_shapes)
+    monkeypatch.setattr(rm._tma_kernel, "configs", [config])
+    monkeypatch.setattr(rm._tma_kernel, "cache", {})
+    (x, w_in, w_out), dy = _inputs(200, 48, 160, BF16, device)
+    a = torch.full((200, 160), float("nan"), dtype=BF16, device=device)
+    assert rm.relu_dropout_up(x, w_in, 0.2, torch.tensor([4], device=device), out=a) is a
+    keep = dropout_keep_mask((200, 160), 0.2, 4, device)
+    h = x.double() @ w_in.double().t()
+    torch.testing.assert_close(a.double(), torch.where(keep & (h > 0), h / 0.8, 0.0), rtol=2e-2, atol=2e-2)
+    dy = dy.to(BF16).to(device)
+    dh = torch.full((200, 160), float("nan"), dtype=BF16, device=device)
+    rm.relu_dropout_bwd(dy, w_out, a, 0.2, out=dh)
+    want = torch.where(a.double() > 0, (dy.double() @ w_out.double()) / 0.8, 0.0)
+    torch.testing.assert_close(dh.double(), want, rtol=2e-2, atol=2e-2)
+
+
 @pytest.mark.gpu
 @pytest.mark.parametrize("m", [7296, 1000])
 def test_every_tma_config_gpu(m, monkeypatch):
