@@ -181,7 +181,7 @@ def test_large_gpu(m):
 @pytest.mark.parametrize("per_sm,subtile", [(1, False), (1, True), (2, False), (2, True)])
 def test_persistent_stride(per_sm, subtile, device, monkeypatch):
     """The persistent TMA kernel with one or two programs an SM, each walking several tiles (7 × 5 tiles of
-    32 × 32 on the interpreter's 4 "SMs"), its epilogue whole or in halves: every tile written once, right."""
+    32 × 32 on the interpreter's 4 "SMs"), its epilogue whole or in halves: every tile written, and right."""
     import triton
 
     import march.kernels.relu_matmul as rm

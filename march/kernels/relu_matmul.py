@@ -67,7 +67,7 @@ def _configs():
 
 def _tma_configs():
     if interpreting():
-        shapes = [(32, 32, 32, 1, 4, True, 2)]  # two programs an SM: the stride the one-per-SM configs share
+        shapes = [(32, 32, 32, 1, 4, True, 2)]  # tests force others (test_persistent_stride)
     else:  # the probe's winners (enc: 128×256, 3 stages; dec: 128×128, 5 stages, 4 warps) and neighbours,
         # then two programs an SM (module docstring): each within half the SM's 228 KB of shared memory
         # with every epilogue (sm_90 compiles, scripts/check_compile.py --resources: 90-115 KB, ≤ 255 registers)
