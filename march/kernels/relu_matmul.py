@@ -19,9 +19,10 @@ Two kernels compute C (M, N) = epilogue(A (M, K) · Bᵀ), B (N, K):
   (K and N multiples of 8 in 16-bit).
   With an epilogue the tile's MMAs wait while its warps draw the dropout mask (Philox) or load a's tile:
   32768 × 3072 × 768 ran 0.315 ms with the ReLU + dropout epilogue against 0.233 without (session 15).
-  Configs with ``PROGRAMS_PER_SM`` = 2 (one warpgroup, 128 × 128 or 128 × 64 tiles, at most ~113 KB of
-  shared memory and 255 registers) put two programs on each SM, so one program's epilogue runs while the
-  other's MMAs use the tensor cores: what CUTLASS's ping-pong schedule does with two consumer warpgroups.
+  Configs with ``PROGRAMS_PER_SM`` = 2 (one warpgroup, 128 × 128 or 128 × 64 tiles: 80-112 KiB of shared
+  memory and ≤ 245 registers with every epilogue, sm_90 compiles on triton 3.6 and 3.7.1) put two programs
+  on each SM (228 KiB), so one program's epilogue runs while the other's MMAs use the tensor cores: what
+  CUTLASS's ping-pong schedule does with two consumer warpgroups. The autotuner picks between both kinds.
 - ``_ptr_kernel``: pointer loads, any shape: the fallback for rows TMA cannot describe.
 The backward's weight W_out (d, F) is B with unit stride along N. ``MARCH_RELU_BWD_WEIGHT`` picks how
 the TMA kernel reads it: "direct" (default) describes W_out as it is (N-major tiles); "transposed"
@@ -69,8 +70,7 @@ def _tma_configs():
     if interpreting():
         shapes = [(32, 32, 32, 1, 4, True, 2)]  # tests force others (test_persistent_stride)
     else:  # the probe's winners (enc: 128×256, 3 stages; dec: 128×128, 5 stages, 4 warps) and neighbours,
-        # then two programs an SM (module docstring): each within half the SM's 228 KB of shared memory
-        # with every epilogue (sm_90 compiles, scripts/check_compile.py --resources: 90-115 KB, ≤ 255 registers)
+        # then two programs an SM (module docstring), each within half the SM's shared memory
         shapes = [(128, 256, 64, 3, 8, False, 1), (128, 256, 64, 3, 8, True, 1), (128, 128, 64, 5, 4, False, 1),
                   (128, 128, 64, 4, 8, False, 1),
                   (128, 128, 32, 4, 4, True, 2), (128, 128, 32, 5, 4, True, 2), (128, 128, 64, 2, 4, True, 2),
