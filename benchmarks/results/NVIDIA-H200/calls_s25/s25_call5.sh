@@ -6,9 +6,10 @@
 # 2. Same-instance A/B rounds, Baseline march+compile-cg, one process a row, 30 steps a row, as time allows:
 #    wt against ab95376, and r7 = wt with MARCH_PHILOX_ROUNDS=7 (every dropout draw).
 # Predictions: wt - ab95376 = -0.8 to -1.5 ms on an H200 (24 fused up-projections and 24 dh GEMMs a step,
-# ~0.03-0.07 ms each, if the autotuner picks two programs an SM for them). r7 - wt = -0.2 to -0.5 ms: the
+# ~0.03-0.07 ms each, if the autotuner picks two programs an SM for them). r7 - wt = -0.1 to -0.3 ms: the
 # attention's dropout-bits kernel (2.19 ms a step on the H200, session 17) is 2912 SASS instructions at 10
-# rounds and 2440 at 7 (-16%; sm_90 compile here), the feedforward epilogues' draws shrink alike, and
+# rounds and 2440 at 7 (-16%; sm_90 compile here), though session 13 saw it gain only 6% from 15% fewer;
+# the feedforward epilogues' draws shrink alike (and now partly hide beside the other program's MMAs);
 # session 20's one H100 round (69.50 against 69.45 ms) could not resolve a change this size.
 # Device tool: carry [".whl", ".ab"]. LIMIT: seconds. Everything lands in $OUT/s25_call5.tgz.
 set -uo pipefail
