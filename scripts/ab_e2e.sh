@@ -46,7 +46,8 @@ case "$cmd" in
     for dir in .ab/*/; do [[ -d $dir ]] && variants+=("$(basename "$dir"):$PWD/${dir%/}:"); done
     echo "variants: ${variants[*]%%:*}"  # every .ab/ folder is one (session 25 timed a stale one unasked)
     stale=$(find "$OUT/ab" -maxdepth 1 -name '*_*.json' | wc -l)
-    [[ $stale -eq 0 ]] || echo "warning: $OUT/ab already holds $stale row files (an earlier run on this machine?): the summary pools them"
+    [[ $stale -eq 0 ]] ||
+      echo "warning: $OUT/ab already holds $stale row files (an earlier run on this machine?): the summary pools them"
     for round in $(seq 1 "$rounds"); do
       if [[ -n ${DEADLINE:-} && $(( $(date +%s) + ${ROUND_S:-150} )) -gt $DEADLINE ]]; then
         echo "round $round not started: fewer than ${ROUND_S:-150} s left before DEADLINE"

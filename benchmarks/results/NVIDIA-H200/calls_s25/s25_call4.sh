@@ -15,10 +15,11 @@ nvidia-smi --query-gpu=name,clocks.max.sm,clocks.mem --format=csv,noheader | tee
 python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl >/dev/null 2>&1
 export PYTHONPATH=$PWD:/tmp/site TORCHINDUCTOR_COMPILE_THREADS=1
 if [[ -z ${SKIP_TESTS:-} ]]; then
-  timeout 100 python3 -m pytest -q -m gpu tests/test_relu_feedforward.py -p no:cacheprovider > "$OUT/gpu_tests_s25_call4.log" 2>&1
-  echo "relu ff gpu tests rc=$?" >> "$OUT/gpu_tests_s25_call4.log"
-  tail -4 "$OUT/gpu_tests_s25_call4.log"
+  log=$OUT/gpu_tests_s25_call4.log
+  timeout 100 python3 -m pytest -q -m gpu tests/test_relu_feedforward.py -p no:cacheprovider > "$log" 2>&1
+  echo "relu ff gpu tests rc=$?" >> "$log"
+  tail -4 "$log"
 fi
-timeout 120 python3 benchmarks/results/NVIDIA-H200/calls_s15/probe_relu_matmul.py "$OUT/relu_matmul_probe_s25_call4.json" \
-  > "$OUT/relu_matmul_probe_s25_call4.txt" 2>&1
+probe=benchmarks/results/NVIDIA-H200/calls_s15/probe_relu_matmul.py
+timeout 120 python3 $probe "$OUT/relu_matmul_probe_s25_call4.json" > "$OUT/relu_matmul_probe_s25_call4.txt" 2>&1
 tail -18 "$OUT/relu_matmul_probe_s25_call4.txt"
