@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# Session 25, call 4 (any GPU; the session's last ~300 s of device time): relu_matmul's TMA kernel with
+# Session 25, call 4 (any GPU; its one try, with the session's last device time, found no machine; run by
+# s25_call5.sh next session): relu_matmul's TMA kernel with
 # configs of two programs an SM (PROGRAMS_PER_SM = 2: one program's epilogue beside the other's MMAs).
 # 1. GPU tests of the ReLU feedforward, with every TMA config forced in turn (test_every_tma_config_gpu).
-# 2. The session 15 probe (calls_s15/probe_relu_matmul.py): march's fused GEMMs against cuBLAS + the
-#    activation kernels, the autotuner's pick printed per case.
+# 2. Session 15's probe (calls_s25/probe_relu_matmul.py: a K-major W_out case added): march's fused GEMMs
+#    against cuBLAS + the activation kernels, the autotuner's pick printed per case.
 # Prediction (H200; session 15: enc up fused 0.315 ms, plain 0.233, cuBLAS 0.225; enc da fused 0.342):
 # the autotuner picks a two-program config for the fused cases, enc up fused 0.25-0.27 ms, enc da fused
 # 0.27-0.29 ms; the plain GEMM unchanged (its epilogue is short).
@@ -20,6 +21,6 @@ if [[ -z ${SKIP_TESTS:-} ]]; then
   echo "relu ff gpu tests rc=$?" >> "$log"
   tail -4 "$log"
 fi
-probe=benchmarks/results/NVIDIA-H200/calls_s15/probe_relu_matmul.py
+probe=benchmarks/results/NVIDIA-H200/calls_s25/probe_relu_matmul.py
 timeout 120 python3 $probe "$OUT/relu_matmul_probe_s25_call4.json" > "$OUT/relu_matmul_probe_s25_call4.txt" 2>&1
-tail -18 "$OUT/relu_matmul_probe_s25_call4.txt"
+tail -22 "$OUT/relu_matmul_probe_s25_call4.txt"
