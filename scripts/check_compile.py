@@ -228,12 +228,33 @@ def _dropout_modes() -> None:
             torch.autograd.grad(out.float().sum(), (q, k, v, table))
 
 
+def _exercise_gluon() -> None:
+    """benchmarks/gluon_gemm.py's warp-specialised GEMM (a Gluon experiment, not one of march's ops)."""
+    from triton.experimental.gluon._runtime import GluonASTSource
+
+    from benchmarks import gluon_gemm
+
+    for relu in (False, True):
+        signature, constexprs, options = gluon_gemm.compile_spec(1000, 384, 256, relu=relu)
+        fn = gluon_gemm._gemm_kernel
+        key = (fn.fn.__name__, tuple(sorted(signature.items())), tuple(sorted(constexprs.items())),
+               tuple(sorted(options.items())), ())
+        try:
+            ck = triton.compile(GluonASTSource(fn, signature, constexprs), target=TARGET, options=options)
+            SEEN[key] = "ok" + (f"  [{_resources(ck)}, shared {ck.metadata.shared} B]" if RESOURCES else "")
+        except Exception as e:  # noqa: BLE001
+            SEEN[key] = "FAILED"
+            error = "".join(traceback.format_exception_only(e))[-1500:]
+            FAILURES.append(f"gluon {fn.fn.__name__} relu={relu}:\n{error}")
+
+
 def main() -> int:
     _patch()
     try:
         _exercise()
     except Exception:  # noqa: BLE001 — host code after a skipped launch may trip on NaN/garbage
         traceback.print_exc()
+    _exercise_gluon()
     for key, status in SEEN.items():
         consts = {k: v for k, v in dict(key[2]).items() if isinstance(v, (int, bool))} if RESOURCES else ""
         print(f"{status:6} {key[0]} {dict(key[3])} {consts}")

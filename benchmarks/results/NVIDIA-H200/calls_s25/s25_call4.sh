@@ -5,9 +5,12 @@
 # 1. GPU tests of the ReLU feedforward, with every TMA config forced in turn (test_every_tma_config_gpu).
 # 2. Session 15's probe (calls_s25/probe_relu_matmul.py: a K-major W_out case added): march's fused GEMMs
 #    against cuBLAS + the activation kernels, the autotuner's pick printed per case.
+# 3. benchmarks/gluon_gemm.py (a warp-specialised Gluon GEMM, never run on a GPU): its GPU tests under a short
+#    timeout (a wrong mbarrier phase hangs rather than fails), then calls_s25/probe_gluon_gemm.py.
 # Prediction (H200; session 15: enc up fused 0.315 ms, plain 0.233, cuBLAS 0.225; enc da fused 0.342):
 # the autotuner picks a two-program config for the fused cases, enc up fused 0.25-0.27 ms, enc da fused
-# 0.27-0.29 ms; the plain GEMM unchanged (its epilogue is short).
+# 0.27-0.29 ms; the plain GEMM unchanged (its epilogue is short). Gluon: plain within 5% of cuBLAS, its ReLU
+# epilogue < 0.01 ms over plain.
 # SKIP_TESTS=1 runs the probe alone (a short call). Device tool: carry [".whl"]. Everything lands in $OUT.
 set -uo pipefail
 OUT=${OUT:-/tmp/march-out}
@@ -17,10 +20,19 @@ python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl >/d
 export PYTHONPATH=$PWD:/tmp/site TORCHINDUCTOR_COMPILE_THREADS=1
 if [[ -z ${SKIP_TESTS:-} ]]; then
   log=$OUT/gpu_tests_s25_call4.log
-  timeout 100 python3 -m pytest -q -m gpu tests/test_relu_feedforward.py -p no:cacheprovider > "$log" 2>&1
+  timeout 180 python3 -m pytest -q -m gpu tests/test_relu_feedforward.py -p no:cacheprovider > "$log" 2>&1
   echo "relu ff gpu tests rc=$?" >> "$log"
   tail -4 "$log"
 fi
 probe=benchmarks/results/NVIDIA-H200/calls_s25/probe_relu_matmul.py
 timeout 120 python3 $probe "$OUT/relu_matmul_probe_s25_call4.json" > "$OUT/relu_matmul_probe_s25_call4.txt" 2>&1
 tail -22 "$OUT/relu_matmul_probe_s25_call4.txt"
+log=$OUT/gpu_tests_gluon_s25_call4.log
+timeout 90 python3 -m pytest -q tests/test_gluon_gemm.py -m "gpu or not gpu" -p no:cacheprovider > "$log" 2>&1
+echo "gluon gemm tests rc=$?" >> "$log"
+tail -4 "$log"
+if grep -q "rc=0" "$log"; then
+  probe=benchmarks/results/NVIDIA-H200/calls_s25/probe_gluon_gemm.py
+  timeout 120 python3 $probe "$OUT/gluon_gemm_probe_s25_call4.json" > "$OUT/gluon_gemm_probe_s25_call4.txt" 2>&1
+  tail -16 "$OUT/gluon_gemm_probe_s25_call4.txt"
+fi

@@ -1,10 +1,9 @@
 #!/usr/bin/env bash
-# Session 25, call 5 (for the next session; any GPU, an H200 preferred): the training step with relu_matmul's
-# two-programs-an-SM configs. Prepare the baseline first, here: `bash scripts/ab_e2e.sh prepare ab95376`
-# (the tree before them; remove any other .ab/ folder). Then:
-# 1. calls_s25/s25_call4.sh (the feedforward's GPU tests with every config forced, and the probe).
-# 2. Same-instance A/B rounds, Baseline march+compile-cg, one process a row, 30 steps a row, as time allows:
-#    wt against ab95376, and r7 = wt with MARCH_PHILOX_ROUNDS=7 (every dropout draw).
+# Session 25, call 5 (for the next session, after calls_s25/s25_call4.sh's tests and probes; any GPU, an H200
+# preferred): the training step with relu_matmul's two-programs-an-SM configs. Prepare the baseline first,
+# here: `bash scripts/ab_e2e.sh prepare ab95376` (the tree before them; remove any other .ab/ folder). Then
+# same-instance A/B rounds, Baseline march+compile-cg, one process a row, 30 steps a row, as time allows:
+# wt against ab95376, and r7 = wt with MARCH_PHILOX_ROUNDS=7 (every dropout draw).
 # Predictions: wt - ab95376 = -0.8 to -1.5 ms on an H200 (24 fused up-projections and 24 dh GEMMs a step,
 # ~0.03-0.07 ms each, if the autotuner picks two programs an SM for them). r7 - wt = -0.1 to -0.3 ms: the
 # attention's dropout-bits kernel (2.19 ms a step on the H200, session 17) is 2912 SASS instructions at 10
@@ -21,8 +20,6 @@ LIMIT=${LIMIT:-560}
 (while sleep 30; do bundle; done) &
 bundler=$!
 t0=$SECONDS
-OUT=$WORK bash benchmarks/results/NVIDIA-H200/calls_s25/s25_call4.sh
-echo "probe done at $((SECONDS - t0)) s"; bundle
 export TORCHINDUCTOR_COMPILE_THREADS=1
 OUT=$WORK ROUND_S=110 DEADLINE=$(( $(date +%s) + LIMIT - (SECONDS - t0) - 20 )) ENVS="r7:MARCH_PHILOX_ROUNDS=7" \
   bash scripts/ab_e2e.sh run 9 2>&1 | tail -20

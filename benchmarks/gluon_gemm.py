@@ -1,0 +1,176 @@
+"""Experiment: a warp-specialised Hopper GEMM in Gluon, C = relu?(A Bᵀ), A (M, K), B (N, K), bf16 -> bf16.
+
+Why: ``march.kernels.relu_matmul``'s Triton kernel runs each tile's epilogue (ReLU, the dropout mask,
+the store) on the warps that issue its MMAs, so the tensor cores wait (32768 × 3072 × 768 on an H200:
+0.315 ms fused against 0.233 plain, session 15). Triton's automatic warp specialisation is Blackwell-only;
+Gluon (``triton.experimental.gluon``) writes the partitions by hand, as CUTLASS's ping-pong schedule does:
+
+    loader     (1 warp)       TMA loads of A and B tiles into a ring of STAGES shared-memory slots
+    consumer 0 (4 warps)      wgmma over K for the program's even tiles, then their epilogue
+    consumer 1 (4 warps)      the same for its odd tiles: one consumer's epilogue runs beside the other's MMAs
+
+Ring slot s = p % STAGES of ring position p = j · k_tiles + k (the program's j-th tile, k-th K block):
+``ready[s]`` completes when both loads of p land (TMA transaction count), ``empty[s]`` when the consumer's
+wgmma that read p has retired (it keeps one wgmma in flight and releases the slot of the one before).
+
+Not wired into march's ops: a probe of the toolchain (Gluon on triton 3.6, the GPU host's, and 3.7.1) and of
+the schedule, timed against cuBLAS and relu_matmul by ``calls_s25/s25_call5.sh``; ``tests/test_gluon_gemm.py``
+compiles it for sm_90 on CPU. No dropout: its epilogue would need ``_keep_mask``'s bits in the wgmma
+accumulator's layout (each 8-column Philox group spread over four threads).
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+from triton.experimental import gluon
+from triton.experimental.gluon import language as gl
+from triton.experimental.gluon.language.nvidia.hopper import (
+    fence_async_shared,
+    mbarrier,
+    tma,
+    warpgroup_mma,
+    warpgroup_mma_wait,
+)
+from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
+
+
+@gluon.jit
+def _tile_coords(j, pid, num_pid_m, num_pid_n, NUM_PROGRAMS: gl.constexpr, GROUP_M: gl.constexpr,
+                 BM: gl.constexpr, BN: gl.constexpr):
+    """(row, column) offsets of the program's j-th tile, in grouped order (relu_matmul's ``_tile``)."""
+    tile = pid + j * NUM_PROGRAMS
+    in_group = GROUP_M * num_pid_n
+    first_m = (tile // in_group) * GROUP_M
+    group_m = gl.minimum(num_pid_m - first_m, GROUP_M)
+    return (first_m + tile % group_m) * BM, ((tile % in_group) // group_m) * BN
+
+
+@gluon.jit
+def _loader(a_desc, b_desc, a_bufs, b_bufs, ready, empty, my_tiles, pid, num_pid_m, num_pid_n, k_tiles,
+            NUM_PROGRAMS: gl.constexpr, GROUP_M: gl.constexpr, STAGES: gl.constexpr):
+    BM: gl.constexpr = a_desc.block_type.shape[0]
+    BK: gl.constexpr = a_desc.block_type.shape[1]
+    BN: gl.constexpr = b_desc.block_type.shape[0]
+    p = 0
+    for j in range(my_tiles):
+        om, on = _tile_coords(j, pid, num_pid_m, num_pid_n, NUM_PROGRAMS, GROUP_M, BM, BN)
+        for k in range(k_tiles):
+            s = p % STAGES
+            mbarrier.wait(empty.index(s), ((p // STAGES) & 1) ^ 1)  # a fresh barrier passes phase 1
+            mbarrier.expect(ready.index(s), a_desc.block_type.nbytes + b_desc.block_type.nbytes)
+            tma.async_copy_global_to_shared(a_desc, [om, k * BK], ready.index(s), a_bufs.index(s))
+            tma.async_copy_global_to_shared(b_desc, [on, k * BK], ready.index(s), b_bufs.index(s))
+            p += 1
+
+
+@gluon.jit
+def _consumer(c_desc, a_bufs, b_bufs, c_buf, ready, empty, my_tiles, pid, num_pid_m, num_pid_n, k_tiles,
+              WHICH: gl.constexpr, RELU: gl.constexpr, NUM_PROGRAMS: gl.constexpr, GROUP_M: gl.constexpr,
+              STAGES: gl.constexpr):
+    """Tiles j ≡ WHICH (mod 2) of the program: wgmma over K, then ReLU, bf16, a TMA store."""
+    BM: gl.constexpr = c_desc.block_type.shape[0]
+    BN: gl.constexpr = c_desc.block_type.shape[1]
+    layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1], instr_shape=[16, BN, 16])
+    for j in range(WHICH, my_tiles, 2):
+        om, on = _tile_coords(j, pid, num_pid_m, num_pid_n, NUM_PROGRAMS, GROUP_M, BM, BN)
+        p = j * k_tiles
+        acc = gl.zeros((BM, BN), gl.float32, layout)
+        for k in range(k_tiles):
+            s = p % STAGES
+            mbarrier.wait(ready.index(s), (p // STAGES) & 1)
+            acc = warpgroup_mma(a_bufs.index(s), b_bufs.index(s).permute((1, 0)), acc, is_async=True)
+            acc = warpgroup_mma_wait(num_outstanding=1, deps=(acc,))
+            # the wgmma of position p - 1 has retired: its slot goes back to the loader
+            mbarrier.arrive(empty.index((p + STAGES - 1) % STAGES), pred=k > 0)
+            p += 1
+        acc = warpgroup_mma_wait(num_outstanding=0, deps=(acc,))
+        mbarrier.arrive(empty.index((p + STAGES - 1) % STAGES))
+        if RELU:
+            acc = gl.maximum(acc, 0.0)
+        tma.store_wait(pendings=0)  # this consumer's previous tile has left c_buf
+        c_buf.store(acc.to(c_desc.dtype))
+        fence_async_shared()
+        tma.async_copy_shared_to_global(c_desc, [om, on], c_buf)
+    tma.store_wait(pendings=0)
+
+
+@gluon.jit
+def _gemm_kernel(a_desc, b_desc, c_desc, M, N, K, RELU: gl.constexpr, STAGES: gl.constexpr,
+                 GROUP_M: gl.constexpr, NUM_PROGRAMS: gl.constexpr):
+    BM: gl.constexpr = c_desc.block_type.shape[0]
+    BN: gl.constexpr = c_desc.block_type.shape[1]
+    BK: gl.constexpr = a_desc.block_type.shape[1]
+    a_bufs = gl.allocate_shared_memory(a_desc.dtype, [STAGES, BM, BK], a_desc.layout)
+    b_bufs = gl.allocate_shared_memory(b_desc.dtype, [STAGES, BN, BK], b_desc.layout)
+    c_bufs = gl.allocate_shared_memory(c_desc.dtype, [2, BM, BN], c_desc.layout)  # one per consumer
+    ready = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
+    empty = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
+    for i in gl.static_range(STAGES):
+        mbarrier.init(ready.index(i), count=1)
+        mbarrier.init(empty.index(i), count=1)
+    fence_async_shared()
+
+    pid = gl.program_id(0)
+    num_pid_m = gl.cdiv(M, BM)
+    num_pid_n = gl.cdiv(N, BN)
+    my_tiles = gl.cdiv(num_pid_m * num_pid_n - pid, NUM_PROGRAMS)
+    k_tiles = gl.cdiv(K, BK)
+    gl.warp_specialize([
+        (_consumer, (c_desc, a_bufs, b_bufs, c_bufs.index(0), ready, empty, my_tiles, pid, num_pid_m, num_pid_n,
+                     k_tiles, 0, RELU, NUM_PROGRAMS, GROUP_M, STAGES)),
+        (_consumer, (c_desc, a_bufs, b_bufs, c_bufs.index(1), ready, empty, my_tiles, pid, num_pid_m, num_pid_n,
+                     k_tiles, 1, RELU, NUM_PROGRAMS, GROUP_M, STAGES)),
+        (_loader, (a_desc, b_desc, a_bufs, b_bufs, ready, empty, my_tiles, pid, num_pid_m, num_pid_n, k_tiles,
+                   NUM_PROGRAMS, GROUP_M, STAGES)),
+    ], [4, 1], [232, 40])
+
+
+def descriptors(a: torch.Tensor, b: torch.Tensor, c: torch.Tensor, bm: int, bn: int, bk: int):
+    """Host TMA descriptors of A (M, K), B (N, K) and C (M, N), row-major bf16 with 16-byte aligned rows."""
+    def make(t, block):
+        layout = gl.NVMMASharedLayout.get_default_for(block, gl.bfloat16)
+        return TensorDescriptor(t, list(t.shape), list(t.stride()), block, layout)
+    return make(a, [bm, bk]), make(b, [bn, bk]), make(c, [bm, bn])
+
+
+# Three warpgroups (4 + 4 + 1 warps, rounded up) share the SM's 64K registers: 168 each at launch, then
+# setmaxnreg moves them to the consumers (232 for the worker consumer, 40 for the loader's group, the rest
+# to the default partition), as Gluon's warp-specialisation tutorial sets it.
+_LAUNCH = dict(num_warps=4, maxnreg=168)
+
+
+def gemm(a: torch.Tensor, b: torch.Tensor, relu: bool = False, *, bm: int = 128, bn: int = 128, bk: int = 64,
+         stages: int = 4, num_programs: int | None = None, out: torch.Tensor | None = None) -> torch.Tensor:
+    """relu?(a bᵀ): a (M, K), b (N, K) bf16 on an sm_90 GPU -> (M, N) bf16 (into ``out`` if given)."""
+    if (a.dtype, b.dtype) != (torch.bfloat16, torch.bfloat16) or a.dim() != 2 or b.dim() != 2 \
+            or a.shape[1] != b.shape[1]:
+        raise ValueError(f"gluon gemm: expected bf16 a (M, K) and b (N, K), got {a.dtype} {tuple(a.shape)} "
+                         f"and {b.dtype} {tuple(b.shape)}")
+    if a.shape[1] % 8 or b.shape[0] % 8:
+        raise ValueError(f"gluon gemm: TMA needs 16-byte rows: K = {a.shape[1]} and N = {b.shape[0]} must be "
+                         "multiples of 8")
+    m, n = a.shape[0], b.shape[0]
+    c = torch.empty(m, n, dtype=a.dtype, device=a.device) if out is None else out
+    if c.shape != (m, n) or c.dtype != torch.bfloat16 or not c.is_contiguous():
+        raise ValueError(f"gluon gemm: out must be a contiguous bf16 ({m}, {n}), got {c.dtype} {tuple(c.shape)}")
+    programs = num_programs or torch.cuda.get_device_properties(a.device).multi_processor_count
+    programs = min(programs, triton.cdiv(m, bm) * triton.cdiv(n, bn))
+    _gemm_kernel[(programs,)](*descriptors(a.contiguous(), b.contiguous(), c, bm, bn, bk), m, n, a.shape[1],
+                              RELU=relu, STAGES=stages, GROUP_M=8, NUM_PROGRAMS=programs, **_LAUNCH)
+    return c
+
+
+def compile_spec(m: int, n: int, k: int, relu: bool, bm: int = 128, bn: int = 128, bk: int = 64, stages: int = 4,
+                 num_programs: int = 132):
+    """(signature, constexprs, options) of the launch ``gemm`` makes, for ``triton.compile`` without a GPU
+    (scripts/check_compile.py)."""
+    from triton.runtime.jit import mangle_type
+
+    a, b = torch.empty(m, k, dtype=torch.bfloat16), torch.empty(n, k, dtype=torch.bfloat16)
+    descs = descriptors(a, b, torch.empty(m, n, dtype=torch.bfloat16), bm, bn, bk)
+    fn = _gemm_kernel
+    signature = dict(zip(fn.arg_names, [mangle_type(d) for d in descs] + ["i32"] * 3 + ["constexpr"] * 4))
+    values = dict(RELU=relu, STAGES=stages, GROUP_M=8, NUM_PROGRAMS=num_programs)
+    constexprs = {(fn.arg_names.index(name),): value for name, value in values.items()}
+    return signature, constexprs, dict(_LAUNCH)
