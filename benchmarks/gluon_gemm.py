@@ -34,6 +34,14 @@ from triton.experimental.gluon.language.nvidia.hopper import (
 )
 from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
 
+# Three warpgroups (4 + 4 + 1 warps, rounded up) share the SM's 64K registers, 512 a thread: 168 each at
+# launch (maxnreg, ``_LAUNCH``), then setmaxnreg gives the default partition (consumer 0) 256 (in the PTX of
+# triton 3.6 and 3.7.1) and the worker consumer and the loader's warpgroup these. The three must sum to at
+# most 512: an increase beyond the free registers waits for ever (232 and 40 would have hung).
+DEFAULT_PARTITION_REGS = 256
+CONSUMER_REGS = gl.constexpr(216)
+LOADER_REGS = gl.constexpr(24)
+
 
 @gluon.jit
 def _tile_coords(j, pid, num_pid_m, num_pid_n, NUM_PROGRAMS: gl.constexpr, GROUP_M: gl.constexpr,
@@ -123,7 +131,7 @@ def _gemm_kernel(a_desc, b_desc, c_desc, M, N, K, RELU: gl.constexpr, STAGES: gl
                      k_tiles, 1, RELU, NUM_PROGRAMS, GROUP_M, STAGES)),
         (_loader, (a_desc, b_desc, a_bufs, b_bufs, ready, empty, my_tiles, pid, num_pid_m, num_pid_n, k_tiles,
                    NUM_PROGRAMS, GROUP_M, STAGES)),
-    ], [4, 1], [232, 40])
+    ], [4, 1], [CONSUMER_REGS, LOADER_REGS])
 
 
 def descriptors(a: torch.Tensor, b: torch.Tensor, c: torch.Tensor, bm: int, bn: int, bk: int):
@@ -134,9 +142,6 @@ def descriptors(a: torch.Tensor, b: torch.Tensor, c: torch.Tensor, bm: int, bn: 
     return make(a, [bm, bk]), make(b, [bn, bk]), make(c, [bm, bn])
 
 
-# Three warpgroups (4 + 4 + 1 warps, rounded up) share the SM's 64K registers: 168 each at launch, then
-# setmaxnreg moves them to the consumers (232 for the worker consumer, 40 for the loader's group, the rest
-# to the default partition), as Gluon's warp-specialisation tutorial sets it.
 _LAUNCH = dict(num_warps=4, maxnreg=168)
 
 
