@@ -14,7 +14,7 @@ Ring slot s = p % STAGES of ring position p = j · k_tiles + k (the program's j-
 wgmma that read p has retired (it keeps one wgmma in flight and releases the slot of the one before).
 
 Not wired into march's ops: a probe of the toolchain (Gluon on triton 3.6, the GPU host's, and 3.7.1) and of
-the schedule, timed against cuBLAS and relu_matmul by ``calls_s25/s25_call5.sh``; ``tests/test_gluon_gemm.py``
+the schedule, tested and timed against cuBLAS and relu_matmul by ``calls_s25/s25_call4.sh``; ``tests/test_gluon_gemm.py``
 compiles it for sm_90 on CPU. No dropout: its epilogue would need ``_keep_mask``'s bits in the wgmma
 accumulator's layout (each 8-column Philox group spread over four threads).
 """
@@ -34,7 +34,7 @@ from triton.experimental.gluon.language.nvidia.hopper import (
 )
 from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
 
-# Three warpgroups (4 + 4 + 1 warps, rounded up) share the SM's 64K registers, 512 a thread: 168 each at
+# Three warpgroups (4 + 4 + 1 warps, rounded up) share the SM's 64K registers (512 for one thread of each): 168 at
 # launch (maxnreg, ``_LAUNCH``), then setmaxnreg gives the default partition (consumer 0) 256 (in the PTX of
 # triton 3.6 and 3.7.1) and the worker consumer and the loader's warpgroup these. The three must sum to at
 # most 512: an increase beyond the free registers waits for ever (232 and 40 would have hung).
