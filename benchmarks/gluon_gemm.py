@@ -15,8 +15,8 @@ wgmma that read p has retired (it keeps one wgmma in flight and releases the slo
 
 Not wired into march's ops: a probe of the toolchain (Gluon on triton 3.6, the GPU host's, and 3.7.1) and of
 the schedule, tested and timed against cuBLAS and relu_matmul by ``calls_s25/s25_call4.sh``;
-``tests/test_gluon_gemm.py`` compiles it for sm_90 on CPU. No dropout: its epilogue would need ``_keep_mask``'s bits in the wgmma
-accumulator's layout (each 8-column Philox group spread over four threads).
+``tests/test_gluon_gemm.py`` compiles it for sm_90 on CPU. No dropout: its epilogue would need
+``_keep_mask``'s bits in the wgmma accumulator's layout (each 8-column Philox group spread over four threads).
 """
 
 from __future__ import annotations
