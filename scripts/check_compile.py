@@ -79,16 +79,22 @@ def _compile_instead_of_launch(self, *args, grid, warmup, **kwargs):
     key = (self.fn.__name__, tuple(sorted(signature.items())), tuple(sorted(constexprs.items())),
            tuple(sorted(options.items())), tuple(sorted(attrs)))
     if key not in SEEN:
-        try:
-            ck = triton.compile(ASTSource(self, signature, constexprs, attrs), target=TARGET, options=options)
-            shared = getattr(ck.metadata, "shared", 0)
-            if shared > SMEM_LIMIT:  # would raise OutOfResources at launch on an H100/H200
-                raise RuntimeError(f"needs {shared} B of shared memory > {SMEM_LIMIT} B (sm_90 per block)")
-            SEEN[key] = "ok" + (f"  [{_resources(ck)}]" if RESOURCES else "")
-        except Exception as e:  # noqa: BLE001 — collect every failure, report at the end
-            SEEN[key] = "FAILED"
-            FAILURES.append(f"{self.fn.__name__} {options} {constexprs}:\n{''.join(traceback.format_exception_only(e))[-1500:]}")
+        label = f"{self.fn.__name__} {options} {constexprs}"
+        _compile(key, ASTSource(self, signature, constexprs, attrs), options, label)
     return None
+
+
+def _compile(key, source, options: dict, label: str) -> None:
+    """Compile ``source`` for sm_90 and record the outcome under ``key`` (a failure also in FAILURES)."""
+    try:
+        ck = triton.compile(source, target=TARGET, options=options)
+        shared = getattr(ck.metadata, "shared", 0)
+        if shared > SMEM_LIMIT:  # would raise OutOfResources at launch on an H100/H200
+            raise RuntimeError(f"needs {shared} B of shared memory > {SMEM_LIMIT} B (sm_90 per block)")
+        SEEN[key] = "ok" + (f"  [{_resources(ck)}, shared {shared} B]" if RESOURCES else "")
+    except Exception as e:  # noqa: BLE001 — collect every failure, report at the end
+        SEEN[key] = "FAILED"
+        FAILURES.append(f"{label}:\n{''.join(traceback.format_exception_only(e))[-1500:]}")
 
 
 def _resources(ck) -> str:
@@ -239,13 +245,7 @@ def _exercise_gluon() -> None:
         fn = gluon_gemm._gemm_kernel
         key = (fn.fn.__name__, tuple(sorted(signature.items())), tuple(sorted(constexprs.items())),
                tuple(sorted(options.items())), ())
-        try:
-            ck = triton.compile(GluonASTSource(fn, signature, constexprs), target=TARGET, options=options)
-            SEEN[key] = "ok" + (f"  [{_resources(ck)}, shared {ck.metadata.shared} B]" if RESOURCES else "")
-        except Exception as e:  # noqa: BLE001
-            SEEN[key] = "FAILED"
-            error = "".join(traceback.format_exception_only(e))[-1500:]
-            FAILURES.append(f"gluon {fn.fn.__name__} relu={relu}:\n{error}")
+        _compile(key, GluonASTSource(fn, signature, constexprs), options, f"gluon {fn.fn.__name__} relu={relu}")
 
 
 def main() -> int:
