@@ -12,9 +12,12 @@ Gluon (``triton.experimental.gluon``) writes the partitions by hand, as CUTLASS'
 Ring slot s = p % STAGES of ring position p = j · k_tiles + k (the program's j-th tile, k-th K block):
 ``ready[s]`` completes when both loads of p land (TMA transaction count), ``empty[s]`` when the consumer's
 wgmma that read p has retired (it keeps one wgmma in flight and releases the slot of the one before).
+``turn[c]`` completes when the other consumer's mainloop has passed its ring waits: the mainloops alternate
+(as CUTLASS's math order barrier makes them), so the ring's positions are awaited in order, and a wait's
+parity never meets a phase two laps away. ``tests/test_gluon_gemm.py`` model-checks this protocol on CPU.
 
 Not wired into march's ops: a probe of the toolchain (Gluon on triton 3.6, the GPU host's, and 3.7.1) and of
-the schedule, tested and timed against cuBLAS and relu_matmul by ``calls_s25/s25_call4.sh``;
+the schedule, tested and timed against cuBLAS and relu_matmul by ``calls_s26/s26_gluon.sh``;
 ``tests/test_gluon_gemm.py`` compiles it for sm_90 on CPU. No dropout: its epilogue would need
 ``_keep_mask``'s bits in the wgmma accumulator's layout (each 8-column Philox group spread over four threads).
 """
@@ -73,7 +76,7 @@ def _loader(a_desc, b_desc, a_bufs, b_bufs, ready, empty, my_tiles, pid, num_pid
 
 
 @gluon.jit
-def _consumer(c_desc, a_bufs, b_bufs, c_buf, ready, empty, my_tiles, pid, num_pid_m, num_pid_n, k_tiles,
+def _consumer(c_desc, a_bufs, b_bufs, c_buf, ready, empty, turn, my_tiles, pid, num_pid_m, num_pid_n, k_tiles,
               WHICH: gl.constexpr, RELU: gl.constexpr, NUM_PROGRAMS: gl.constexpr, GROUP_M: gl.constexpr,
               STAGES: gl.constexpr):
     """Tiles j ≡ WHICH (mod 2) of the program: wgmma over K, then ReLU, bf16, a TMA store."""
@@ -81,6 +84,12 @@ def _consumer(c_desc, a_bufs, b_bufs, c_buf, ready, empty, my_tiles, pid, num_pi
     BN: gl.constexpr = c_desc.block_type.shape[1]
     layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1], instr_shape=[16, BN, 16])
     for j in range(WHICH, my_tiles, 2):
+        # The mainloops take turns: tile j's starts once tile j - 1's has passed all its ring waits (the other
+        # consumer's i-th turn, i = j // 2; consumer 0's first passes a fresh barrier). Without the turns a consumer
+        # runs ahead and waits on ready[s] for a position two laps past its last completion: parity alone can't
+        # tell the two apart, so it read a slot before its load landed (session 26: a launch failure on the H100
+        # at 4096 × 3072, where each consumer has several tiles; 1000 × 384, one tile a program, passed).
+        mbarrier.wait(turn.index(WHICH), ((j // 2) & 1) ^ (1 - WHICH))
         om, on = _tile_coords(j, pid, num_pid_m, num_pid_n, NUM_PROGRAMS, GROUP_M, BM, BN)
         p = j * k_tiles
         acc = gl.zeros((BM, BN), gl.float32, layout)
@@ -92,6 +101,7 @@ def _consumer(c_desc, a_bufs, b_bufs, c_buf, ready, empty, my_tiles, pid, num_pi
             # the wgmma of position p - 1 has retired: its slot goes back to the loader
             mbarrier.arrive(empty.index((p + STAGES - 1) % STAGES), pred=k > 0)
             p += 1
+        mbarrier.arrive(turn.index(1 - WHICH))  # the other consumer's mainloop may start
         acc = warpgroup_mma_wait(num_outstanding=0, deps=(acc,))
         mbarrier.arrive(empty.index((p + STAGES - 1) % STAGES))
         if RELU:
@@ -114,9 +124,12 @@ def _gemm_kernel(a_desc, b_desc, c_desc, M, N, K, RELU: gl.constexpr, STAGES: gl
     c_bufs = gl.allocate_shared_memory(c_desc.dtype, [2, BM, BN], c_desc.layout)  # one per consumer
     ready = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
     empty = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
+    turn = gl.allocate_shared_memory(gl.int64, [2, 1], mbarrier.MBarrierLayout())  # consumer c's mainloop may start
     for i in gl.static_range(STAGES):
         mbarrier.init(ready.index(i), count=1)
         mbarrier.init(empty.index(i), count=1)
+    for i in gl.static_range(2):
+        mbarrier.init(turn.index(i), count=1)
     fence_async_shared()
 
     pid = gl.program_id(0)
@@ -125,9 +138,9 @@ def _gemm_kernel(a_desc, b_desc, c_desc, M, N, K, RELU: gl.constexpr, STAGES: gl
     my_tiles = gl.cdiv(num_pid_m * num_pid_n - pid, NUM_PROGRAMS)
     k_tiles = gl.cdiv(K, BK)
     gl.warp_specialize([
-        (_consumer, (c_desc, a_bufs, b_bufs, c_bufs.index(0), ready, empty, my_tiles, pid, num_pid_m, num_pid_n,
+        (_consumer, (c_desc, a_bufs, b_bufs, c_bufs.index(0), ready, empty, turn, my_tiles, pid, num_pid_m, num_pid_n,
                      k_tiles, 0, RELU, NUM_PROGRAMS, GROUP_M, STAGES)),
-        (_consumer, (c_desc, a_bufs, b_bufs, c_bufs.index(1), ready, empty, my_tiles, pid, num_pid_m, num_pid_n,
+        (_consumer, (c_desc, a_bufs, b_bufs, c_bufs.index(1), ready, empty, turn, my_tiles, pid, num_pid_m, num_pid_n,
                      k_tiles, 1, RELU, NUM_PROGRAMS, GROUP_M, STAGES)),
         (_loader, (a_desc, b_desc, a_bufs, b_bufs, ready, empty, my_tiles, pid, num_pid_m, num_pid_n, k_tiles,
                    NUM_PROGRAMS, GROUP_M, STAGES)),

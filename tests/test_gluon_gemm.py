@@ -1,6 +1,7 @@
 """benchmarks/gluon_gemm.py, the warp-specialised Gluon GEMM experiment: it compiles for sm_90 here (also in
 scripts/check_compile.py); on a GPU it matches a float64 product at awkward shapes, with programs that walk
-one tile, several, or an odd count split between the two consumers, into outputs that start as NaN."""
+one tile, two (one a consumer, K in one ring lap or in several), or an odd count split between the two consumers,
+into outputs that start as NaN. On CPU, a model of its barrier protocol run in random interleavings."""
 
 import re
 
@@ -40,8 +41,9 @@ def test_bad_inputs_are_refused():
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("m,n,k,programs", [(1000, 384, 256, None), (4096, 3072, 768, None), (333, 136, 72, 1),
-                                            (7296, 3072, 768, 7), (128, 128, 64, None)], ids=str)
+@pytest.mark.parametrize("m,n,k,programs", [(1000, 384, 256, None), (256, 256, 72, 2), (256, 256, 640, 1),
+                                            (4096, 3072, 768, None), (333, 136, 72, 1), (7296, 3072, 768, 7),
+                                            (128, 128, 64, None)], ids=str)
 @pytest.mark.parametrize("relu", [False, True])
 def test_matches_float64_gpu(m, n, k, programs, relu):
     from benchmarks import gluon_gemm
@@ -54,3 +56,83 @@ def test_matches_float64_gpu(m, n, k, programs, relu):
     got = gluon_gemm.gemm(a, b, relu, num_programs=programs, out=out)
     assert got is out and torch.isfinite(got).all()
     torch.testing.assert_close(got.double(), want, rtol=1e-2, atol=1e-2)
+
+
+class _Barrier:
+    """An mbarrier of arrival count 1: each arrival completes its current phase. ``try_wait.parity(P)`` passes once
+    the phase of parity P has completed, i.e. while the number of completed phases has the other parity."""
+
+    def __init__(self):
+        self.completed = 0
+
+    def passed(self, parity: int) -> bool:
+        return (self.completed & 1) != parity
+
+
+def _run_protocol(my_tiles: int, k_tiles: int, stages: int, turns: bool, seed: int) -> list[str]:
+    """The ring protocol of gluon_gemm's partitions, each step run in a random interleaving, with TMA loads that land
+    late: returns the violations (a slot read before its position landed or after it was overwritten, or a
+    deadlock). Each agent mirrors its partition's waits and arrives; ``turns=False`` is session 25's protocol."""
+    import random
+
+    rng = random.Random(seed)
+    ready, empty, turn = ([_Barrier() for _ in range(n)] for n in (stages, stages, 2))
+    slot = [None] * stages  # which ring position each slot holds
+    in_flight = []  # TMA loads issued, not landed: (slot, position)
+    bad = []
+
+    def loader():
+        for p in range(my_tiles * k_tiles):
+            s = p % stages
+            while not empty[s].passed(((p // stages) & 1) ^ 1):
+                yield
+            in_flight.append((s, p))
+            yield
+
+    def consumer(which):
+        for j in range(which, my_tiles, 2):
+            while turns and not turn[which].passed(((j // 2) & 1) ^ (1 - which)):
+                yield
+            p = j * k_tiles
+            for k in range(k_tiles):
+                s = p % stages
+                while not ready[s].passed((p // stages) & 1):
+                    yield
+                if slot[s] != p:
+                    bad.append(f"consumer {which} read slot {s} for position {p}, holding {slot[s]}")
+                yield  # the wgmma of p in flight; the one before it retires
+                if k > 0:
+                    if slot[(p - 1) % stages] != p - 1:
+                        bad.append(f"position {p - 1} overwritten before its wgmma retired")
+                    empty[(p - 1) % stages].completed += 1
+                p += 1
+            if turns:
+                turn[1 - which].completed += 1
+            yield
+            if slot[(p - 1) % stages] != p - 1:
+                bad.append(f"position {p - 1} overwritten before its wgmma retired")
+            empty[(p - 1) % stages].completed += 1
+
+    agents = [loader(), consumer(0), consumer(1)]
+    for _ in range(100_000):
+        if not agents and not in_flight:
+            return bad
+        if in_flight and rng.random() < 0.3:  # a load lands: its bytes, then its ready arrival
+            s, p = in_flight.pop(rng.randrange(len(in_flight)) if rng.random() < 0.1 else 0)
+            slot[s] = p
+            ready[s].completed += 1
+        elif agents:
+            agent = rng.choice(agents)
+            if next(agent, StopIteration) is StopIteration:
+                agents.remove(agent)
+    return bad + ["deadlock"]
+
+
+@pytest.mark.parametrize("my_tiles,k_tiles,stages", [(1, 12, 4), (2, 2, 4), (7, 12, 4), (6, 1, 4), (5, 3, 2)], ids=str)
+def test_ring_protocol_model(my_tiles, k_tiles, stages):
+    assert all(not _run_protocol(my_tiles, k_tiles, stages, turns=True, seed=seed) for seed in range(40))
+
+
+def test_ring_protocol_model_finds_the_session_25_race():
+    # without the turns, consumer 1 waits on ready[s] two laps early and reads before the load lands
+    assert any(_run_protocol(7, 12, 4, turns=False, seed=seed) for seed in range(40))
