@@ -22,7 +22,9 @@ Two kernels compute C (M, N) = epilogue(A (M, K) · Bᵀ), B (N, K):
   Configs with ``PROGRAMS_PER_SM`` = 2 (one warpgroup; 128 × 128, 128 × 64 or 64 × 256 tiles: 80-112 KiB of shared
   memory and ≤ 245 registers with every epilogue, sm_90 compiles on triton 3.6 and 3.7.1) put two programs
   on each SM (228 KiB), so one program's epilogue runs while the other's MMAs use the tensor cores: what
-  CUTLASS's ping-pong schedule does with two consumer warpgroups. The autotuner picks between both kinds.
+  CUTLASS's ping-pong schedule does with two consumer warpgroups. The autotuner picks between both kinds;
+  on an H100 (session 26) it picked none of the two-program configs at the encoder's or decoder's shapes
+  (fused up 0.307 ms there, cuBLAS 0.222): untested on an H200, where session 15's figures come from.
 - ``_ptr_kernel``: pointer loads, any shape: the fallback for rows TMA cannot describe.
 The backward's weight W_out (d, F) is B with unit stride along N. ``MARCH_RELU_BWD_WEIGHT`` picks how
 the TMA kernel reads it: "direct" (default) describes W_out as it is (N-major tiles); "transposed"
