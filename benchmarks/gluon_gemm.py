@@ -88,7 +88,8 @@ def _consumer(c_desc, a_bufs, b_bufs, c_buf, ready, empty, turn, my_tiles, pid, 
         # consumer's i-th turn, i = j // 2; consumer 0's first passes a fresh barrier). Without the turns a consumer
         # runs ahead and waits on ready[s] for a position two laps past its last completion: parity alone can't
         # tell the two apart, so it read a slot before its load landed (session 26: a launch failure on the H100
-        # at 4096 × 3072, where each consumer has several tiles; 1000 × 384, one tile a program, passed).
+        # at 4096 × 3072, where each consumer has several tiles; 1000 × 384, one tile a program, passed). The
+        # failure itself is likely the CTA exiting with TMA loads still in flight, no consumer having waited on them.
         mbarrier.wait(turn.index(WHICH), ((j // 2) & 1) ^ (1 - WHICH))
         om, on = _tile_coords(j, pid, num_pid_m, num_pid_n, NUM_PROGRAMS, GROUP_M, BM, BN)
         p = j * k_tiles
