@@ -18,8 +18,8 @@ parity never meets a phase two laps away. ``tests/test_gluon_gemm.py`` model-che
 
 Not wired into march's ops: a probe of the toolchain (Gluon on triton 3.6, the GPU host's, and 3.7.1) and of
 the schedule, tested and timed against cuBLAS and relu_matmul by ``calls_s26/s26_gluon.sh``;
-``tests/test_gluon_gemm.py`` compiles it for sm_90 on CPU. No dropout: its epilogue would need
-``_keep_mask``'s bits in the wgmma accumulator's layout (each 8-column Philox group spread over four threads).
+``tests/test_gluon_gemm.py`` compiles it for sm_90 on CPU. With ``dropout_p`` its epilogue is relu_matmul's
+RELU_DROPOUT (``_keep_mask``: march's mask, bit for bit), the case the ping-pong is for.
 """
 
 from __future__ import annotations
@@ -36,6 +36,8 @@ from triton.experimental.gluon.language.nvidia.hopper import (
     warpgroup_mma_wait,
 )
 from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
+
+from march.kernels._philox16 import _PHILOX_ASM
 
 # Three warpgroups (4 + 4 + 1 warps, rounded up) share the SM's 64K registers (512 for one thread of each): 168 at
 # launch (maxnreg, ``_LAUNCH``), then setmaxnreg gives the default partition (consumer 0) 256 (in the PTX of
@@ -58,6 +60,30 @@ def _tile_coords(j, pid, num_pid_m, num_pid_n, NUM_PROGRAMS: gl.constexpr, GROUP
 
 
 @gluon.jit
+def _keep_mask(seed, om, on, N, threshold, BM: gl.constexpr, BN: gl.constexpr, out_layout: gl.constexpr):
+    """glu._keep_mask's draw for the (BM, BN) tile at (om, on), bit for bit, in ``out_layout``: one Philox-4x32 call
+    per row and 8-column group (counter row · ⌈N/8⌉ + col // 8, key the seed), column 8g + k taking half k of
+    (w0.lo, w0.hi, w2.lo, w2.hi, w1.lo, w1.hi, w3.lo, w3.hi), keep = u ≥ threshold. The calls run in a blocked
+    layout, one group each (16 a thread at 128 × 128: no call repeated), and the mask moves to the accumulator's
+    layout through shared memory (8 KiB a consumer)."""
+    G: gl.constexpr = BN // 8
+    words_layout: gl.constexpr = gl.BlockedLayout([1, 1], [32 // G, G], [4, 1], [1, 0])
+    rows = om + gl.arange(0, BM, layout=gl.SliceLayout(1, words_layout))
+    groups = on // 8 + gl.arange(0, G, layout=gl.SliceLayout(0, words_layout))
+    counter = (rows.to(gl.int64)[:, None] * ((N + 7) // 8) + groups[None, :]).to(gl.uint64, bitcast=True)  # (BM, G)
+    seed = seed.to(gl.uint64)
+    zero = gl.full([BM, G], 0, gl.uint32, words_layout)
+    w0, w1, w2, w3 = gl.inline_asm_elementwise(
+        _PHILOX_ASM, "=r,=r,=r,=r,r,r,r,r",
+        [(counter & 0xFFFFFFFF).to(gl.uint32), (counter >> 32).to(gl.uint32),
+         zero + (seed & 0xFFFFFFFF).to(gl.uint32), zero + ((seed >> 32) & 0xFFFFFFFF).to(gl.uint32)],
+        dtype=(gl.uint32, gl.uint32, gl.uint32, gl.uint32), is_pure=True, pack=1)
+    words = gl.reshape(gl.join(gl.join(w0, w1), gl.join(w2, w3)), (BM, BN // 2))
+    u = gl.reshape(gl.join(words & 0xFFFF, words >> 16), (BM, BN)).to(gl.int32)
+    return gl.convert_layout(u >= threshold, out_layout)
+
+
+@gluon.jit
 def _loader(a_desc, b_desc, a_bufs, b_bufs, ready, empty, my_tiles, pid, num_pid_m, num_pid_n, k_tiles,
             NUM_PROGRAMS: gl.constexpr, GROUP_M: gl.constexpr, STAGES: gl.constexpr):
     BM: gl.constexpr = a_desc.block_type.shape[0]
@@ -77,9 +103,9 @@ def _loader(a_desc, b_desc, a_bufs, b_bufs, ready, empty, my_tiles, pid, num_pid
 
 @gluon.jit
 def _consumer(c_desc, a_bufs, b_bufs, c_buf, ready, empty, turn, my_tiles, pid, num_pid_m, num_pid_n, k_tiles,
-              WHICH: gl.constexpr, RELU: gl.constexpr, NUM_PROGRAMS: gl.constexpr, GROUP_M: gl.constexpr,
-              STAGES: gl.constexpr):
-    """Tiles j ≡ WHICH (mod 2) of the program: wgmma over K, then ReLU, bf16, a TMA store."""
+              SEED, N, dropout_p, scale, WHICH: gl.constexpr, RELU: gl.constexpr, DROPOUT: gl.constexpr,
+              NUM_PROGRAMS: gl.constexpr, GROUP_M: gl.constexpr, STAGES: gl.constexpr):
+    """Tiles j ≡ WHICH (mod 2) of the program: wgmma over K, then ReLU, dropout, bf16, a TMA store."""
     BM: gl.constexpr = c_desc.block_type.shape[0]
     BN: gl.constexpr = c_desc.block_type.shape[1]
     layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1], instr_shape=[16, BN, 16])
@@ -107,6 +133,9 @@ def _consumer(c_desc, a_bufs, b_bufs, c_buf, ready, empty, turn, my_tiles, pid, 
         mbarrier.arrive(empty.index((p + STAGES - 1) % STAGES))
         if RELU:
             acc = gl.maximum(acc, 0.0)
+        if DROPOUT:  # relu_matmul's RELU_DROPOUT epilogue: the same mask, scale, then rounding
+            threshold = (dropout_p * 65536.0 + 0.5).to(gl.int32)  # _philox16._threshold
+            acc = gl.where(_keep_mask(gl.load(SEED), om, on, N, threshold, BM, BN, layout), acc * scale, 0.0)
         tma.store_wait(pendings=0)  # this consumer's previous tile has left c_buf
         c_buf.store(acc.to(c_desc.dtype))
         fence_async_shared()
@@ -115,8 +144,8 @@ def _consumer(c_desc, a_bufs, b_bufs, c_buf, ready, empty, turn, my_tiles, pid, 
 
 
 @gluon.jit
-def _gemm_kernel(a_desc, b_desc, c_desc, M, N, K, RELU: gl.constexpr, STAGES: gl.constexpr,
-                 GROUP_M: gl.constexpr, NUM_PROGRAMS: gl.constexpr):
+def _gemm_kernel(a_desc, b_desc, c_desc, SEED, M, N, K, dropout_p, scale, RELU: gl.constexpr, DROPOUT: gl.constexpr,
+                 STAGES: gl.constexpr, GROUP_M: gl.constexpr, NUM_PROGRAMS: gl.constexpr):
     BM: gl.constexpr = c_desc.block_type.shape[0]
     BN: gl.constexpr = c_desc.block_type.shape[1]
     BK: gl.constexpr = a_desc.block_type.shape[1]
@@ -140,9 +169,9 @@ def _gemm_kernel(a_desc, b_desc, c_desc, M, N, K, RELU: gl.constexpr, STAGES: gl
     k_tiles = gl.cdiv(K, BK)
     gl.warp_specialize([
         (_consumer, (c_desc, a_bufs, b_bufs, c_bufs.index(0), ready, empty, turn, my_tiles, pid, num_pid_m, num_pid_n,
-                     k_tiles, 0, RELU, NUM_PROGRAMS, GROUP_M, STAGES)),
+                     k_tiles, SEED, N, dropout_p, scale, 0, RELU, DROPOUT, NUM_PROGRAMS, GROUP_M, STAGES)),
         (_consumer, (c_desc, a_bufs, b_bufs, c_bufs.index(1), ready, empty, turn, my_tiles, pid, num_pid_m, num_pid_n,
-                     k_tiles, 1, RELU, NUM_PROGRAMS, GROUP_M, STAGES)),
+                     k_tiles, SEED, N, dropout_p, scale, 1, RELU, DROPOUT, NUM_PROGRAMS, GROUP_M, STAGES)),
         (_loader, (a_desc, b_desc, a_bufs, b_bufs, ready, empty, my_tiles, pid, num_pid_m, num_pid_n, k_tiles,
                    NUM_PROGRAMS, GROUP_M, STAGES)),
     ], [4, 1], [CONSUMER_REGS, LOADER_REGS])
@@ -159,9 +188,12 @@ def descriptors(a: torch.Tensor, b: torch.Tensor, c: torch.Tensor, bm: int, bn: 
 _LAUNCH = dict(num_warps=4, maxnreg=168)
 
 
-def gemm(a: torch.Tensor, b: torch.Tensor, relu: bool = False, *, bm: int = 128, bn: int = 128, bk: int = 64,
-         stages: int = 4, num_programs: int | None = None, out: torch.Tensor | None = None) -> torch.Tensor:
-    """relu?(a bᵀ): a (M, K), b (N, K) bf16 on an sm_90 GPU -> (M, N) bf16 (into ``out`` if given)."""
+def gemm(a: torch.Tensor, b: torch.Tensor, relu: bool = False, *, dropout_p: float = 0.0,
+         seed: torch.Tensor | None = None, bm: int = 128, bn: int = 128, bk: int = 64, stages: int = 4,
+         num_programs: int | None = None, out: torch.Tensor | None = None) -> torch.Tensor:
+    """drop(relu?(a bᵀ)): a (M, K), b (N, K) bf16 on an sm_90 GPU -> (M, N) bf16 (into ``out`` if given). With
+    ``dropout_p`` > 0, relu_matmul.relu_dropout_up's epilogue: kept values scaled by 1 / (1 - p), the keep mask
+    drawn from ``seed`` (an int64 tensor of one element on a's device) as march's kernels draw it."""
     if (a.dtype, b.dtype) != (torch.bfloat16, torch.bfloat16) or a.dim() != 2 or b.dim() != 2 \
             or a.shape[1] != b.shape[1]:
         raise ValueError(f"gluon gemm: expected bf16 a (M, K) and b (N, K), got {a.dtype} {tuple(a.shape)} "
@@ -169,19 +201,26 @@ def gemm(a: torch.Tensor, b: torch.Tensor, relu: bool = False, *, bm: int = 128,
     if a.shape[1] % 8 or b.shape[0] % 8:
         raise ValueError(f"gluon gemm: TMA needs 16-byte rows: K = {a.shape[1]} and N = {b.shape[0]} must be "
                          "multiples of 8")
+    if not 0.0 <= dropout_p < 1.0:
+        raise ValueError(f"gluon gemm: dropout_p = {dropout_p} is outside [0, 1)")
     m, n = a.shape[0], b.shape[0]
     c = torch.empty(m, n, dtype=a.dtype, device=a.device) if out is None else out
     if c.shape != (m, n) or c.dtype != torch.bfloat16 or not c.is_contiguous():
         raise ValueError(f"gluon gemm: out must be a contiguous bf16 ({m}, {n}), got {c.dtype} {tuple(c.shape)}")
+    dropout = dropout_p > 0
+    if dropout and (seed is None or seed.dtype != torch.int64 or seed.numel() != 1 or seed.device != a.device):
+        raise ValueError("gluon gemm: dropout needs seed, an int64 tensor of one element on a's device, got "
+                         + ("None" if seed is None else f"{seed.dtype} {tuple(seed.shape)} on {seed.device}"))
     programs = num_programs or torch.cuda.get_device_properties(a.device).multi_processor_count
     programs = min(programs, triton.cdiv(m, bm) * triton.cdiv(n, bn))
-    _gemm_kernel[(programs,)](*descriptors(a.contiguous(), b.contiguous(), c, bm, bn, bk), m, n, a.shape[1],
-                              RELU=relu, STAGES=stages, GROUP_M=8, NUM_PROGRAMS=programs, **_LAUNCH)
+    _gemm_kernel[(programs,)](*descriptors(a.contiguous(), b.contiguous(), c, bm, bn, bk), seed if dropout else c,
+                              m, n, a.shape[1], dropout_p, 1.0 / (1.0 - dropout_p), RELU=relu, DROPOUT=dropout,
+                              STAGES=stages, GROUP_M=8, NUM_PROGRAMS=programs, **_LAUNCH)
     return c
 
 
-def compile_spec(m: int, n: int, k: int, relu: bool, bm: int = 128, bn: int = 128, bk: int = 64, stages: int = 4,
-                 num_programs: int = 132):
+def compile_spec(m: int, n: int, k: int, relu: bool, dropout: bool = False, bm: int = 128, bn: int = 128,
+                 bk: int = 64, stages: int = 4, num_programs: int = 132):
     """(signature, constexprs, options) of the launch ``gemm`` makes, for ``triton.compile`` without a GPU
     (scripts/check_compile.py)."""
     from triton.runtime.jit import mangle_type
@@ -189,7 +228,8 @@ def compile_spec(m: int, n: int, k: int, relu: bool, bm: int = 128, bn: int = 12
     a, b = torch.empty(m, k, dtype=torch.bfloat16), torch.empty(n, k, dtype=torch.bfloat16)
     descs = descriptors(a, b, torch.empty(m, n, dtype=torch.bfloat16), bm, bn, bk)
     fn = _gemm_kernel
-    signature = dict(zip(fn.arg_names, [mangle_type(d) for d in descs] + ["i32"] * 3 + ["constexpr"] * 4))
-    values = dict(RELU=relu, STAGES=stages, GROUP_M=8, NUM_PROGRAMS=num_programs)
+    types = [mangle_type(d) for d in descs] + ["*i64"] + ["i32"] * 3 + ["fp32"] * 2 + ["constexpr"] * 5
+    signature = dict(zip(fn.arg_names, types))
+    values = dict(RELU=relu, DROPOUT=dropout, STAGES=stages, GROUP_M=8, NUM_PROGRAMS=num_programs)
     constexprs = {(fn.arg_names.index(name),): value for name, value in values.items()}
     return signature, constexprs, dict(_LAUNCH)

@@ -240,12 +240,13 @@ def _exercise_gluon() -> None:
 
     from benchmarks import gluon_gemm
 
-    for relu in (False, True):
-        signature, constexprs, options = gluon_gemm.compile_spec(1000, 384, 256, relu=relu)
+    for relu, dropout in ((False, False), (True, False), (True, True)):
+        signature, constexprs, options = gluon_gemm.compile_spec(1000, 384, 256, relu=relu, dropout=dropout)
         fn = gluon_gemm._gemm_kernel
         key = (fn.fn.__name__, tuple(sorted(signature.items())), tuple(sorted(constexprs.items())),
                tuple(sorted(options.items())), ())
-        _compile(key, GluonASTSource(fn, signature, constexprs), options, f"gluon {fn.fn.__name__} relu={relu}")
+        _compile(key, GluonASTSource(fn, signature, constexprs), options,
+                 f"gluon {fn.fn.__name__} relu={relu} dropout={dropout}")
 
 
 def main() -> int:

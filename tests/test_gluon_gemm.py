@@ -11,14 +11,15 @@ import torch
 pytest.importorskip("triton.experimental.gluon")
 
 
-def test_compiles_for_sm90():
+@pytest.mark.parametrize("dropout", [False, True])
+def test_compiles_for_sm90(dropout):
     import triton
     from triton.backends.compiler import GPUTarget
     from triton.experimental.gluon._runtime import GluonASTSource
 
     from benchmarks import gluon_gemm
 
-    signature, constexprs, options = gluon_gemm.compile_spec(1000, 384, 256, relu=True)
+    signature, constexprs, options = gluon_gemm.compile_spec(1000, 384, 256, relu=True, dropout=dropout)
     ck = triton.compile(GluonASTSource(gluon_gemm._gemm_kernel, signature, constexprs),
                         target=GPUTarget("cuda", 90, 32), options=options)
     ptx = ck.asm["ptx"]
@@ -38,6 +39,13 @@ def test_bad_inputs_are_refused():
         gluon_gemm.gemm(torch.zeros(4, 8), torch.zeros(8, 8))
     with pytest.raises(ValueError, match="K = 12 and N = 8 must be multiples of 8"):
         gluon_gemm.gemm(torch.zeros(4, 12, dtype=torch.bfloat16), torch.zeros(8, 12, dtype=torch.bfloat16))
+    a, b = torch.zeros(4, 8, dtype=torch.bfloat16), torch.zeros(8, 8, dtype=torch.bfloat16)
+    with pytest.raises(ValueError, match=r"dropout_p = 1.0 is outside \[0, 1\)"):
+        gluon_gemm.gemm(a, b, True, dropout_p=1.0)
+    with pytest.raises(ValueError, match="dropout needs seed, an int64 tensor of one element on a's device, got None"):
+        gluon_gemm.gemm(a, b, True, dropout_p=0.1)
+    with pytest.raises(ValueError, match=r"got torch.int32 \(2,\) on cpu"):
+        gluon_gemm.gemm(a, b, True, dropout_p=0.1, seed=torch.zeros(2, dtype=torch.int32))
 
 
 @pytest.mark.gpu
@@ -56,6 +64,29 @@ def test_matches_float64_gpu(m, n, k, programs, relu):
     got = gluon_gemm.gemm(a, b, relu, num_programs=programs, out=out)
     assert got is out and torch.isfinite(got).all()
     torch.testing.assert_close(got.double(), want, rtol=1e-2, atol=1e-2)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("m,n,k,programs", [(1000, 384, 256, None), (333, 136, 72, 1), (4096, 3072, 768, None)],
+                         ids=str)
+@pytest.mark.parametrize("dropout_p", [0.1, 0.5])
+def test_dropout_draws_relu_matmuls_mask_gpu(m, n, k, programs, dropout_p):
+    """The epilogue drops what relu_matmul.relu_dropout_up drops for the same seed: its mask, read off an all-ones
+    product (every ReLU output positive, so a zero is a drop), then against float64 with that mask."""
+    from benchmarks import gluon_gemm
+    from march.kernels import relu_matmul
+
+    seed = torch.tensor([20261207], device="cuda", dtype=torch.int64)
+    ones_m, ones_n = (torch.ones(rows, 64, device="cuda", dtype=torch.bfloat16) for rows in (m, n))
+    keep = relu_matmul.relu_dropout_up(ones_m, ones_n, dropout_p, seed) != 0  # (m, n)
+    assert 0.8 < keep.float().mean().item() / (1 - dropout_p) < 1.2
+    a = torch.randn(m, k, device="cuda").bfloat16()
+    b = (torch.randn(n, k, device="cuda") / k**0.5).bfloat16()
+    want = torch.where(keep, (a.double() @ b.double().t()).clamp_min(0) / (1 - dropout_p), 0.0)
+    out = torch.full((m, n), float("nan"), device="cuda", dtype=torch.bfloat16)
+    got = gluon_gemm.gemm(a, b, True, dropout_p=dropout_p, seed=seed, num_programs=programs, out=out)
+    assert torch.isfinite(got).all() and (got[~keep] == 0).all()
+    torch.testing.assert_close(got.double(), want, rtol=1e-2, atol=2e-2)
 
 
 class _Barrier:
