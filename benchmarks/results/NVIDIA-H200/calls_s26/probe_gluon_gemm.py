@@ -1,4 +1,4 @@
-"""Session 26 probe (session 25's, with the dropout epilogue): benchmarks/gluon_gemm.py's warp-specialised Gluon
+"""Session 26 probe (session 25's, moved here, with the dropout epilogue): benchmarks/gluon_gemm.py's warp-specialised Gluon
 GEMM (loader warp + two consumer warpgroups, ping-pong) at the ReLU feedforward's up-projection, against cuBLAS and
 relu_matmul's Triton kernel, plain, with ReLU, and with ReLU + dropout (p = 0.1, march's mask).
 Predictions (H100; session 26: cuBLAS 221 us at 32768 rows, relu_matmul plain 242-245, fused ReLU + dropout
