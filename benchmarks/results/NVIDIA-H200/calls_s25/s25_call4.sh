@@ -7,7 +7,7 @@
 #    kernels, the autotuner's pick printed per case; then again with MARCH_RELU_BWD_WEIGHT=transposed (the
 #    backward reading a K-major copy of W_out, whose plain GEMM ran 0.233 ms where N-major ran 0.298).
 # 3. benchmarks/gluon_gemm.py (a warp-specialised Gluon GEMM, never run on a GPU): its GPU tests under a short
-#    timeout (a wrong mbarrier phase hangs rather than fails), then calls_s25/probe_gluon_gemm.py.
+#    timeout (a wrong mbarrier phase hangs rather than fails), then the Gluon probe (now calls_s26/probe_gluon_gemm.py).
 # Prediction (H200; session 15: enc up fused 0.315 ms, plain 0.233, cuBLAS 0.225; enc da fused 0.342):
 # the autotuner picks a two-program config for the fused cases, enc up fused 0.25-0.27 ms, enc da fused
 # 0.27-0.29 ms; the plain GEMM unchanged (its epilogue is short). Gluon: plain within 5% of cuBLAS, its ReLU
