@@ -1,6 +1,7 @@
 """Session 26 probe (session 25's, moved here, with the dropout epilogue): benchmarks/gluon_gemm.py's
 warp-specialised Gluon GEMM (loader warp + two consumer warpgroups, ping-pong) at the ReLU feedforward's
-up-projection, against cuBLAS and relu_matmul's Triton kernel, plain, with ReLU, and with ReLU + dropout (p = 0.1, march's mask).
+up-projection, against cuBLAS and relu_matmul's Triton kernel, plain, with ReLU, and with ReLU + dropout (p = 0.1,
+march's mask).
 Predictions (H100; session 26: cuBLAS 221 us at 32768 rows, relu_matmul plain 242-245, fused ReLU + dropout
 307-309): gluon plain within 5% of cuBLAS; ReLU < 0.01 ms over plain; ReLU + dropout 0.23-0.26 ms, its Philox and
 mask conversion beside the other consumer's MMAs (a 128 × 128 tile's MMAs take ~5 us, its 16 Philox calls a
