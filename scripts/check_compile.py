@@ -235,10 +235,10 @@ def _dropout_modes() -> None:
 
 
 def _exercise_gluon() -> None:
-    """benchmarks/gluon_gemm.py's warp-specialised GEMM (a Gluon experiment, not one of march's ops)."""
+    """march/kernels/gluon_gemm.py's warp-specialised GEMM (a Gluon experiment, not one of march's ops)."""
     from triton.experimental.gluon._runtime import GluonASTSource
 
-    from benchmarks import gluon_gemm
+    from march.kernels import gluon_gemm
 
     for relu, dropout in ((False, False), (True, False), (True, True)):
         signature, constexprs, options = gluon_gemm.compile_spec(1000, 384, 256, relu=relu, dropout=dropout)

@@ -9,7 +9,7 @@ import torch
 from march.kernels import feedforward, reference
 from march.kernels.feedforward import relu_ff_bwd_op, relu_ff_fwd_op
 from march.kernels.glu import dropout_keep_mask
-from march.kernels.relu_matmul import relu_dropout_bwd
+from march.kernels.relu_matmul import relu_dropout_bwd, relu_dropout_up
 from tests.helpers import assert_close_to_oracle
 
 BF16, FP16 = torch.bfloat16, torch.float16
@@ -107,6 +107,40 @@ def test_bwd_weight_modes_agree_and_bad_mode_is_refused(device, monkeypatch):
     monkeypatch.setenv("MARCH_RELU_BWD_WEIGHT", "sideways")
     with pytest.raises(ValueError, match="MARCH_RELU_BWD_WEIGHT must be one of .*'sideways'"):
         relu_dropout_bwd(dy, w_out, a, 0.1)
+
+
+def test_up_kernel_switch_is_checked(device, monkeypatch):
+    (x, w_in, _), _ = _inputs(16, 32, 64, BF16, device)
+    seed = torch.tensor([5], device=device)
+    monkeypatch.setenv("MARCH_RELU_UP", "cutlass")
+    with pytest.raises(ValueError, match="MARCH_RELU_UP must be one of .*'cutlass'"):
+        relu_dropout_up(x, w_in, 0.1, seed)
+    if device == "cpu":
+        monkeypatch.setenv("MARCH_RELU_UP", "gluon")
+        with pytest.raises(ValueError, match="MARCH_RELU_UP=gluon needs an sm_90 GPU .*got the Triton interpreter"):
+            relu_dropout_up(x, w_in, 0.1, seed)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("m,p", [(32768, 0.1), (1000, 0.0), (333, 0.5)], ids=str)
+def test_gluon_up_kernel_gpu(m, p, monkeypatch):
+    """MARCH_RELU_UP=gluon (an sm_90 GPU): the feedforward's a, y and gradients as the Triton kernel's, the same
+    dropout mask (the two accumulate in their own orders: close, not bit-identical)."""
+    if torch.cuda.get_device_capability() != (9, 0):
+        pytest.skip("Gluon's wgmma kernel needs sm_90")
+    inputs, dy = _inputs(m, 768, 3072, BF16, "cuda")
+    seed = torch.tensor([11], device="cuda")
+    got = {}
+    for kernel in ("triton", "gluon"):
+        monkeypatch.setenv("MARCH_RELU_UP", kernel)
+        _, a = relu_ff_fwd_op(inputs[0], inputs[1], inputs[2], p, seed)
+        got[kernel] = a, _run(lambda x, w1, w2: feedforward(x, w1, w2, "relu", p, seed=seed), inputs, dy)
+    (a_t, run_t), (a_g, run_g) = got["triton"], got["gluon"]
+    assert torch.isfinite(a_g).all()
+    assert ((a_t == 0) != (a_g == 0)).float().mean() < 1e-4  # only ReLU's sign flips at |h| ~ rounding
+    torch.testing.assert_close(a_g, a_t, rtol=1e-2, atol=1e-2)
+    for name, g, t in zip(("y", "dx", "dw_in", "dw_out"), run_g, run_t):
+        torch.testing.assert_close(g, t, rtol=2e-2, atol=2e-2, msg=name)
 
 
 def test_dropout_is_reproducible_and_seeded(device):

@@ -55,6 +55,7 @@ PLAIN = tl.constexpr(0)
 RELU_DROPOUT = tl.constexpr(1)
 RELU_DROPOUT_BWD = tl.constexpr(2)
 BWD_WEIGHT_MODES = ("direct", "transposed")
+UP_KERNELS = ("triton", "gluon")  # MARCH_RELU_UP (up_kernel)
 
 
 def _configs():
@@ -286,7 +287,29 @@ def relu_dropout_up(x: torch.Tensor, w_in: torch.Tensor, dropout_p: float, seed:
         return a
     if not _tma_ok(x, w_in, a):
         return None
+    if up_kernel() == "gluon":
+        return _gluon_up(x, w_in, a, dropout_p, seed)
     return _launch_tma(x, w_in, a, RELU_DROPOUT, dropout_p, seed)
+
+
+def up_kernel() -> str:
+    """MARCH_RELU_UP: which kernel runs ``relu_dropout_up``. "triton" (default): ``_tma_kernel``; "gluon"
+    (experimental, sm_90 only): ``march.kernels.gluon_gemm``, whose ping-pong consumers run one tile's epilogue
+    beside the other's MMAs (the same mask, bit for bit)."""
+    kernel = os.environ.get("MARCH_RELU_UP", "triton")
+    if kernel not in UP_KERNELS:
+        raise ValueError(f"MARCH_RELU_UP must be one of {UP_KERNELS}, got {kernel!r}")
+    return kernel
+
+
+def _gluon_up(x, w_in, a, dropout_p, seed):
+    if interpreting() or not x.is_cuda or torch.cuda.get_device_capability(x.device) != (9, 0):
+        where = "the Triton interpreter" if interpreting() else (
+            f"{x.device}" if not x.is_cuda else f"sm_{''.join(map(str, torch.cuda.get_device_capability(x.device)))}")
+        raise ValueError(f"MARCH_RELU_UP=gluon needs an sm_90 GPU (wgmma, warp specialisation), got {where}")
+    from march.kernels import gluon_gemm  # Gluon loads only when asked for
+
+    return gluon_gemm.gemm(x, w_in, True, dropout_p=dropout_p, seed=seed if dropout_p > 0 else None, out=a)
 
 
 def relu_dropout_bwd(dy: torch.Tensor, w_out: torch.Tensor, a: torch.Tensor, dropout_p: float,

@@ -1,4 +1,4 @@
-"""Session 26 probe (session 25's, moved here, with the dropout epilogue): benchmarks/gluon_gemm.py's
+"""Session 26 probe (session 25's, moved here, with the dropout epilogue): march/kernels/gluon_gemm.py's
 warp-specialised Gluon GEMM (loader warp + two consumer warpgroups, ping-pong) at the ReLU feedforward's
 up-projection, against cuBLAS and relu_matmul's Triton kernel, plain, with ReLU, and with ReLU + dropout (p = 0.1,
 march's mask).
@@ -12,7 +12,8 @@ import sys
 import torch
 import torch.nn.functional as F
 
-from benchmarks import common, gluon_gemm
+from benchmarks import common
+from march.kernels import gluon_gemm
 from march.kernels import relu_matmul as R
 
 out = sys.argv[1]

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Session 26 (any GPU): benchmarks/gluon_gemm.py after its barrier fix and with its new dropout epilogue (march's
+# Session 26 (any GPU): march/kernels/gluon_gemm.py after its barrier fix and with its new dropout epilogue (march's
 # mask), then step rounds with MARCH_PHILOX_ROUNDS=7 as time allows.
 # Session 26's first call (calls_s25/s25_call4.sh, an H100) failed the Gluon GEMM at 4096 × 3072 × 768 with an
 # "unspecified launch failure" (every later case errored in the dead context); 1000 × 384, one tile a program,

@@ -1,4 +1,4 @@
-"""Experiment: a warp-specialised Hopper GEMM in Gluon, C = relu?(A Bᵀ), A (M, K), B (N, K), bf16 -> bf16.
+"""A warp-specialised Hopper (sm_90) GEMM in Gluon, C = drop(relu?(A Bᵀ)), A (M, K), B (N, K), bf16 -> bf16.
 
 Why: ``march.kernels.relu_matmul``'s Triton kernel runs each tile's epilogue (ReLU, the dropout mask,
 the store) on the warps that issue its MMAs, so the tensor cores wait (32768 × 3072 × 768 on an H200:
@@ -16,10 +16,12 @@ wgmma that read p has retired (it keeps one wgmma in flight and releases the slo
 (as CUTLASS's math order barrier makes them), so the ring's positions are awaited in order, and a wait's
 parity never meets a phase two laps away. ``tests/test_gluon_gemm.py`` model-checks this protocol on CPU.
 
-Not wired into march's ops: a probe of the toolchain (Gluon on triton 3.6, the GPU host's, and 3.7.1) and of
-the schedule, tested and timed against cuBLAS and relu_matmul by ``calls_s26/s26_gluon.sh``;
-``tests/test_gluon_gemm.py`` compiles it for sm_90 on CPU. With ``dropout_p`` its epilogue is relu_matmul's
-RELU_DROPOUT (``_keep_mask``: march's mask, bit for bit), the case the ping-pong is for.
+``MARCH_RELU_UP=gluon`` (experimental, default off: ``relu_matmul.up_kernel``) runs the ReLU feedforward's
+up-projection here: its epilogue is relu_matmul's RELU_DROPOUT (``_keep_mask``: march's mask, bit for bit), the
+case the ping-pong is for. Fixed tiles (128 × 128 × 64, 4 stages), no autotuning; no backward epilogue yet.
+It compiles for sm_90 on triton 3.6 (the GPU host's) and 3.7.1 (``tests/test_gluon_gemm.py``,
+``scripts/check_compile.py``); ``calls_s26/s26_gluon.sh`` tests it on a GPU and times it against cuBLAS and
+relu_matmul.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from triton.experimental.gluon.language.nvidia.hopper import (
 from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
 
 from march.kernels._philox16 import _PHILOX_ASM
+from march.kernels._utils import num_sms
 
 # Three warpgroups (4 + 4 + 1 warps, rounded up) share the SM's 64K registers (512 for one thread of each): 168 at
 # launch (maxnreg, ``_LAUNCH``), then setmaxnreg gives the default partition (consumer 0) 256 (in the PTX of
@@ -211,7 +214,7 @@ def gemm(a: torch.Tensor, b: torch.Tensor, relu: bool = False, *, dropout_p: flo
     if dropout and (seed is None or seed.dtype != torch.int64 or seed.numel() != 1 or seed.device != a.device):
         raise ValueError("gluon gemm: dropout needs seed, an int64 tensor of one element on a's device, got "
                          + ("None" if seed is None else f"{seed.dtype} {tuple(seed.shape)} on {seed.device}"))
-    programs = num_programs or torch.cuda.get_device_properties(a.device).multi_processor_count
+    programs = num_programs or num_sms(a.device.index)
     programs = min(programs, triton.cdiv(m, bm) * triton.cdiv(n, bn))
     _gemm_kernel[(programs,)](*descriptors(a.contiguous(), b.contiguous(), c, bm, bn, bk), seed if dropout else c,
                               m, n, a.shape[1], dropout_p, 1.0 / (1.0 - dropout_p), RELU=relu, DROPOUT=dropout,
