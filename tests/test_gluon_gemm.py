@@ -1,5 +1,5 @@
-"""march/kernels/gluon_gemm.py, the warp-specialised Gluon GEMM (MARCH_RELU_UP=gluon): it compiles for sm_90 here (also in
-scripts/check_compile.py); on a GPU it matches a float64 product at awkward shapes, with programs that walk
+"""march/kernels/gluon_gemm.py, the warp-specialised Gluon GEMM (MARCH_RELU_UP=gluon): it compiles for sm_90 here
+(also in scripts/check_compile.py); on a GPU it matches a float64 product at awkward shapes, with programs that walk
 one tile, two (one a consumer, K in one ring lap or in several), or an odd count split between the two consumers,
 into outputs that start as NaN. On CPU, a model of its barrier protocol run in random interleavings."""
 

@@ -9,8 +9,9 @@
 #    process (a launch failure kills the context, and every later case errors).
 # 2. calls_s26/probe_gluon_gemm.py (against cuBLAS and relu_matmul at the feedforward's shapes; the dropout cases
 #    after the plain ones, so a launch failure there leaves the plain figures).
-# 3. ab_e2e.sh rounds, wt against r7 (MARCH_PHILOX_ROUNDS=7), until LIMIT; session 26's call 2 measured
-#    -0.52 ms [-2.86, +1.82] over two rounds on an H100 (predicted -0.1 to -0.3).
+# 3. ab_e2e.sh rounds until LIMIT: if the tests passed, wt against gluon (MARCH_RELU_UP=gluon: the 24 up-projections
+#    of a step through the Gluon GEMM; predicted -1.0 to -1.8 ms on an H100 if it runs at 0.23-0.26 ms), else wt
+#    against r7 (MARCH_PHILOX_ROUNDS=7; session 26's call 2: -0.52 ms [-2.86, +1.82] over two rounds).
 # Predictions: every case passes; gluon plain within 5% of cuBLAS (H100: 221 us at 32768 rows, session 26), its
 # ReLU < 0.01 ms over plain, ReLU + dropout 0.23-0.26 ms (the Triton kernel's fused epilogue: 0.307 on the H100).
 # Device tool: carry [".whl"]. LIMIT: seconds for the whole call (default 560).
@@ -23,7 +24,8 @@ nvidia-smi --query-gpu=name,clocks.max.sm,clocks.mem --format=csv,noheader | tee
 python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl >/dev/null 2>&1
 export PYTHONPATH=$PWD:/tmp/site TORCHINDUCTOR_COMPILE_THREADS=1
 log=$OUT/gpu_tests_gluon_s26.log
-timeout 90 python3 -m pytest -q tests/test_gluon_gemm.py -m "gpu or not gpu" -p no:cacheprovider > "$log" 2>&1
+timeout 120 python3 -m pytest -q tests/test_gluon_gemm.py tests/test_relu_feedforward.py -k "gluon or up_kernel" \
+  -m "gpu or not gpu" -p no:cacheprovider > "$log" 2>&1
 failed=$?
 echo "gluon gemm tests rc=$failed" | tee -a "$log"
 if [[ $failed -ne 0 ]]; then  # again, one process a case: which fail on their own?
@@ -35,4 +37,6 @@ fi
 probe=benchmarks/results/NVIDIA-H200/calls_s26/probe_gluon_gemm.py
 timeout 120 python3 $probe "$OUT/gluon_gemm_probe_s26.json" > "$OUT/gluon_gemm_probe_s26.txt" 2>&1
 tail -24 "$OUT/gluon_gemm_probe_s26.txt"
-OUT=$OUT ROUND_S=190 DEADLINE=$t_end ENVS="r7:MARCH_PHILOX_ROUNDS=7" bash scripts/ab_e2e.sh run 9 2>&1 | tail -8
+envs="r7:MARCH_PHILOX_ROUNDS=7"
+[[ $failed -eq 0 ]] && envs="gluon:MARCH_RELU_UP=gluon"  # the step with the Gluon up-projection first
+OUT=$OUT ROUND_S=190 DEADLINE=$t_end ENVS=$envs bash scripts/ab_e2e.sh run 9 2>&1 | tail -8
