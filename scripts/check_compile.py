@@ -235,7 +235,7 @@ def _dropout_modes() -> None:
 
 
 def _exercise_gluon() -> None:
-    """march/kernels/gluon_gemm.py's warp-specialised GEMM (a Gluon experiment, not one of march's ops)."""
+    """march/kernels/gluon_gemm.py's warp-specialised GEMM (MARCH_RELU_UP=gluon; experimental, default off)."""
     from triton.experimental.gluon._runtime import GluonASTSource
 
     from march.kernels import gluon_gemm
