@@ -235,18 +235,19 @@ def _dropout_modes() -> None:
 
 
 def _exercise_gluon() -> None:
-    """march/kernels/gluon_gemm.py's warp-specialised GEMM (MARCH_RELU_UP=gluon; experimental, default off)."""
+    """march/kernels/gluon_gemm.py's warp-specialised GEMM (MARCH_RELU_GEMM=gluon; experimental, default off)."""
     from triton.experimental.gluon._runtime import GluonASTSource
 
     from march.kernels import gluon_gemm
 
-    for relu, dropout in ((False, False), (True, False), (True, True)):
-        signature, constexprs, options = gluon_gemm.compile_spec(1000, 384, 256, relu=relu, dropout=dropout)
-        fn = gluon_gemm._gemm_kernel
+    G = gluon_gemm
+    for epilogue, b_k_major in ((G.PLAIN, True), (G.RELU, True), (G.RELU_DROPOUT, True), (G.RELU_BWD, False)):
+        signature, constexprs, options = G.compile_spec(1000, 384, 256, epilogue.value, b_k_major)
+        fn = G._gemm_kernel
         key = (fn.fn.__name__, tuple(sorted(signature.items())), tuple(sorted(constexprs.items())),
                tuple(sorted(options.items())), ())
         _compile(key, GluonASTSource(fn, signature, constexprs), options,
-                 f"gluon {fn.fn.__name__} relu={relu} dropout={dropout}")
+                 f"gluon {fn.fn.__name__} epilogue={epilogue.value} b_k_major={b_k_major}")
 
 
 def main() -> int:

@@ -1,4 +1,4 @@
-"""march/kernels/gluon_gemm.py, the warp-specialised Gluon GEMM (MARCH_RELU_UP=gluon): it compiles for sm_90 here
+"""march/kernels/gluon_gemm.py, the warp-specialised Gluon GEMM (MARCH_RELU_GEMM=gluon): it compiles for sm_90 here
 (also in scripts/check_compile.py); on a GPU it matches a float64 product at awkward shapes, with programs that walk
 one tile, two (one a consumer, K in one ring lap or in several), or an odd count split between the two consumers,
 into outputs that start as NaN. On CPU, a model of its barrier protocol run in random interleavings."""
@@ -17,15 +17,15 @@ import triton
 from triton.backends.compiler import GPUTarget
 from triton.experimental.gluon._runtime import GluonASTSource
 from march.kernels import gluon_gemm
-signature, constexprs, options = gluon_gemm.compile_spec(1000, 384, 256, relu=True, dropout=sys.argv[1] == "1")
+signature, constexprs, options = gluon_gemm.compile_spec(1000, 384, 256, int(sys.argv[1]), sys.argv[2] == "1")
 ck = triton.compile(GluonASTSource(gluon_gemm._gemm_kernel, signature, constexprs),
                     target=GPUTarget("cuda", 90, 32), options=options)
 print(json.dumps({"ptx": ck.asm["ptx"], "shared": ck.metadata.shared}))
 """
 
 
-@pytest.mark.parametrize("dropout", [False, True])
-def test_compiles_for_sm90(dropout):
+@pytest.mark.parametrize("epilogue,b_k_major", [("RELU", True), ("RELU_DROPOUT", True), ("RELU_BWD", False)])
+def test_compiles_for_sm90(epilogue, b_k_major):
     # In its own process: once the Triton interpreter has run a kernel in this one (tests/test_relu_feedforward.py's
     # do), its patches to the language break a Gluon compile here ("block_argument has no attribute dtype").
     import json
@@ -36,7 +36,8 @@ def test_compiles_for_sm90(dropout):
     from march.kernels import gluon_gemm
 
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    run = subprocess.run([sys.executable, "-c", _COMPILE, str(int(dropout))], capture_output=True, text=True, env=env,
+    args = [str(getattr(gluon_gemm, epilogue).value), str(int(b_k_major))]
+    run = subprocess.run([sys.executable, "-c", _COMPILE, *args], capture_output=True, text=True, env=env,
                          cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))), timeout=600)
     assert run.returncode == 0, run.stderr[-3000:]
     compiled = json.loads(run.stdout.strip().splitlines()[-1])
@@ -48,24 +49,32 @@ def test_compiles_for_sm90(dropout):
     assert max(raised) == gluon_gemm.DEFAULT_PARTITION_REGS
     assert gluon_gemm.DEFAULT_PARTITION_REGS + gluon_gemm.CONSUMER_REGS.value + gluon_gemm.LOADER_REGS.value <= 512
     assert compiled["shared"] <= 232448  # one block's shared memory on sm_90
-    if dropout:
-        assert ptx.count("mul.wide.u32") > 0  # the Philox rounds of the mask
+    assert (ptx.count("mul.wide.u32") > 0) == (epilogue == "RELU_DROPOUT")  # the Philox rounds of the mask
 
 
 def test_bad_inputs_are_refused():
     from march.kernels import gluon_gemm
 
-    with pytest.raises(ValueError, match=r"expected bf16 a \(M, K\) and b \(N, K\), got torch.float32"):
-        gluon_gemm.gemm(torch.zeros(4, 8), torch.zeros(8, 8))
-    with pytest.raises(ValueError, match="K = 12 and N = 8 must be multiples of 8"):
-        gluon_gemm.gemm(torch.zeros(4, 12, dtype=torch.bfloat16), torch.zeros(8, 12, dtype=torch.bfloat16))
-    a, b = torch.zeros(4, 8, dtype=torch.bfloat16), torch.zeros(8, 8, dtype=torch.bfloat16)
+    bf16 = dict(dtype=torch.bfloat16)
+    with pytest.raises(ValueError, match=r"expected a \(M, K\) and b \(N, K\), got \(4, 8\) and \(8, 16\)"):
+        gluon_gemm.gemm(torch.zeros(4, 8, **bf16), torch.zeros(8, 16, **bf16))
+    with pytest.raises(ValueError, match=r"a must be a contiguous bf16 \(4, 8\) .* got torch.float32"):
+        gluon_gemm.gemm(torch.zeros(4, 8), torch.zeros(8, 8, **bf16))
+    with pytest.raises(ValueError, match=r"a must be .*multiple of 8 columns .* got torch.bfloat16 \(4, 12\)"):
+        gluon_gemm.gemm(torch.zeros(4, 12, **bf16), torch.zeros(8, 12, **bf16))
+    a, b = torch.zeros(4, 8, **bf16), torch.zeros(8, 8, **bf16)
+    with pytest.raises(ValueError, match=r"out must be a contiguous bf16 \(4, 8\)"):
+        gluon_gemm.gemm(a, b, out=torch.zeros(8, 4, **bf16).t())
     with pytest.raises(ValueError, match=r"dropout_p = 1.0 is outside \[0, 1\)"):
         gluon_gemm.gemm(a, b, True, dropout_p=1.0)
+    with pytest.raises(ValueError, match="dropout is fused only after the ReLU"):
+        gluon_gemm.gemm(a, b, dropout_p=0.1)
     with pytest.raises(ValueError, match="dropout needs seed, an int64 tensor of one element on a's device, got None"):
         gluon_gemm.gemm(a, b, True, dropout_p=0.1)
     with pytest.raises(ValueError, match=r"got torch.int32 \(2,\) on cpu"):
         gluon_gemm.gemm(a, b, True, dropout_p=0.1, seed=torch.zeros(2, dtype=torch.int32))
+    with pytest.raises(ValueError, match=r"w_out must be a contiguous bf16 \(8, 16\)"):
+        gluon_gemm.relu_dropout_bwd(a, torch.zeros(16, 8, **bf16), torch.zeros(4, 16, **bf16), 0.1)
 
 
 @pytest.mark.gpu
@@ -104,6 +113,25 @@ def test_dropout_draws_marchs_mask_gpu(m, n, k, programs, dropout_p):
     out = torch.full((m, n), float("nan"), device="cuda", dtype=torch.bfloat16)
     got = gluon_gemm.gemm(a, b, True, dropout_p=dropout_p, seed=seed, num_programs=programs, out=out)
     assert torch.isfinite(got).all() and (got[~keep] == 0).all()
+    torch.testing.assert_close(got.double(), want, rtol=1e-2, atol=2e-2)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("m,d,f,programs", [(1000, 256, 384, None), (333, 72, 136, 1), (4096, 768, 3072, None),
+                                            (7296, 768, 3072, 7)], ids=str)
+@pytest.mark.parametrize("dropout_p", [0.0, 0.1])
+def test_relu_dropout_bwd_gpu(m, d, f, programs, dropout_p):
+    """dh = where(a > 0, dy W_out / (1 - p), 0), W_out read N-major and a's tile by TMA into the output's buffer:
+    against float64 into NaN-poisoned outputs, with a ~half zeros."""
+    from march.kernels import gluon_gemm
+
+    dy = torch.randn(m, d, device="cuda").bfloat16()
+    w_out = (torch.randn(d, f, device="cuda") / d**0.5).bfloat16()
+    a = torch.randn(m, f, device="cuda").clamp_min(0).bfloat16()
+    want = torch.where(a > 0, (dy.double() @ w_out.double()) / (1 - dropout_p), 0.0)
+    out = torch.full((m, f), float("nan"), device="cuda", dtype=torch.bfloat16)
+    got = gluon_gemm.relu_dropout_bwd(dy, w_out, a, dropout_p, out=out, num_programs=programs)
+    assert got is out and torch.isfinite(got).all() and (got[a == 0] == 0).all()
     torch.testing.assert_close(got.double(), want, rtol=1e-2, atol=2e-2)
 
 

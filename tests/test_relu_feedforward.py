@@ -109,30 +109,33 @@ def test_bwd_weight_modes_agree_and_bad_mode_is_refused(device, monkeypatch):
         relu_dropout_bwd(dy, w_out, a, 0.1)
 
 
-def test_up_kernel_switch_is_checked(device, monkeypatch):
+def test_gemm_kernel_switch_is_checked(device, monkeypatch):
     (x, w_in, _), _ = _inputs(16, 32, 64, BF16, device)
     seed = torch.tensor([5], device=device)
-    monkeypatch.setenv("MARCH_RELU_UP", "cutlass")
-    with pytest.raises(ValueError, match="MARCH_RELU_UP must be one of .*'cutlass'"):
+    monkeypatch.setenv("MARCH_RELU_GEMM", "cutlass")
+    with pytest.raises(ValueError, match="MARCH_RELU_GEMM must be one of .*'cutlass'"):
         relu_dropout_up(x, w_in, 0.1, seed)
+    with pytest.raises(ValueError, match="MARCH_RELU_GEMM must be one of .*'cutlass'"):
+        relu_dropout_bwd(x, w_in.t().contiguous(), torch.ones(16, 64, dtype=BF16, device=device), 0.1)
     if device == "cpu":
-        monkeypatch.setenv("MARCH_RELU_UP", "gluon")
-        with pytest.raises(ValueError, match="MARCH_RELU_UP=gluon needs an sm_90 GPU .*got the Triton interpreter"):
+        monkeypatch.setenv("MARCH_RELU_GEMM", "gluon")
+        with pytest.raises(ValueError, match="MARCH_RELU_GEMM=gluon needs an sm_90 GPU .*got the Triton interpreter"):
             relu_dropout_up(x, w_in, 0.1, seed)
 
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("m,p", [(32768, 0.1), (1000, 0.0), (333, 0.5)], ids=str)
-def test_gluon_up_kernel_gpu(m, p, monkeypatch):
-    """MARCH_RELU_UP=gluon (an sm_90 GPU): the feedforward's a, y and gradients as the Triton kernel's, the same
-    dropout mask (the two accumulate in their own orders: close, not bit-identical)."""
+def test_gluon_gemm_kernel_gpu(m, p, monkeypatch):
+    """MARCH_RELU_GEMM=gluon (an sm_90 GPU: the up-projection and the backward's dh GEMM): the feedforward's a, y
+    and gradients as the Triton kernels', the same dropout mask (each accumulates in its own order: close, not
+    bit-identical)."""
     if torch.cuda.get_device_capability() != (9, 0):
         pytest.skip("Gluon's wgmma kernel needs sm_90")
     inputs, dy = _inputs(m, 768, 3072, BF16, "cuda")
     seed = torch.tensor([11], device="cuda")
     got = {}
     for kernel in ("triton", "gluon"):
-        monkeypatch.setenv("MARCH_RELU_UP", kernel)
+        monkeypatch.setenv("MARCH_RELU_GEMM", kernel)
         _, a = relu_ff_fwd_op(inputs[0], inputs[1], inputs[2], p, seed)
         got[kernel] = a, _run(lambda x, w1, w2: feedforward(x, w1, w2, "relu", p, seed=seed), inputs, dy)
     (a_t, run_t), (a_g, run_g) = got["triton"], got["gluon"]

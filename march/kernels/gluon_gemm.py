@@ -16,9 +16,11 @@ wgmma that read p has retired (it keeps one wgmma in flight and releases the slo
 (as CUTLASS's math order barrier makes them), so the ring's positions are awaited in order, and a wait's
 parity never meets a phase two laps away. ``tests/test_gluon_gemm.py`` model-checks this protocol on CPU.
 
-``MARCH_RELU_UP=gluon`` (experimental, default off: ``relu_matmul.up_kernel``) runs the ReLU feedforward's
+``MARCH_RELU_GEMM=gluon`` (experimental, default off: ``relu_matmul.gemm_kernel``) runs the ReLU feedforward's
 up-projection here: its epilogue is relu_matmul's RELU_DROPOUT (``_keep_mask``: march's mask, bit for bit), the
-case the ping-pong is for. Fixed tiles (128 × 128 × 64, 4 stages), no autotuning; no backward epilogue yet.
+case the ping-pong is for; and the backward's dh GEMM (``relu_dropout_bwd``: RELU_DROPOUT_BWD, W_out read
+N-major, a's tile loaded by TMA into the output's buffer while the mainloop runs). Fixed tiles (128 × 128 × 64,
+4 stages), no autotuning.
 It compiles for sm_90 on triton 3.6 (the GPU host's) and 3.7.1 (``tests/test_gluon_gemm.py``,
 ``scripts/check_compile.py``); ``calls_s26/s26_gluon.sh`` tests it on a GPU and times it against cuBLAS and
 relu_matmul.
@@ -49,6 +51,9 @@ from march.kernels._utils import num_sms
 DEFAULT_PARTITION_REGS = 256
 CONSUMER_REGS = gl.constexpr(216)
 LOADER_REGS = gl.constexpr(24)
+
+# epilogues: c = acc; relu(acc) · scale; that with march's dropout mask; where(aux > 0, acc · scale, 0) (its backward)
+PLAIN, RELU, RELU_DROPOUT, RELU_BWD = (gl.constexpr(i) for i in range(4))
 
 
 @gluon.jit
@@ -88,10 +93,10 @@ def _keep_mask(seed, om, on, N, threshold, BM: gl.constexpr, BN: gl.constexpr, o
 
 @gluon.jit
 def _loader(a_desc, b_desc, a_bufs, b_bufs, ready, empty, my_tiles, pid, num_pid_m, num_pid_n, k_tiles,
-            NUM_PROGRAMS: gl.constexpr, GROUP_M: gl.constexpr, STAGES: gl.constexpr):
+            B_K_MAJOR: gl.constexpr, NUM_PROGRAMS: gl.constexpr, GROUP_M: gl.constexpr, STAGES: gl.constexpr):
     BM: gl.constexpr = a_desc.block_type.shape[0]
     BK: gl.constexpr = a_desc.block_type.shape[1]
-    BN: gl.constexpr = b_desc.block_type.shape[0]
+    BN: gl.constexpr = b_desc.block_type.shape[0] if B_K_MAJOR else b_desc.block_type.shape[1]
     p = 0
     for j in range(my_tiles):
         om, on = _tile_coords(j, pid, num_pid_m, num_pid_n, NUM_PROGRAMS, GROUP_M, BM, BN)
@@ -100,15 +105,19 @@ def _loader(a_desc, b_desc, a_bufs, b_bufs, ready, empty, my_tiles, pid, num_pid
             mbarrier.wait(empty.index(s), ((p // STAGES) & 1) ^ 1)  # a fresh barrier passes phase 1
             mbarrier.expect(ready.index(s), a_desc.block_type.nbytes + b_desc.block_type.nbytes)
             tma.async_copy_global_to_shared(a_desc, [om, k * BK], ready.index(s), a_bufs.index(s))
-            tma.async_copy_global_to_shared(b_desc, [on, k * BK], ready.index(s), b_bufs.index(s))
+            if B_K_MAJOR:
+                tma.async_copy_global_to_shared(b_desc, [on, k * BK], ready.index(s), b_bufs.index(s))
+            else:
+                tma.async_copy_global_to_shared(b_desc, [k * BK, on], ready.index(s), b_bufs.index(s))
             p += 1
 
 
 @gluon.jit
-def _consumer(c_desc, a_bufs, b_bufs, c_buf, ready, empty, turn, my_tiles, pid, num_pid_m, num_pid_n, k_tiles,
-              SEED, N, dropout_p, scale, WHICH: gl.constexpr, RELU: gl.constexpr, DROPOUT: gl.constexpr,
-              NUM_PROGRAMS: gl.constexpr, GROUP_M: gl.constexpr, STAGES: gl.constexpr):
-    """Tiles j ≡ WHICH (mod 2) of the program: wgmma over K, then ReLU, dropout, bf16, a TMA store."""
+def _consumer(c_desc, aux_desc, a_bufs, b_bufs, c_buf, aux_ready, ready, empty, turn, my_tiles, pid, num_pid_m,
+              num_pid_n, k_tiles, SEED, N, dropout_p, scale, WHICH: gl.constexpr, EPILOGUE: gl.constexpr,
+              B_K_MAJOR: gl.constexpr, NUM_PROGRAMS: gl.constexpr, GROUP_M: gl.constexpr, STAGES: gl.constexpr):
+    """Tiles j ≡ WHICH (mod 2) of the program: wgmma over K, then the epilogue, bf16, a TMA store. RELU_BWD reads
+    the forward's a tile (AUX) into c_buf by TMA while the mainloop runs, and c_buf then takes the result."""
     BM: gl.constexpr = c_desc.block_type.shape[0]
     BN: gl.constexpr = c_desc.block_type.shape[1]
     layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1], instr_shape=[16, BN, 16])
@@ -121,12 +130,19 @@ def _consumer(c_desc, a_bufs, b_bufs, c_buf, ready, empty, turn, my_tiles, pid, 
         # failure itself is likely the CTA exiting with TMA loads still in flight, no consumer having waited on them.
         mbarrier.wait(turn.index(WHICH), ((j // 2) & 1) ^ (1 - WHICH))
         om, on = _tile_coords(j, pid, num_pid_m, num_pid_n, NUM_PROGRAMS, GROUP_M, BM, BN)
+        if EPILOGUE == RELU_BWD:
+            tma.store_wait(pendings=0)  # this consumer's previous tile has left c_buf
+            mbarrier.expect(aux_ready, aux_desc.block_type.nbytes)
+            tma.async_copy_global_to_shared(aux_desc, [om, on], aux_ready, c_buf)
         p = j * k_tiles
         acc = gl.zeros((BM, BN), gl.float32, layout)
         for k in range(k_tiles):
             s = p % STAGES
             mbarrier.wait(ready.index(s), (p // STAGES) & 1)
-            acc = warpgroup_mma(a_bufs.index(s), b_bufs.index(s).permute((1, 0)), acc, is_async=True)
+            if B_K_MAJOR:
+                acc = warpgroup_mma(a_bufs.index(s), b_bufs.index(s).permute((1, 0)), acc, is_async=True)
+            else:
+                acc = warpgroup_mma(a_bufs.index(s), b_bufs.index(s), acc, is_async=True)
             acc = warpgroup_mma_wait(num_outstanding=1, deps=(acc,))
             # the wgmma of position p - 1 has retired: its slot goes back to the loader
             mbarrier.arrive(empty.index((p + STAGES - 1) % STAGES), pred=k > 0)
@@ -134,11 +150,14 @@ def _consumer(c_desc, a_bufs, b_bufs, c_buf, ready, empty, turn, my_tiles, pid, 
         mbarrier.arrive(turn.index(1 - WHICH))  # the other consumer's mainloop may start
         acc = warpgroup_mma_wait(num_outstanding=0, deps=(acc,))
         mbarrier.arrive(empty.index((p + STAGES - 1) % STAGES))
-        if RELU:
-            acc = gl.maximum(acc, 0.0)
-        if DROPOUT:  # relu_matmul's RELU_DROPOUT epilogue: the same mask, scale, then rounding
+        if EPILOGUE == RELU or EPILOGUE == RELU_DROPOUT:  # relu_matmul's RELU_DROPOUT: the same mask, then scale
+            acc = gl.maximum(acc, 0.0) * scale
+        if EPILOGUE == RELU_DROPOUT:
             threshold = (dropout_p * 65536.0 + 0.5).to(gl.int32)  # _philox16._threshold
-            acc = gl.where(_keep_mask(gl.load(SEED), om, on, N, threshold, BM, BN, layout), acc * scale, 0.0)
+            acc = gl.where(_keep_mask(gl.load(SEED), om, on, N, threshold, BM, BN, layout), acc, 0.0)
+        if EPILOGUE == RELU_BWD:  # relu_matmul's RELU_DROPOUT_BWD: dh = where(a > 0, acc · scale, 0)
+            mbarrier.wait(aux_ready, (j // 2) & 1)
+            acc = gl.where(c_buf.load(layout) > 0, acc * scale, 0.0)
         tma.store_wait(pendings=0)  # this consumer's previous tile has left c_buf
         c_buf.store(acc.to(c_desc.dtype))
         fence_async_shared()
@@ -147,22 +166,24 @@ def _consumer(c_desc, a_bufs, b_bufs, c_buf, ready, empty, turn, my_tiles, pid, 
 
 
 @gluon.jit
-def _gemm_kernel(a_desc, b_desc, c_desc, SEED, M, N, K, dropout_p, scale, RELU: gl.constexpr, DROPOUT: gl.constexpr,
-                 STAGES: gl.constexpr, GROUP_M: gl.constexpr, NUM_PROGRAMS: gl.constexpr):
+def _gemm_kernel(a_desc, b_desc, c_desc, aux_desc, SEED, M, N, K, dropout_p, scale, EPILOGUE: gl.constexpr,
+                 B_K_MAJOR: gl.constexpr, STAGES: gl.constexpr, GROUP_M: gl.constexpr, NUM_PROGRAMS: gl.constexpr):
     BM: gl.constexpr = c_desc.block_type.shape[0]
     BN: gl.constexpr = c_desc.block_type.shape[1]
     BK: gl.constexpr = a_desc.block_type.shape[1]
     a_bufs = gl.allocate_shared_memory(a_desc.dtype, [STAGES, BM, BK], a_desc.layout)
-    b_bufs = gl.allocate_shared_memory(b_desc.dtype, [STAGES, BN, BK], b_desc.layout)
+    b_bufs = gl.allocate_shared_memory(b_desc.dtype, [STAGES] + b_desc.block_type.shape, b_desc.layout)
     c_bufs = gl.allocate_shared_memory(c_desc.dtype, [2, BM, BN], c_desc.layout)  # one per consumer
     ready = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
     empty = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
     turn = gl.allocate_shared_memory(gl.int64, [2, 1], mbarrier.MBarrierLayout())  # consumer c's mainloop may start
+    aux_ready = gl.allocate_shared_memory(gl.int64, [2, 1], mbarrier.MBarrierLayout())  # consumer c's AUX tile landed
     for i in gl.static_range(STAGES):
         mbarrier.init(ready.index(i), count=1)
         mbarrier.init(empty.index(i), count=1)
     for i in gl.static_range(2):
         mbarrier.init(turn.index(i), count=1)
+        mbarrier.init(aux_ready.index(i), count=1)
     fence_async_shared()
 
     pid = gl.program_id(0)
@@ -171,68 +192,96 @@ def _gemm_kernel(a_desc, b_desc, c_desc, SEED, M, N, K, dropout_p, scale, RELU: 
     my_tiles = gl.cdiv(num_pid_m * num_pid_n - pid, NUM_PROGRAMS)
     k_tiles = gl.cdiv(K, BK)
     gl.warp_specialize([
-        (_consumer, (c_desc, a_bufs, b_bufs, c_bufs.index(0), ready, empty, turn, my_tiles, pid, num_pid_m, num_pid_n,
-                     k_tiles, SEED, N, dropout_p, scale, 0, RELU, DROPOUT, NUM_PROGRAMS, GROUP_M, STAGES)),
-        (_consumer, (c_desc, a_bufs, b_bufs, c_bufs.index(1), ready, empty, turn, my_tiles, pid, num_pid_m, num_pid_n,
-                     k_tiles, SEED, N, dropout_p, scale, 1, RELU, DROPOUT, NUM_PROGRAMS, GROUP_M, STAGES)),
+        (_consumer, (c_desc, aux_desc, a_bufs, b_bufs, c_bufs.index(0), aux_ready.index(0), ready, empty, turn,
+                     my_tiles, pid, num_pid_m, num_pid_n, k_tiles, SEED, N, dropout_p, scale, 0, EPILOGUE,
+                     B_K_MAJOR, NUM_PROGRAMS, GROUP_M, STAGES)),
+        (_consumer, (c_desc, aux_desc, a_bufs, b_bufs, c_bufs.index(1), aux_ready.index(1), ready, empty, turn,
+                     my_tiles, pid, num_pid_m, num_pid_n, k_tiles, SEED, N, dropout_p, scale, 1, EPILOGUE,
+                     B_K_MAJOR, NUM_PROGRAMS, GROUP_M, STAGES)),
         (_loader, (a_desc, b_desc, a_bufs, b_bufs, ready, empty, my_tiles, pid, num_pid_m, num_pid_n, k_tiles,
-                   NUM_PROGRAMS, GROUP_M, STAGES)),
+                   B_K_MAJOR, NUM_PROGRAMS, GROUP_M, STAGES)),
     ], [4, 1], [CONSUMER_REGS, LOADER_REGS])
 
 
-def descriptors(a: torch.Tensor, b: torch.Tensor, c: torch.Tensor, bm: int, bn: int, bk: int):
-    """Host TMA descriptors of A (M, K), B (N, K) and C (M, N), row-major bf16 with 16-byte aligned rows."""
-    def make(t, block):
-        layout = gl.NVMMASharedLayout.get_default_for(block, gl.bfloat16)
-        return TensorDescriptor(t, list(t.shape), list(t.stride()), block, layout)
-    return make(a, [bm, bk]), make(b, [bn, bk]), make(c, [bm, bn])
+def _descriptor(t: torch.Tensor, block: list[int]) -> TensorDescriptor:
+    return TensorDescriptor(t, list(t.shape), list(t.stride()), block,
+                            gl.NVMMASharedLayout.get_default_for(block, gl.bfloat16))
 
 
 _LAUNCH = dict(num_warps=4, maxnreg=168)
 
 
-def gemm(a: torch.Tensor, b: torch.Tensor, relu: bool = False, *, dropout_p: float = 0.0,
-         seed: torch.Tensor | None = None, bm: int = 128, bn: int = 128, bk: int = 64, stages: int = 4,
-         num_programs: int | None = None, out: torch.Tensor | None = None) -> torch.Tensor:
-    """drop(relu?(a bᵀ)): a (M, K), b (N, K) bf16 on an sm_90 GPU -> (M, N) bf16 (into ``out`` if given). With
-    ``dropout_p`` > 0, relu_matmul.relu_dropout_up's epilogue: kept values scaled by 1 / (1 - p), the keep mask
-    drawn from ``seed`` (an int64 tensor of one element on a's device) as march's kernels draw it."""
-    if (a.dtype, b.dtype) != (torch.bfloat16, torch.bfloat16) or a.dim() != 2 or b.dim() != 2 \
-            or a.shape[1] != b.shape[1]:
-        raise ValueError(f"gluon gemm: expected bf16 a (M, K) and b (N, K), got {a.dtype} {tuple(a.shape)} "
-                         f"and {b.dtype} {tuple(b.shape)}")
-    if a.shape[1] % 8 or b.shape[0] % 8:
-        raise ValueError(f"gluon gemm: TMA needs 16-byte rows: K = {a.shape[1]} and N = {b.shape[0]} must be "
-                         "multiples of 8")
+def _check(name: str, t: torch.Tensor, shape: tuple[int, int]) -> None:
+    """TMA takes contiguous bf16 matrices with 16-byte rows."""
+    if t.dtype != torch.bfloat16 or tuple(t.shape) != shape or not t.is_contiguous() or t.shape[1] % 8:
+        raise ValueError(f"gluon gemm: {name} must be a contiguous bf16 {shape} with a multiple of 8 columns "
+                         f"(16-byte rows for TMA), got {t.dtype} {tuple(t.shape)} with strides {t.stride()}")
+
+
+def _launch(a, b, c, epilogue, *, b_k_major=True, aux=None, dropout_p=0.0, seed=None, bm=128, bn=128, bk=64,
+            stages=4, num_programs=None):
+    m, n, k = c.shape[0], c.shape[1], a.shape[1]
     if not 0.0 <= dropout_p < 1.0:
         raise ValueError(f"gluon gemm: dropout_p = {dropout_p} is outside [0, 1)")
-    m, n = a.shape[0], b.shape[0]
-    c = torch.empty(m, n, dtype=a.dtype, device=a.device) if out is None else out
-    if c.shape != (m, n) or c.dtype != torch.bfloat16 or not c.is_contiguous():
-        raise ValueError(f"gluon gemm: out must be a contiguous bf16 ({m}, {n}), got {c.dtype} {tuple(c.shape)}")
-    dropout = dropout_p > 0
+    dropout = epilogue == RELU_DROPOUT
     if dropout and (seed is None or seed.dtype != torch.int64 or seed.numel() != 1 or seed.device != a.device):
         raise ValueError("gluon gemm: dropout needs seed, an int64 tensor of one element on a's device, got "
                          + ("None" if seed is None else f"{seed.dtype} {tuple(seed.shape)} on {seed.device}"))
-    programs = num_programs or num_sms(a.device.index)
-    programs = min(programs, triton.cdiv(m, bm) * triton.cdiv(n, bn))
-    _gemm_kernel[(programs,)](*descriptors(a.contiguous(), b.contiguous(), c, bm, bn, bk), seed if dropout else c,
-                              m, n, a.shape[1], dropout_p, 1.0 / (1.0 - dropout_p), RELU=relu, DROPOUT=dropout,
-                              STAGES=stages, GROUP_M=8, NUM_PROGRAMS=programs, **_LAUNCH)
+    programs = min(num_programs or num_sms(a.device.index), triton.cdiv(m, bm) * triton.cdiv(n, bn))
+    c_desc = _descriptor(c, [bm, bn])
+    _gemm_kernel[(programs,)](
+        _descriptor(a, [bm, bk]), _descriptor(b, [bn, bk] if b_k_major else [bk, bn]), c_desc,
+        c_desc if aux is None else _descriptor(aux, [bm, bn]), seed if dropout else c, m, n, k, dropout_p,
+        1.0 / (1.0 - dropout_p), EPILOGUE=epilogue, B_K_MAJOR=b_k_major, STAGES=stages, GROUP_M=8,
+        NUM_PROGRAMS=programs, **_LAUNCH)
     return c
 
 
-def compile_spec(m: int, n: int, k: int, relu: bool, dropout: bool = False, bm: int = 128, bn: int = 128,
+def gemm(a: torch.Tensor, b: torch.Tensor, relu: bool = False, *, dropout_p: float = 0.0,
+         seed: torch.Tensor | None = None, out: torch.Tensor | None = None, **tiles) -> torch.Tensor:
+    """drop(relu?(a bᵀ)): a (M, K), b (N, K) bf16 on an sm_90 GPU -> (M, N) bf16 (into ``out`` if given). With
+    ``dropout_p`` > 0 (and relu), relu_matmul.relu_dropout_up's epilogue: kept values scaled by 1 / (1 - p), the
+    keep mask drawn from ``seed`` (an int64 tensor of one element on a's device) as march's kernels draw it.
+    ``tiles``: bm, bn, bk, stages, num_programs (the launch's; defaults 128, 128, 64, 4, one program an SM)."""
+    if a.dim() != 2 or b.dim() != 2 or a.shape[1] != b.shape[1]:
+        raise ValueError(f"gluon gemm: expected a (M, K) and b (N, K), got {tuple(a.shape)} and {tuple(b.shape)}")
+    if dropout_p > 0 and not relu:
+        raise ValueError("gluon gemm: dropout is fused only after the ReLU (relu=True)")
+    m, n = a.shape[0], b.shape[0]
+    c = torch.empty(m, n, dtype=a.dtype, device=a.device) if out is None else out
+    for name, t, shape in (("a", a, (m, a.shape[1])), ("b", b, (n, a.shape[1])), ("out", c, (m, n))):
+        _check(name, t, shape)
+    epilogue = RELU_DROPOUT if dropout_p > 0 else RELU if relu else PLAIN
+    return _launch(a, b, c, epilogue.value, dropout_p=dropout_p, seed=seed, **tiles)
+
+
+def relu_dropout_bwd(dy: torch.Tensor, w_out: torch.Tensor, a: torch.Tensor, dropout_p: float,
+                     out: torch.Tensor | None = None, **tiles) -> torch.Tensor:
+    """relu_matmul.relu_dropout_bwd: dh = where(a > 0, (dy W_out) / (1 − p), 0); dy (M, d), w_out (d, F) read
+    as it is (N-major B tiles), a (M, F) the forward's output, read by TMA while the tile's MMAs run."""
+    if dy.dim() != 2 or a.dim() != 2:
+        raise ValueError(f"gluon gemm: expected dy (M, d) and a (M, F), got {tuple(dy.shape)} and {tuple(a.shape)}")
+    (m, d), f = dy.shape, a.shape[1]
+    dh = torch.empty(m, f, dtype=dy.dtype, device=dy.device) if out is None else out
+    for name, t, shape in (("dy", dy, (m, d)), ("w_out", w_out, (d, f)), ("a", a, (m, f)), ("out", dh, (m, f))):
+        _check(name, t, shape)
+    return _launch(dy, w_out, dh, RELU_BWD.value, b_k_major=False, aux=a, dropout_p=dropout_p, **tiles)
+
+
+def compile_spec(m: int, n: int, k: int, epilogue: int, b_k_major: bool = True, bm: int = 128, bn: int = 128,
                  bk: int = 64, stages: int = 4, num_programs: int = 132):
-    """(signature, constexprs, options) of the launch ``gemm`` makes, for ``triton.compile`` without a GPU
-    (scripts/check_compile.py)."""
+    """(signature, constexprs, options) of the launch ``_launch`` makes, for ``triton.compile`` without a GPU
+    (scripts/check_compile.py, tests/test_gluon_gemm.py)."""
     from triton.runtime.jit import mangle_type
 
-    a, b = torch.empty(m, k, dtype=torch.bfloat16), torch.empty(n, k, dtype=torch.bfloat16)
-    descs = descriptors(a, b, torch.empty(m, n, dtype=torch.bfloat16), bm, bn, bk)
+    a = torch.empty(m, k, dtype=torch.bfloat16)
+    b = torch.empty((n, k) if b_k_major else (k, n), dtype=torch.bfloat16)
+    c = torch.empty(m, n, dtype=torch.bfloat16)
+    descs = [_descriptor(a, [bm, bk]), _descriptor(b, [bn, bk] if b_k_major else [bk, bn]), _descriptor(c, [bm, bn]),
+             _descriptor(c, [bm, bn])]
     fn = _gemm_kernel
     types = [mangle_type(d) for d in descs] + ["*i64"] + ["i32"] * 3 + ["fp32"] * 2 + ["constexpr"] * 5
     signature = dict(zip(fn.arg_names, types))
-    values = dict(RELU=relu, DROPOUT=dropout, STAGES=stages, GROUP_M=8, NUM_PROGRAMS=num_programs)
+    values = dict(EPILOGUE=epilogue, B_K_MAJOR=b_k_major, STAGES=stages, GROUP_M=8, NUM_PROGRAMS=num_programs)
     constexprs = {(fn.arg_names.index(name),): value for name, value in values.items()}
     return signature, constexprs, dict(_LAUNCH)

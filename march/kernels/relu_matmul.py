@@ -55,7 +55,7 @@ PLAIN = tl.constexpr(0)
 RELU_DROPOUT = tl.constexpr(1)
 RELU_DROPOUT_BWD = tl.constexpr(2)
 BWD_WEIGHT_MODES = ("direct", "transposed")
-UP_KERNELS = ("triton", "gluon")  # MARCH_RELU_UP (up_kernel)
+GEMM_KERNELS = ("triton", "gluon")  # MARCH_RELU_GEMM (gemm_kernel)
 
 
 def _configs():
@@ -287,29 +287,30 @@ def relu_dropout_up(x: torch.Tensor, w_in: torch.Tensor, dropout_p: float, seed:
         return a
     if not _tma_ok(x, w_in, a):
         return None
-    if up_kernel() == "gluon":
-        return _gluon_up(x, w_in, a, dropout_p, seed)
+    if gemm_kernel() == "gluon":
+        return _gluon(x.device).gemm(x, w_in, True, dropout_p=dropout_p, seed=seed if dropout_p > 0 else None, out=a)
     return _launch_tma(x, w_in, a, RELU_DROPOUT, dropout_p, seed)
 
 
-def up_kernel() -> str:
-    """MARCH_RELU_UP: which kernel runs ``relu_dropout_up``. "triton" (default): ``_tma_kernel``; "gluon"
-    (experimental, sm_90 only): ``march.kernels.gluon_gemm``, whose ping-pong consumers run one tile's epilogue
-    beside the other's MMAs (the same mask, bit for bit)."""
-    kernel = os.environ.get("MARCH_RELU_UP", "triton")
-    if kernel not in UP_KERNELS:
-        raise ValueError(f"MARCH_RELU_UP must be one of {UP_KERNELS}, got {kernel!r}")
+def gemm_kernel() -> str:
+    """MARCH_RELU_GEMM: which kernel runs the fused GEMMs (``relu_dropout_up``, ``relu_dropout_bwd``). "triton"
+    (default): ``_tma_kernel``; "gluon" (experimental, sm_90 only): ``march.kernels.gluon_gemm``, whose ping-pong
+    consumers run one tile's epilogue beside the other's MMAs (the same mask, bit for bit)."""
+    kernel = os.environ.get("MARCH_RELU_GEMM", "triton")
+    if kernel not in GEMM_KERNELS:
+        raise ValueError(f"MARCH_RELU_GEMM must be one of {GEMM_KERNELS}, got {kernel!r}")
     return kernel
 
 
-def _gluon_up(x, w_in, a, dropout_p, seed):
-    if interpreting() or not x.is_cuda or torch.cuda.get_device_capability(x.device) != (9, 0):
-        where = "the Triton interpreter" if interpreting() else (
-            f"{x.device}" if not x.is_cuda else f"sm_{''.join(map(str, torch.cuda.get_device_capability(x.device)))}")
-        raise ValueError(f"MARCH_RELU_UP=gluon needs an sm_90 GPU (wgmma, warp specialisation), got {where}")
-    from march.kernels import gluon_gemm  # Gluon loads only when asked for
+def _gluon(device: torch.device):
+    """march.kernels.gluon_gemm, loaded only when asked for, after a check that ``device`` can run it."""
+    if interpreting() or device.type != "cuda" or torch.cuda.get_device_capability(device) != (9, 0):
+        where = "the Triton interpreter" if interpreting() else str(device) if device.type != "cuda" else (
+            "sm_" + "".join(map(str, torch.cuda.get_device_capability(device))))
+        raise ValueError(f"MARCH_RELU_GEMM=gluon needs an sm_90 GPU (wgmma, warp specialisation), got {where}")
+    from march.kernels import gluon_gemm
 
-    return gluon_gemm.gemm(x, w_in, True, dropout_p=dropout_p, seed=seed if dropout_p > 0 else None, out=a)
+    return gluon_gemm
 
 
 def relu_dropout_bwd(dy: torch.Tensor, w_out: torch.Tensor, a: torch.Tensor, dropout_p: float,
@@ -320,6 +321,8 @@ def relu_dropout_bwd(dy: torch.Tensor, w_out: torch.Tensor, a: torch.Tensor, dro
         return dh
     if not _tma_ok(dy, w_out, a, dh):
         return _launch_ptr(dy, w_out, dh, False, RELU_DROPOUT_BWD, dropout_p, None, a)
+    if gemm_kernel() == "gluon":  # W_out read as it is (MARCH_RELU_BWD_WEIGHT does not apply)
+        return _gluon(dy.device).relu_dropout_bwd(dy, w_out, a, dropout_p, out=dh)
     if bwd_weight_mode() == "direct":
         return _launch_tma(dy, w_out, dh, RELU_DROPOUT_BWD, dropout_p, None, a, b_k_major=False)
     w_t = w_out.t().contiguous()  # (F, d): K-major, as the forward reads W_in
