@@ -41,6 +41,7 @@ from triton.experimental.gluon.language.nvidia.hopper import (
 )
 from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
 
+from march.kernels._pdl import grid_dependency_sync, launch_options
 from march.kernels._philox16 import _PHILOX_ASM
 from march.kernels._utils import num_sms
 
@@ -168,6 +169,7 @@ def _consumer(c_desc, aux_desc, a_bufs, b_bufs, c_buf, aux_ready, ready, empty, 
 @gluon.jit
 def _gemm_kernel(a_desc, b_desc, c_desc, aux_desc, SEED, M, N, K, dropout_p, scale, EPILOGUE: gl.constexpr,
                  B_K_MAJOR: gl.constexpr, STAGES: gl.constexpr, GROUP_M: gl.constexpr, NUM_PROGRAMS: gl.constexpr):
+    grid_dependency_sync()  # MARCH_PDL: nothing touches memory before it
     BM: gl.constexpr = c_desc.block_type.shape[0]
     BN: gl.constexpr = c_desc.block_type.shape[1]
     BK: gl.constexpr = a_desc.block_type.shape[1]
@@ -233,7 +235,7 @@ def _launch(a, b, c, epilogue, *, b_k_major=True, aux=None, dropout_p=0.0, seed=
         _descriptor(a, [bm, bk]), _descriptor(b, [bn, bk] if b_k_major else [bk, bn]), c_desc,
         c_desc if aux is None else _descriptor(aux, [bm, bn]), seed if dropout else c, m, n, k, dropout_p,
         1.0 / (1.0 - dropout_p), EPILOGUE=epilogue, B_K_MAJOR=b_k_major, STAGES=stages, GROUP_M=8,
-        NUM_PROGRAMS=programs, **_LAUNCH)
+        NUM_PROGRAMS=programs, **_LAUNCH, **launch_options(c.device))
     return c
 
 
