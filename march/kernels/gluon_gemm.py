@@ -225,7 +225,7 @@ def _launch(a, b, c, epilogue, *, b_k_major=True, aux=None, dropout_p=0.0, seed=
     m, n, k = c.shape[0], c.shape[1], a.shape[1]
     if not 0.0 <= dropout_p < 1.0:
         raise ValueError(f"gluon gemm: dropout_p = {dropout_p} is outside [0, 1)")
-    dropout = epilogue == RELU_DROPOUT
+    dropout = epilogue == RELU_DROPOUT.value
     if dropout and (seed is None or seed.dtype != torch.int64 or seed.numel() != 1 or seed.device != a.device):
         raise ValueError("gluon gemm: dropout needs seed, an int64 tensor of one element on a's device, got "
                          + ("None" if seed is None else f"{seed.dtype} {tuple(seed.shape)} on {seed.device}"))
