@@ -1,7 +1,8 @@
-"""march/kernels/gluon_gemm.py, the warp-specialised Gluon GEMM (MARCH_RELU_GEMM=gluon): it compiles for sm_90 here
-(also in scripts/check_compile.py); on a GPU it matches a float64 product at awkward shapes, with programs that walk
-one tile, two (one a consumer, K in one ring lap or in several), or an odd count split between the two consumers,
-into outputs that start as NaN. On CPU, a model of its barrier protocol run in random interleavings."""
+"""march/kernels/gluon_gemm.py, the warp-specialised Gluon GEMM (MARCH_RELU_GEMM=gluon): each epilogue compiles
+for sm_90 here (in its own process; also in scripts/check_compile.py). On a GPU: the product against float64 at
+awkward shapes, with programs that walk one tile, two (one a consumer, K in one ring lap or in several), or an odd
+count split between the two consumers, into outputs that start as NaN; the dropout epilogue's mask against
+march's; the backward's dh against float64. On CPU, a model of its barrier protocol in random interleavings."""
 
 import re
 
