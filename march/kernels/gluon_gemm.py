@@ -42,7 +42,7 @@ from triton.experimental.gluon.language.nvidia.hopper import (
 from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
 
 from march.kernels._pdl import grid_dependency_sync, launch_options
-from march.kernels._philox16 import _PHILOX_ASM
+from march.kernels._philox16 import _randint4x, _spread, _threshold
 from march.kernels._utils import num_sms
 
 # Three warpgroups (4 + 4 + 1 warps, rounded up) share the SM's 64K registers (512 for one thread of each): 168 at
@@ -72,23 +72,15 @@ def _tile_coords(j, pid, num_pid_m, num_pid_n, NUM_PROGRAMS: gl.constexpr, GROUP
 def _keep_mask(seed, om, on, N, threshold, BM: gl.constexpr, BN: gl.constexpr, out_layout: gl.constexpr):
     """glu._keep_mask's draw for the (BM, BN) tile at (om, on), bit for bit, in ``out_layout``: one Philox-4x32 call
     per row and 8-column group (counter row · ⌈N/8⌉ + col // 8, key the seed), column 8g + k taking half k of
-    (w0.lo, w0.hi, w2.lo, w2.hi, w1.lo, w1.hi, w3.lo, w3.hi), keep = u ≥ threshold. The calls run in a blocked
-    layout, one group each (16 a thread at 128 × 128: no call repeated), and the mask moves to the accumulator's
-    layout through shared memory (8 KiB a consumer)."""
+    (w0.lo, w0.hi, w2.lo, w2.hi, w1.lo, w1.hi, w3.lo, w3.hi), keep = u ≥ threshold: _philox16's own helpers (they
+    compile in Gluon too). The calls run in a blocked layout, one group each (16 a thread at 128 × 128: no call
+    repeated), and the mask moves to the accumulator's layout through shared memory (8 KiB a consumer)."""
     G: gl.constexpr = BN // 8
     words_layout: gl.constexpr = gl.BlockedLayout([1, 1], [32 // G, G], [4, 1], [1, 0])
     rows = om + gl.arange(0, BM, layout=gl.SliceLayout(1, words_layout))
     groups = on // 8 + gl.arange(0, G, layout=gl.SliceLayout(0, words_layout))
-    counter = (rows.to(gl.int64)[:, None] * ((N + 7) // 8) + groups[None, :]).to(gl.uint64, bitcast=True)  # (BM, G)
-    seed = seed.to(gl.uint64)
-    zero = gl.full([BM, G], 0, gl.uint32, words_layout)
-    w0, w1, w2, w3 = gl.inline_asm_elementwise(
-        _PHILOX_ASM, "=r,=r,=r,=r,r,r,r,r",
-        [(counter & 0xFFFFFFFF).to(gl.uint32), (counter >> 32).to(gl.uint32),
-         zero + (seed & 0xFFFFFFFF).to(gl.uint32), zero + ((seed >> 32) & 0xFFFFFFFF).to(gl.uint32)],
-        dtype=(gl.uint32, gl.uint32, gl.uint32, gl.uint32), is_pure=True, pack=1)
-    words = gl.reshape(gl.join(gl.join(w0, w1), gl.join(w2, w3)), (BM, BN // 2))
-    u = gl.reshape(gl.join(words & 0xFFFF, words >> 16), (BM, BN)).to(gl.int32)
+    w0, w1, w2, w3 = _randint4x(seed, rows.to(gl.int64)[:, None] * ((N + 7) // 8) + groups[None, :])  # (BM, G)
+    u = _spread(w0, w1, w2, w3, BM, BN)
     return gl.convert_layout(u >= threshold, out_layout)
 
 
@@ -154,8 +146,7 @@ def _consumer(c_desc, aux_desc, a_bufs, b_bufs, c_buf, aux_ready, ready, empty, 
         if EPILOGUE == RELU or EPILOGUE == RELU_DROPOUT:  # relu_matmul's RELU_DROPOUT: the same mask, then scale
             acc = gl.maximum(acc, 0.0) * scale
         if EPILOGUE == RELU_DROPOUT:
-            threshold = (dropout_p * 65536.0 + 0.5).to(gl.int32)  # _philox16._threshold
-            acc = gl.where(_keep_mask(gl.load(SEED), om, on, N, threshold, BM, BN, layout), acc, 0.0)
+            acc = gl.where(_keep_mask(gl.load(SEED), om, on, N, _threshold(dropout_p), BM, BN, layout), acc, 0.0)
         if EPILOGUE == RELU_BWD:  # relu_matmul's RELU_DROPOUT_BWD: dh = where(a > 0, acc · scale, 0)
             mbarrier.wait(aux_ready, (j // 2) & 1)
             acc = gl.where(c_buf.load(layout) > 0, acc * scale, 0.0)
