@@ -277,6 +277,25 @@ def dropout_mask_mode() -> str:
     return mode
 
 
+FWD_KERNELS = ("triton", "gluon")
+
+
+def fwd_kernel(device: torch.device) -> str:
+    """MARCH_ATTN_FWD: which kernel runs the forward. "triton" (default): ``_t5_attn_fwd_kernel``; "gluon"
+    (experimental, sm_90 only): ``march.kernels.gluon_attention``, warp-specialised (a TMA loader warp, two
+    consumer warpgroups), for the calls it supports (no dropout, d ∈ {64, 128}, TMA-aligned strides; the others
+    run the Triton forward, ``gluon_attention.supported``). Same math, so the backward is unchanged."""
+    kernel = os.environ.get("MARCH_ATTN_FWD", "triton")
+    if kernel not in FWD_KERNELS:
+        raise ValueError(f"MARCH_ATTN_FWD must be one of {FWD_KERNELS}, got {kernel!r}")
+    if kernel == "gluon" and (interpreting() or device.type != "cuda"
+                              or torch.cuda.get_device_capability(device) != (9, 0)):
+        where = "the Triton interpreter" if interpreting() else str(device) if device.type != "cuda" else (
+            "sm_" + "".join(map(str, torch.cuda.get_device_capability(device))))
+        raise ValueError(f"MARCH_ATTN_FWD=gluon needs an sm_90 GPU (wgmma, TMA, warp specialisation), got {where}")
+    return kernel
+
+
 def _mask_shape(bsz, heads, lq, lk, dropout_p, mode=None) -> tuple[int, ...]:
     """Shape of the keep-mask words (int32; ``t5_attention_dropout._mask_base``), or (0,) when the
     backward draws the mask again (``mode``: the caller's ``dropout_mask_mode()``, read here when
@@ -387,6 +406,13 @@ def _attn_fwd(q, k, v, table, kpm, bidirectional, num_buckets, max_distance, cau
     if pregenerated:  # every bit of MASK is written; the forward reads them
         grid, meta = _dropout_bits_grid(bsz, heads, lq, lk)
         _dropout_bits_kernel[grid](mask, lq, lk, dropout_p, seed, **meta, **launch_options(q.device))
+    if fwd_kernel(q.device) == "gluon":
+        from march.kernels import gluon_attention
+
+        if gluon_attention.supported(q, k, v, dropout_p) is None:  # else the Triton forward below
+            gluon_attention.forward(q, k, v, o, lse, rows, kpm_t, skpm, klim, query_offset, scale * LOG2E, sat_pos,
+                                    r, has_bias=table is not None, has_kpm=kpm is not None, causal=causal)
+            return o, lse, (seed if drawn else seed.new_empty(0)), mask, *_prep_outputs(q, table, kpm, prep)
     # O and LSE are fully overwritten by every launch, so autotuning's repeated launches are harmless.
     fwd = _kernel("fwd_dropout" if dropout_p > 0 else "fwd", block_d, autotuning())
     fwd[lambda meta: (triton.cdiv(lq, meta["BLOCK_M"]), bsz * heads)](

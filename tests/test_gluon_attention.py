@@ -1,0 +1,146 @@
+"""march/kernels/gluon_attention.py, the warp-specialised Gluon forward (MARCH_ATTN_FWD=gluon): its variants compile
+for sm_90 here (in their own process); the switch and the support check reject what they must. On a GPU: output
+and gradients (the Triton backward on the Gluon forward's o and lse) against the float64 oracle at awkward shapes
+(Lq, Lk off the block sizes, a fully padded batch row, causal with a query offset, packed views), and o and lse
+against the Triton forward's into NaN-poisoned buffers."""
+
+import re
+
+import pytest
+import torch
+
+pytest.importorskip("triton.experimental.gluon")
+
+BF16, FP16 = torch.bfloat16, torch.float16
+
+_COMPILE = """
+import json, sys
+import triton
+from triton.backends.compiler import GPUTarget
+from triton.experimental.gluon._runtime import GluonASTSource
+from march.kernels import gluon_attention
+signature, constexprs, options = gluon_attention.compile_spec(**json.loads(sys.argv[1]))
+ck = triton.compile(GluonASTSource(gluon_attention._fwd_kernel, signature, constexprs),
+                    target=GPUTarget("cuda", 90, 32), options=options)
+print(json.dumps({"ptx": ck.asm["ptx"], "shared": ck.metadata.shared}))
+"""
+
+
+@pytest.mark.parametrize("spec", [dict(d=64), dict(d=128), dict(d=64, causal=True, has_kpm=False),
+                                  dict(d=128, has_bias=False, has_kpm=False)], ids=str)
+def test_compiles_for_sm90(spec):
+    # In its own process: the Triton interpreter's patches to the language (other tests) break a Gluon compile.
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from march.kernels import gluon_attention, gluon_gemm
+
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    run = subprocess.run([sys.executable, "-c", _COMPILE, json.dumps(spec)], capture_output=True, text=True, env=env,
+                         cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))), timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    compiled = json.loads(run.stdout.strip().splitlines()[-1])
+    ptx = compiled["ptx"]
+    assert "wgmma.mma_async" in ptx and "cp.async.bulk.tensor.4d" in ptx  # 4-D TMA loads of q, k, v
+    raised = {int(r) for r in re.findall(r"setmaxnreg\.inc\.sync\.aligned\.u32\s+(\d+);", ptx)}
+    assert gluon_attention.CONSUMER_REGS.value in raised and max(raised) == gluon_gemm.DEFAULT_PARTITION_REGS
+    assert (gluon_gemm.DEFAULT_PARTITION_REGS + gluon_attention.CONSUMER_REGS.value
+            + gluon_attention.LOADER_REGS.value) <= 512
+    assert compiled["shared"] <= 232448  # one block's shared memory on sm_90
+
+
+def test_switch_rejects_bad_values_and_places(monkeypatch):
+    import importlib
+
+    attn = importlib.import_module("march.kernels.t5_attention")  # the module (the package exports the function)
+    monkeypatch.setenv("MARCH_ATTN_FWD", "cuda")
+    with pytest.raises(ValueError, match="MARCH_ATTN_FWD must be one of"):
+        attn.fwd_kernel(torch.device("cpu"))
+    monkeypatch.setenv("MARCH_ATTN_FWD", "gluon")
+    with pytest.raises(ValueError, match="needs an sm_90 GPU"):
+        attn.fwd_kernel(torch.device("cpu"))
+    monkeypatch.delenv("MARCH_ATTN_FWD")
+    assert attn.fwd_kernel(torch.device("cpu")) == "triton"
+
+
+def test_supported_names_what_it_cannot_run():
+    from march.kernels import gluon_attention
+
+    q = torch.empty(1, 2, 8, 64, dtype=BF16)
+    assert gluon_attention.supported(q, q, q, 0.1) == "dropout"
+    assert gluon_attention.supported(q, q, q, 0.0) == "not an sm_90 GPU"
+
+
+def _sm90():
+    return torch.cuda.is_available() and torch.cuda.get_device_capability() == (9, 0)
+
+
+# (B, H, Lq, Lk, d, dtype, causal, query_offset, bidirectional, pad, (num_buckets, max_distance))
+ORACLE_CASES = [
+    (1, 1, 1, 1, 64, BF16, False, 0, True, None, (32, 128)),
+    (3, 2, 37, 37, 64, BF16, False, 0, True, "right", (32, 128)),
+    (2, 12, 512, 512, 64, BF16, False, 0, True, "right", (32, 128)),
+    (2, 4, 1025, 1025, 128, BF16, False, 0, True, "right", (32, 128)),
+    (2, 3, 130, 97, 128, FP16, False, 0, True, "left", (32, 128)),
+    (3, 4, 114, 114, 64, BF16, True, 0, False, None, (32, 128)),
+    (4, 2, 17, 200, 64, BF16, True, 183, False, None, (32, 128)),
+    (2, 4, 114, 512, 64, BF16, False, 0, True, "right", (32, 128)),
+]
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not _sm90(), reason="needs an sm_90 GPU")
+@pytest.mark.parametrize("case", ORACLE_CASES, ids=str)
+def test_matches_oracle_gpu(case, monkeypatch):
+    from tests.test_t5_attention import test_matches_oracle
+
+    monkeypatch.setenv("MARCH_ATTN_FWD", "gluon")
+    test_matches_oracle(case, "cuda", "default band mode")
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not _sm90(), reason="needs an sm_90 GPU")
+@pytest.mark.parametrize("lq,lk,d,packed,causal,bias", [(300, 513, 64, False, False, True),
+                                                        (513, 300, 128, True, False, True),
+                                                        (129, 129, 64, True, True, True),
+                                                        (77, 640, 64, False, False, False)], ids=str)
+def test_matches_triton_forward_gpu(lq, lk, d, packed, causal, bias, monkeypatch):
+    """o and lse of the Gluon forward against the Triton forward's, the same prepared inputs, into buffers that
+    start as NaN: every element written, values within bf16 rounding of the Triton ones (a different summation
+    order), lse within fp32 rounding; packed: q, k, v as views of one (B, L, 3, H, d) buffer, o into a view."""
+    import importlib
+
+    attn = importlib.import_module("march.kernels.t5_attention")
+    from march.kernels import gluon_attention
+
+    bsz, heads = 3, 4
+    if packed:  # q scaled like a trained T5's (scores of order 1)
+        qkv = torch.randn(bsz, max(lq, lk), 3, heads, d, device="cuda", dtype=BF16)
+        qkv[:, :, 0] *= 2 * d**-0.5
+        q, k, v = (qkv[:, :n, i].transpose(1, 2) for i, n in ((0, lq), (1, lk), (2, lk)))
+    else:
+        q, k, v = (torch.randn(bsz, heads, n, d, device="cuda", dtype=BF16) for n in (lq, lk, lk))
+        q *= 2 * d**-0.5
+    table = torch.randn(32, heads, device="cuda") if bias else None
+    kpm = torch.ones(bsz, lk, dtype=torch.bool, device="cuda")
+    kpm[0, lk // 2:] = False
+    kpm[1, :] = False  # a fully padded row: zeros, lse = +inf
+    kw = dict(bidirectional=not causal, num_buckets=32, max_distance=128, causal=causal, query_offset=0,
+              scale=1.0, dropout_p=0.0)
+    assert gluon_attention.supported(q, k, v, 0.0) is None
+    results = []
+    for kernel in ("triton", "gluon"):
+        monkeypatch.setenv("MARCH_ATTN_FWD", kernel)
+        out = torch.full((bsz, lq, heads, d), float("nan"), device="cuda", dtype=BF16).transpose(1, 2)
+        o, lse, *_ = attn._attn_fwd(q, k, v, table, kpm, kw["bidirectional"], 32, 128, causal, 0, 1.0, 0.0, out=out)
+        assert o is out
+        results.append((o.float(), lse))
+    (o_t, lse_t), (o_g, lse_g) = results
+    assert torch.isfinite(o_g).all() and not torch.isnan(lse_g).any()
+    assert (o_g[1] == 0).all() and torch.isinf(lse_g[1]).all()
+    torch.testing.assert_close(o_g, o_t, rtol=2e-2, atol=2e-2)
+    finite = torch.isfinite(lse_t)
+    assert torch.equal(finite, torch.isfinite(lse_g))
+    torch.testing.assert_close(lse_g[finite], lse_t[finite], rtol=1e-5, atol=1e-4)
