@@ -235,7 +235,8 @@ def _dropout_modes() -> None:
 
 
 def _exercise_gluon() -> None:
-    """march/kernels/gluon_gemm.py's warp-specialised GEMM (MARCH_RELU_GEMM=gluon; experimental, default off)."""
+    """The Gluon kernels: march/kernels/gluon_gemm.py's warp-specialised GEMM (MARCH_RELU_GEMM=gluon) and
+    gluon_attention.py's forward (MARCH_ATTN_FWD=gluon); both experimental, default off."""
     from triton.experimental.gluon._runtime import GluonASTSource
 
     from march.kernels import gluon_gemm
@@ -248,6 +249,16 @@ def _exercise_gluon() -> None:
                tuple(sorted(options.items())), ())
         _compile(key, GluonASTSource(fn, signature, constexprs), options,
                  f"gluon {fn.fn.__name__} epilogue={epilogue.value} b_k_major={b_k_major}")
+    # march/kernels/gluon_attention.py's forward (MARCH_ATTN_FWD=gluon; experimental, default off)
+    from march.kernels import gluon_attention
+
+    for spec in (dict(d=64), dict(d=128), dict(d=64, causal=True, has_kpm=False), dict(d=128, has_bias=False),
+                 dict(d=64, stages=3), dict(d=64, block_n=64, stages=4)):
+        signature, constexprs, options = gluon_attention.compile_spec(**spec)
+        fn = gluon_attention._fwd_kernel
+        key = (fn.fn.__name__, tuple(sorted(signature.items())), tuple(sorted(constexprs.items())),
+               tuple(sorted(options.items())), tuple(sorted(spec.items())))
+        _compile(key, GluonASTSource(fn, signature, constexprs), options, f"gluon {fn.fn.__name__} {spec}")
 
 
 def main() -> int:
