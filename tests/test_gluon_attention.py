@@ -27,7 +27,8 @@ print(json.dumps({"ptx": ck.asm["ptx"], "shared": ck.metadata.shared}))
 
 
 @pytest.mark.parametrize("spec", [dict(d=64), dict(d=128), dict(d=64, causal=True, has_kpm=False),
-                                  dict(d=128, has_bias=False, has_kpm=False)], ids=str)
+                                  dict(d=128, has_bias=False, has_kpm=False), dict(d=64, overlap=True, block_n=64),
+                                  dict(d=128, overlap=True)], ids=str)
 def test_compiles_for_sm90(spec):
     # In its own process: the Triton interpreter's patches to the language (other tests) break a Gluon compile.
     import json
@@ -106,10 +107,12 @@ def test_matches_oracle_gpu(case, monkeypatch):
                                                         (513, 300, 128, True, False, True),
                                                         (129, 129, 64, True, True, True),
                                                         (77, 640, 64, False, False, False)], ids=str)
-def test_matches_triton_forward_gpu(lq, lk, d, packed, causal, bias, monkeypatch):
+@pytest.mark.parametrize("variant", [{}, dict(overlap=True, block_n=64), dict(overlap=True, stages=3)], ids=str)
+def test_matches_triton_forward_gpu(lq, lk, d, packed, causal, bias, variant, monkeypatch):
     """o and lse of the Gluon forward against the Triton forward's, the same prepared inputs, into buffers that
     start as NaN: every element written, values within bf16 rounding of the Triton ones (a different summation
     order), lse within fp32 rounding; packed: q, k, v as views of one (B, L, 3, H, d) buffer, o into a view."""
+    import functools
     import importlib
 
     attn = importlib.import_module("march.kernels.t5_attention")
@@ -133,6 +136,8 @@ def test_matches_triton_forward_gpu(lq, lk, d, packed, causal, bias, monkeypatch
     results = []
     for kernel in ("triton", "gluon"):
         monkeypatch.setenv("MARCH_ATTN_FWD", kernel)
+        if kernel == "gluon" and variant:  # the launch's other variants, through the op
+            monkeypatch.setattr(gluon_attention, "forward", functools.partial(gluon_attention.forward, **variant))
         out = torch.full((bsz, lq, heads, d), float("nan"), device="cuda", dtype=BF16).transpose(1, 2)
         o, lse, *_ = attn._attn_fwd(q, k, v, table, kpm, kw["bidirectional"], 32, 128, causal, 0, 1.0, 0.0, out=out)
         assert o is out

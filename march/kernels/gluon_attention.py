@@ -88,11 +88,44 @@ def _bias_tile(BIAS_H, tile_rel0, sat_pos, R, bias_pos, bias_neg, ROWS: gl.const
 
 
 @gluon.jit
+def _masks_and_bias(n0, rows, m_start, b, Lk, query_offset, sat_pos, R, BIAS_H, KPM, skpm, bias_pos, bias_neg,
+                    HAS_BIAS: gl.constexpr, HAS_KPM: gl.constexpr, CAUSAL: gl.constexpr, BM_HALF: gl.constexpr,
+                    BN: gl.constexpr, s_layout: gl.constexpr):
+    """(visible (BM_HALF, BN) or (1, BN), bias · log2(e) or 0.0) of key block n0: loaded while its S = q kᵀ runs."""
+    cols = n0 + gl.arange(0, BN, layout=gl.SliceLayout(0, s_layout))
+    valid = (cols < Lk)[None, :]
+    if HAS_KPM:
+        valid &= (gl.load(KPM + b.to(gl.int64) * skpm + cols, mask=cols < Lk, other=0) != 0)[None, :]
+    if CAUSAL:  # j ≤ i + query_offset
+        valid &= cols[None, :] <= rows[:, None] + query_offset
+    bias = 0.0
+    if HAS_BIAS:
+        bias = _bias_tile(BIAS_H, n0 - m_start - query_offset, sat_pos, R, bias_pos, bias_neg, BM_HALF, BN, s_layout)
+    return valid, bias
+
+
+@gluon.jit
+def _online_softmax(scores, valid, bias, m_i, l_i, scale_log2, HAS_BIAS: gl.constexpr):
+    """FA2's update for one key block: (P = exp2(s2 − m_new), alpha = exp2(m_old − m_new), m_new, l_new)."""
+    scores = scores * scale_log2
+    if HAS_BIAS:
+        scores += bias
+    scores = gl.where(valid, scores, float("-inf"))
+    m_new = gl.maximum(m_i, gl.max(scores, 1))
+    m_safe = gl.where(m_new == float("-inf"), 0.0, m_new)  # a row with nothing visible yet
+    probs = gl.exp2(scores - m_safe[:, None])
+    alpha = gl.exp2(m_i - m_safe)
+    return probs, alpha, m_new, l_i * alpha + gl.sum(probs, 1)
+
+
+@gluon.jit
 def _consumer(q_smem, k_smem, v_smem, q_ready, k_ready, v_ready, kv_empty, O, LSE, BIAS_H, KPM, bias_pos, bias_neg,
               b, h, bh, m0, lo, hi, Lq, Lk, query_offset, scale_log2, sat_pos, R, sob, soh, som, skpm,
               WHICH: gl.constexpr, HAS_BIAS: gl.constexpr, HAS_KPM: gl.constexpr, CAUSAL: gl.constexpr,
-              STAGES: gl.constexpr):
-    """Query rows [m0 + 64·WHICH, + 64) of (b, h): FA2's online softmax over the key blocks [lo, hi)."""
+              STAGES: gl.constexpr, OVERLAP: gl.constexpr):
+    """Query rows [m0 + 64·WHICH, + 64) of (b, h): FA2's online softmax over the key blocks [lo, hi). OVERLAP
+    (FA3's intra-warpgroup pipelining): block i + 1's S = q kᵀ and block i's O += P v are in flight together
+    while block i + 1's softmax runs; else each block's two wgmmas are awaited in turn."""
     BM_HALF: gl.constexpr = q_smem.shape[3]
     D: gl.constexpr = q_smem.shape[4]
     BN: gl.constexpr = k_smem.shape[3]
@@ -101,7 +134,7 @@ def _consumer(q_smem, k_smem, v_smem, q_ready, k_ready, v_ready, kv_empty, O, LS
     o_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1], instr_shape=[16, D, 16])
     p_layout: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=o_layout, k_width=2)
     row_layout: gl.constexpr = gl.SliceLayout(1, s_layout)
-    col_layout: gl.constexpr = gl.SliceLayout(0, s_layout)
+    o_rows_layout: gl.constexpr = gl.SliceLayout(1, o_layout)
 
     m_start = m0 + WHICH * BM_HALF
     rows = m_start + gl.arange(0, BM_HALF, layout=row_layout)
@@ -109,48 +142,66 @@ def _consumer(q_smem, k_smem, v_smem, q_ready, k_ready, v_ready, kv_empty, O, LS
     m_i = gl.full([BM_HALF], float("-inf"), gl.float32, row_layout)
     l_i = gl.full([BM_HALF], 0.0, gl.float32, row_layout)
     acc = gl.zeros([BM_HALF, D], gl.float32, o_layout)
+    s_zero = gl.zeros([BM_HALF, BN], gl.float32, s_layout)
     mbarrier.wait(q_ready, 0)
-    p = 0
-    for n0 in range(lo, hi, BN):
-        s = p % STAGES
-        phase = (p // STAGES) & 1
-        k = k_smem.index(s).reshape([BN, D])
-        mbarrier.wait(k_ready.index(s), phase)
-        scores = warpgroup_mma(q, k.permute((1, 0)), gl.zeros([BM_HALF, BN], gl.float32, s_layout), use_acc=False,
-                               is_async=True)
-        # the tile's bias and masks while the MMA runs
-        cols = n0 + gl.arange(0, BN, layout=col_layout)
-        valid = (cols < Lk)[None, :]
-        if HAS_KPM:
-            valid &= (gl.load(KPM + b.to(gl.int64) * skpm + cols, mask=cols < Lk, other=0) != 0)[None, :]
-        if CAUSAL:  # j ≤ i + query_offset
-            valid &= cols[None, :] <= rows[:, None] + query_offset
-        if HAS_BIAS:
-            bias = _bias_tile(BIAS_H, n0 - m_start - query_offset, sat_pos, R, bias_pos, bias_neg, BM_HALF, BN,
-                              s_layout)
-        scores = warpgroup_mma_wait(num_outstanding=0, deps=(scores, ))
-        scores = scores * scale_log2
-        if HAS_BIAS:
-            scores += bias
-        scores = gl.where(valid, scores, float("-inf"))
-        m_new = gl.maximum(m_i, gl.max(scores, 1))
-        m_safe = gl.where(m_new == float("-inf"), 0.0, m_new)  # a row with nothing visible yet
-        probs = gl.exp2(scores - m_safe[:, None])
-        alpha = gl.exp2(m_i - m_safe)
-        l_i = l_i * alpha + gl.sum(probs, 1)
-        m_i = m_new
-        acc = acc * gl.convert_layout(alpha, gl.SliceLayout(1, o_layout))[:, None]
-        p_op = gl.convert_layout(probs.to(dtype), p_layout)
-        mbarrier.wait(v_ready.index(s), phase)
-        acc = warpgroup_mma(p_op, v_smem.index(s).reshape([BN, D]), acc, is_async=True)
-        acc = warpgroup_mma_wait(num_outstanding=0, deps=(acc, ))
-        mbarrier.arrive(kv_empty.index(s))  # both of this consumer's wgmmas on slot s have retired
-        p += 1
+    if OVERLAP:
+        if lo < hi:
+            # block 0: S, then its softmax (acc is 0: no rescale)
+            mbarrier.wait(k_ready.index(0), 0)
+            scores = warpgroup_mma(q, k_smem.index(0).reshape([BN, D]).permute((1, 0)), s_zero, use_acc=False,
+                                   is_async=True)
+            valid, bias = _masks_and_bias(lo, rows, m_start, b, Lk, query_offset, sat_pos, R, BIAS_H, KPM, skpm,
+                                          bias_pos, bias_neg, HAS_BIAS, HAS_KPM, CAUSAL, BM_HALF, BN, s_layout)
+            scores = warpgroup_mma_wait(num_outstanding=0, deps=(scores, ))
+            probs, alpha, m_i, l_i = _online_softmax(scores, valid, bias, m_i, l_i, scale_log2, HAS_BIAS)
+            p_op = gl.convert_layout(probs.to(dtype), p_layout)
+            p = 0  # ring position of the block whose P is in p_op
+            for n0 in range(lo + BN, hi, BN):
+                s = p % STAGES
+                s_next = (p + 1) % STAGES
+                mbarrier.wait(k_ready.index(s_next), ((p + 1) // STAGES) & 1)
+                scores = warpgroup_mma(q, k_smem.index(s_next).reshape([BN, D]).permute((1, 0)), s_zero,
+                                       use_acc=False, is_async=True)
+                mbarrier.wait(v_ready.index(s), (p // STAGES) & 1)
+                acc = warpgroup_mma(p_op, v_smem.index(s).reshape([BN, D]), acc, is_async=True)
+                valid, bias = _masks_and_bias(n0, rows, m_start, b, Lk, query_offset, sat_pos, R, BIAS_H, KPM, skpm,
+                                              bias_pos, bias_neg, HAS_BIAS, HAS_KPM, CAUSAL, BM_HALF, BN, s_layout)
+                scores = warpgroup_mma_wait(num_outstanding=1, deps=(scores, ))  # S (issued first) has retired
+                probs, alpha, m_i, l_i = _online_softmax(scores, valid, bias, m_i, l_i, scale_log2, HAS_BIAS)
+                acc, p_op = warpgroup_mma_wait(num_outstanding=0, deps=(acc, p_op))
+                mbarrier.arrive(kv_empty.index(s))  # both of this consumer's wgmmas on slot s have retired
+                acc = acc * gl.convert_layout(alpha, o_rows_layout)[:, None]
+                p_op = gl.convert_layout(probs.to(dtype), p_layout)
+                p += 1
+            s = p % STAGES
+            mbarrier.wait(v_ready.index(s), (p // STAGES) & 1)
+            acc = warpgroup_mma(p_op, v_smem.index(s).reshape([BN, D]), acc, is_async=True)
+            acc = warpgroup_mma_wait(num_outstanding=0, deps=(acc, ))
+            mbarrier.arrive(kv_empty.index(s))
+    else:
+        p = 0
+        for n0 in range(lo, hi, BN):
+            s = p % STAGES
+            phase = (p // STAGES) & 1
+            mbarrier.wait(k_ready.index(s), phase)
+            scores = warpgroup_mma(q, k_smem.index(s).reshape([BN, D]).permute((1, 0)), s_zero, use_acc=False,
+                                   is_async=True)
+            valid, bias = _masks_and_bias(n0, rows, m_start, b, Lk, query_offset, sat_pos, R, BIAS_H, KPM, skpm,
+                                          bias_pos, bias_neg, HAS_BIAS, HAS_KPM, CAUSAL, BM_HALF, BN, s_layout)
+            scores = warpgroup_mma_wait(num_outstanding=0, deps=(scores, ))
+            probs, alpha, m_i, l_i = _online_softmax(scores, valid, bias, m_i, l_i, scale_log2, HAS_BIAS)
+            acc = acc * gl.convert_layout(alpha, o_rows_layout)[:, None]
+            p_op = gl.convert_layout(probs.to(dtype), p_layout)
+            mbarrier.wait(v_ready.index(s), phase)
+            acc = warpgroup_mma(p_op, v_smem.index(s).reshape([BN, D]), acc, is_async=True)
+            acc = warpgroup_mma_wait(num_outstanding=0, deps=(acc, ))
+            mbarrier.arrive(kv_empty.index(s))  # both of this consumer's wgmmas on slot s have retired
+            p += 1
 
     empty = l_i == 0.0  # no visible key: output 0, lse = +inf (the backward then sees P = 0)
     inv = gl.where(empty, 0.0, 1.0 / gl.where(empty, 1.0, l_i))
-    out = acc * gl.convert_layout(inv, gl.SliceLayout(1, o_layout))[:, None]
-    o_rows = m_start + gl.arange(0, BM_HALF, layout=gl.SliceLayout(1, o_layout))
+    out = acc * gl.convert_layout(inv, o_rows_layout)[:, None]
+    o_rows = m_start + gl.arange(0, BM_HALF, layout=o_rows_layout)
     o_cols = gl.arange(0, D, layout=gl.SliceLayout(0, o_layout))
     o_ptrs = O + b.to(gl.int64) * sob + h.to(gl.int64) * soh + o_rows.to(gl.int64)[:, None] * som + o_cols[None, :]
     gl.store(o_ptrs, out.to(dtype), mask=(o_rows < Lq)[:, None])
@@ -161,7 +212,7 @@ def _consumer(q_smem, k_smem, v_smem, q_ready, k_ready, v_ready, kv_empty, O, LS
 @gluon.jit
 def _fwd_kernel(q_desc, k_desc, v_desc, O, LSE, BIAS, KPM, KLIM, sob, soh, som, skpm, H, Lq, Lk, query_offset,
                 scale_log2, sat_pos, R, HAS_BIAS: gl.constexpr, HAS_KPM: gl.constexpr, CAUSAL: gl.constexpr,
-                STAGES: gl.constexpr):
+                STAGES: gl.constexpr, OVERLAP: gl.constexpr):
     """One program = 128 query rows of one (b, h) (two consumers of 64); grid (⌈Lq / 128⌉, B·H)."""
     grid_dependency_sync()  # MARCH_PDL: nothing touches memory before it
     BM_HALF: gl.constexpr = q_desc.block_type.shape[2]
@@ -200,10 +251,10 @@ def _fwd_kernel(q_desc, k_desc, v_desc, O, LSE, BIAS, KPM, KLIM, sob, soh, som, 
     gl.warp_specialize([
         (_consumer, (q_smem, k_smem, v_smem, q_ready, k_ready, v_ready, kv_empty, O, LSE, BIAS_H, KPM, bias_pos,
                      bias_neg, b, h, bh, m0, lo, hi, Lq, Lk, query_offset, scale_log2, sat_pos, R, sob, soh, som,
-                     skpm, 0, HAS_BIAS, HAS_KPM, CAUSAL, STAGES)),
+                     skpm, 0, HAS_BIAS, HAS_KPM, CAUSAL, STAGES, OVERLAP)),
         (_consumer, (q_smem, k_smem, v_smem, q_ready, k_ready, v_ready, kv_empty, O, LSE, BIAS_H, KPM, bias_pos,
                      bias_neg, b, h, bh, m0, lo, hi, Lq, Lk, query_offset, scale_log2, sat_pos, R, sob, soh, som,
-                     skpm, 1, HAS_BIAS, HAS_KPM, CAUSAL, STAGES)),
+                     skpm, 1, HAS_BIAS, HAS_KPM, CAUSAL, STAGES, OVERLAP)),
         (_loader, (q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_ready, k_ready, v_ready, kv_empty, b, h, m0,
                    lo, hi, STAGES)),
     ], [4, 1], [CONSUMER_REGS, LOADER_REGS])
@@ -236,7 +287,7 @@ def supported(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dropout_p: floa
 
 
 def forward(q, k, v, o, lse, rows, kpm, skpm, klim, query_offset, scale_log2, sat_pos, r, *, has_bias, has_kpm,
-            causal, stages=2, block_n=None):
+            causal, stages=2, block_n=None, overlap=False):
     """Writes o (B, H, Lq, d) and lse (B, H, Lq) fp32 for q (B, H, Lq, d), k, v (B, H, Lk, d) with the Triton
     forward's other inputs (``t5_attention._prepare``: bias rows, mask bytes, key range); ``supported`` first."""
     bsz, heads, lq, d = q.shape
@@ -246,12 +297,12 @@ def forward(q, k, v, o, lse, rows, kpm, skpm, klim, query_offset, scale_log2, sa
     _fwd_kernel[grid](
         _descriptor(q, BLOCK_M_HALF), _descriptor(k, bn), _descriptor(v, bn), o, lse, rows, kpm, klim,
         o.stride(0), o.stride(1), o.stride(2), skpm, heads, lq, lk, query_offset, scale_log2, sat_pos, r,
-        HAS_BIAS=has_bias, HAS_KPM=has_kpm, CAUSAL=causal, STAGES=stages, **_LAUNCH, **launch_options(q.device))
+        HAS_BIAS=has_bias, HAS_KPM=has_kpm, CAUSAL=causal, STAGES=stages, OVERLAP=overlap, **_LAUNCH, **launch_options(q.device))
     return o, lse
 
 
 def compile_spec(d: int = 64, has_bias: bool = True, has_kpm: bool = True, causal: bool = False, stages: int = 2,
-                 block_n: int | None = None, lq: int = 512, lk: int = 512):
+                 block_n: int | None = None, overlap: bool = False, lq: int = 512, lk: int = 512):
     """(signature, constexprs, options) of the launch ``forward`` makes, for ``triton.compile`` without a GPU
     (scripts/check_compile.py, tests/test_gluon_attention.py)."""
     from triton.runtime.jit import mangle_type
@@ -261,8 +312,9 @@ def compile_spec(d: int = 64, has_bias: bool = True, has_kpm: bool = True, causa
     kv = torch.empty(2, 4, lk, d, dtype=torch.bfloat16)
     descs = [_descriptor(q, BLOCK_M_HALF), _descriptor(kv, bn), _descriptor(kv, bn)]
     fn = _fwd_kernel
-    types = ([mangle_type(x) for x in descs] + ["*bf16", "*fp32", "*fp32", "*u8", "*i32"] + ["i32"] * 8 + ["fp32", "i32", "i32"] + ["constexpr"] * 4)
+    types = ([mangle_type(x) for x in descs] + ["*bf16", "*fp32", "*fp32", "*u8", "*i32"] + ["i32"] * 8
+             + ["fp32", "i32", "i32"] + ["constexpr"] * 5)
     signature = dict(zip(fn.arg_names, types))
-    values = dict(HAS_BIAS=has_bias, HAS_KPM=has_kpm, CAUSAL=causal, STAGES=stages)
+    values = dict(HAS_BIAS=has_bias, HAS_KPM=has_kpm, CAUSAL=causal, STAGES=stages, OVERLAP=overlap)
     constexprs = {(fn.arg_names.index(name),): value for name, value in values.items()}
     return signature, constexprs, dict(_LAUNCH)

@@ -1,7 +1,8 @@
 """Session 27 probe: march/kernels/gluon_attention.py's warp-specialised forward (MARCH_ATTN_FWD=gluon) against the
 Triton forward at the attention benchmark's cases (benchmarks/test_bench_attention.py, no dropout), forward alone
 and fwd+bwd through t5_attention (the backward is the Triton one either way), with SDPA's flash forward without
-bias as the bound; then the Gluon forward's stages / key-block variants at L=512 d=64.
+bias as the bound; then the Gluon forward's variants at L=512 d=64: stages, key block, and OVERLAP (FA3's
+intra-warpgroup pipelining: the next block's S in flight with this block's P v during the softmax).
 Predictions (H200; session 25: Triton fwd 0.106 ms at L=512 d=64, 0.320 at L=2048 d=128; SDPA no bias 0.069 and
 0.219): Gluon 0.075-0.090 ms at L=512 d=64 (fwd+bwd 0.431 -> 0.40-0.415), 0.25-0.29 at L=2048 d=128 (an H100 runs
 ~15-25% slower than these)."""
@@ -70,8 +71,9 @@ with torch.no_grad():
     rows_, _, sat_pos, r, kpm_t, skpm, klim, _ = attn._prepare(q, table, kpm, True, 32, 128, k=k)
     o = torch.empty_like(q)
     lse = torch.empty(q.shape[:3], device=q.device, dtype=torch.float32)
-    for stages, block_n in ((2, 128), (3, 128), (4, 64), (2, 64), (3, 64)):
-        record("encoder L512 d64 fwd", f"gluon stages {stages} BN {block_n}", shape,
+    for stages, block_n, overlap in ((2, 128, False), (3, 128, False), (2, 64, False), (4, 64, False),
+                                     (2, 64, True), (3, 64, True), (4, 64, True), (2, 128, True)):
+        record("encoder L512 d64 fwd", f"gluon stages {stages} BN {block_n} overlap {int(overlap)}", shape,
                lambda: gluon_attention.forward(q, k, v, o, lse, rows_, kpm_t, skpm, klim, 0, 1.4426950408889634,
                                                sat_pos, r, has_bias=True, has_kpm=True, causal=False, stages=stages,
-                                               block_n=block_n))
+                                               block_n=block_n, overlap=overlap))
