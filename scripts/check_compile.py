@@ -254,7 +254,8 @@ def _exercise_gluon() -> None:
 
     for spec in (dict(d=64), dict(d=128), dict(d=64, causal=True, has_kpm=False), dict(d=128, has_bias=False),
                  dict(d=64, stages=3), dict(d=64, block_n=64, stages=4), dict(d=64, block_n=64, overlap=True),
-                 dict(d=128, overlap=True)):
+                 dict(d=128, overlap=True), dict(d=64, dropout=True), dict(d=128, dropout=True, causal=True),
+                 dict(d=64, dropout=True, block_n=64, overlap=True)):
         signature, constexprs, options = gluon_attention.compile_spec(**spec)
         fn = gluon_attention._fwd_kernel
         key = (fn.fn.__name__, tuple(sorted(signature.items())), tuple(sorted(constexprs.items())),

@@ -28,7 +28,8 @@ print(json.dumps({"ptx": ck.asm["ptx"], "shared": ck.metadata.shared}))
 
 @pytest.mark.parametrize("spec", [dict(d=64), dict(d=128), dict(d=64, causal=True, has_kpm=False),
                                   dict(d=128, has_bias=False, has_kpm=False), dict(d=64, overlap=True, block_n=64),
-                                  dict(d=128, overlap=True)], ids=str)
+                                  dict(d=128, overlap=True), dict(d=64, dropout=True),
+                                  dict(d=64, dropout=True, causal=True, overlap=True, block_n=64)], ids=str)
 def test_compiles_for_sm90(spec):
     # In its own process: the Triton interpreter's patches to the language (other tests) break a Gluon compile.
     import json
@@ -70,8 +71,9 @@ def test_supported_names_what_it_cannot_run():
     from march.kernels import gluon_attention
 
     q = torch.empty(1, 2, 8, 64, dtype=BF16)
-    assert gluon_attention.supported(q, q, q, 0.1) == "dropout"
-    assert gluon_attention.supported(q, q, q, 0.0) == "not an sm_90 GPU"
+    no_bits = torch.empty(0, dtype=torch.int32)
+    assert gluon_attention.supported(q, q, q, 0.1, no_bits) == "dropout without pregenerated keep bits"
+    assert gluon_attention.supported(q, q, q, 0.0, no_bits) == "not an sm_90 GPU"
 
 
 def _sm90():
@@ -103,15 +105,29 @@ def test_matches_oracle_gpu(case, monkeypatch):
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not _sm90(), reason="needs an sm_90 GPU")
-@pytest.mark.parametrize("lq,lk,d,packed,causal,bias", [(300, 513, 64, False, False, True),
-                                                        (513, 300, 128, True, False, True),
-                                                        (129, 129, 64, True, True, True),
-                                                        (77, 640, 64, False, False, False)], ids=str)
+@pytest.mark.parametrize("d", [64, 128])
+def test_dropout_matches_oracle_gpu(d, monkeypatch):
+    """With dropout 0.1 (the pregenerated keep bits, read by the Gluon forward and the Triton backward)."""
+    from tests.test_t5_attention import test_dropout_gpu
+
+    monkeypatch.setenv("MARCH_ATTN_FWD", "gluon")
+    test_dropout_gpu("cuda", d, "default band mode")
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not _sm90(), reason="needs an sm_90 GPU")
+@pytest.mark.parametrize("lq,lk,d,packed,causal,bias,dropout_p", [(300, 513, 64, False, False, True, 0.0),
+                                                                  (513, 300, 128, True, False, True, 0.0),
+                                                                  (129, 129, 64, True, True, True, 0.0),
+                                                                  (77, 640, 64, False, False, False, 0.0),
+                                                                  (300, 513, 64, True, False, True, 0.1),
+                                                                  (129, 129, 128, False, True, True, 0.5)], ids=str)
 @pytest.mark.parametrize("variant", [{}, dict(overlap=True, block_n=64), dict(overlap=True, stages=3)], ids=str)
-def test_matches_triton_forward_gpu(lq, lk, d, packed, causal, bias, variant, monkeypatch):
-    """o and lse of the Gluon forward against the Triton forward's, the same prepared inputs, into buffers that
-    start as NaN: every element written, values within bf16 rounding of the Triton ones (a different summation
-    order), lse within fp32 rounding; packed: q, k, v as views of one (B, L, 3, H, d) buffer, o into a view."""
+def test_matches_triton_forward_gpu(lq, lk, d, packed, causal, bias, dropout_p, variant, monkeypatch):
+    """o and lse of the Gluon forward against the Triton forward's, the same prepared inputs (and keep bits), into
+    buffers that start as NaN: every element written, values within bf16 rounding of the Triton ones (a different
+    summation order), lse within fp32 rounding; packed: q, k, v as views of one (B, L, 3, H, d) buffer, o into a
+    view."""
     import functools
     import importlib
 
@@ -130,17 +146,16 @@ def test_matches_triton_forward_gpu(lq, lk, d, packed, causal, bias, variant, mo
     kpm = torch.ones(bsz, lk, dtype=torch.bool, device="cuda")
     kpm[0, lk // 2:] = False
     kpm[1, :] = False  # a fully padded row: zeros, lse = +inf
-    kw = dict(bidirectional=not causal, num_buckets=32, max_distance=128, causal=causal, query_offset=0,
-              scale=1.0, dropout_p=0.0)
-    assert gluon_attention.supported(q, k, v, 0.0) is None
+    seed = torch.tensor([20261207], device="cuda", dtype=torch.int64)  # the same keep bits in both runs
     results = []
     for kernel in ("triton", "gluon"):
         monkeypatch.setenv("MARCH_ATTN_FWD", kernel)
         if kernel == "gluon" and variant:  # the launch's other variants, through the op
             monkeypatch.setattr(gluon_attention, "forward", functools.partial(gluon_attention.forward, **variant))
         out = torch.full((bsz, lq, heads, d), float("nan"), device="cuda", dtype=BF16).transpose(1, 2)
-        o, lse, *_ = attn._attn_fwd(q, k, v, table, kpm, kw["bidirectional"], 32, 128, causal, 0, 1.0, 0.0, out=out)
-        assert o is out
+        o, lse, _, mask, *_ = attn._attn_fwd(q, k, v, table, kpm, not causal, 32, 128, causal, 0, 1.0,
+                                             dropout_p, seed=seed, out=out)
+        assert o is out and gluon_attention.supported(q, k, v, dropout_p, mask) is None
         results.append((o.float(), lse))
     (o_t, lse_t), (o_g, lse_g) = results
     assert torch.isfinite(o_g).all() and not torch.isnan(lse_g).any()

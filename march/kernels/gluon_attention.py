@@ -88,6 +88,32 @@ def _bias_tile(BIAS_H, tile_rel0, sat_pos, R, bias_pos, bias_neg, ROWS: gl.const
 
 
 @gluon.jit
+def _keep_bits(MASK, bh, rows, n0, Lq, Lk, BN: gl.constexpr, s_layout: gl.constexpr):
+    """Key block n0's pregenerated dropout keep bits for ``rows``, as (words, bits) int32 tiles (kept iff
+    words & bits ≠ 0): t5_attention_dropout._load_keep's, from the query-major words (row i, word j // 32, bit
+    j % 32; ``_mask_base``), one 32-bit load per row and word in the rows' slice of the MMA layout."""
+    n_words = (Lk + 31) // 32
+    row_ptrs = MASK + bh.to(gl.int64) * (Lq * n_words + Lk * ((Lq + 31) // 32)) + rows.to(gl.int64) * n_words
+    rows_ok = rows < Lq
+    col = gl.arange(0, BN, layout=gl.SliceLayout(0, s_layout))
+    word0 = n0 // 32
+    words = gl.load(row_ptrs + word0, mask=rows_ok & (word0 < n_words), other=0)[:, None] + (col * 0)[None, :]
+    for t in gl.static_range(1, BN // 32):
+        w_t = gl.load(row_ptrs + (word0 + t), mask=rows_ok & (word0 + t < n_words), other=0)
+        words = gl.where((col // 32 == t)[None, :], w_t[:, None], words)
+    return words, (1 << (col % 32))[None, :]
+
+
+@gluon.jit
+def _dropped(words, bits, x):
+    """x where its keep bit is set, else 0 (t5_attention_dropout._dropped: an inline-asm select, so LLVM keeps
+    the bits as integers)."""
+    return gl.inline_asm_elementwise(
+        "{ .reg .pred p; .reg .b32 t; and.b32 t, $1, $2; setp.ne.b32 p, t, 0; selp.f32 $0, $3, 0f00000000, p; }",
+        "=f,r,r,f", [words, bits, x], dtype=gl.float32, is_pure=True, pack=1)
+
+
+@gluon.jit
 def _masks_and_bias(n0, rows, m_start, b, Lk, query_offset, sat_pos, R, BIAS_H, KPM, skpm, bias_pos, bias_neg,
                     HAS_BIAS: gl.constexpr, HAS_KPM: gl.constexpr, CAUSAL: gl.constexpr, BM_HALF: gl.constexpr,
                     BN: gl.constexpr, s_layout: gl.constexpr):
@@ -119,10 +145,10 @@ def _online_softmax(scores, valid, bias, m_i, l_i, scale_log2, HAS_BIAS: gl.cons
 
 
 @gluon.jit
-def _consumer(q_smem, k_smem, v_smem, q_ready, k_ready, v_ready, kv_empty, O, LSE, BIAS_H, KPM, bias_pos, bias_neg,
-              b, h, bh, m0, lo, hi, Lq, Lk, query_offset, scale_log2, sat_pos, R, sob, soh, som, skpm,
-              WHICH: gl.constexpr, HAS_BIAS: gl.constexpr, HAS_KPM: gl.constexpr, CAUSAL: gl.constexpr,
-              STAGES: gl.constexpr, OVERLAP: gl.constexpr):
+def _consumer(q_smem, k_smem, v_smem, q_ready, k_ready, v_ready, kv_empty, O, LSE, BIAS_H, KPM, MASK, bias_pos,
+              bias_neg, b, h, bh, m0, lo, hi, Lq, Lk, query_offset, scale_log2, sat_pos, R, dropout_p, sob, soh, som,
+              skpm, WHICH: gl.constexpr, HAS_BIAS: gl.constexpr, HAS_KPM: gl.constexpr, CAUSAL: gl.constexpr,
+              DROPOUT: gl.constexpr, STAGES: gl.constexpr, OVERLAP: gl.constexpr):
     """Query rows [m0 + 64·WHICH, + 64) of (b, h): FA2's online softmax over the key blocks [lo, hi). OVERLAP
     (FA3's intra-warpgroup pipelining): block i + 1's S = q kᵀ and block i's O += P v are in flight together
     while block i + 1's softmax runs; else each block's two wgmmas are awaited in turn."""
@@ -152,8 +178,12 @@ def _consumer(q_smem, k_smem, v_smem, q_ready, k_ready, v_ready, kv_empty, O, LS
                                    is_async=True)
             valid, bias = _masks_and_bias(lo, rows, m_start, b, Lk, query_offset, sat_pos, R, BIAS_H, KPM, skpm,
                                           bias_pos, bias_neg, HAS_BIAS, HAS_KPM, CAUSAL, BM_HALF, BN, s_layout)
+            if DROPOUT:
+                words, bits = _keep_bits(MASK, bh, rows, lo, Lq, Lk, BN, s_layout)
             scores = warpgroup_mma_wait(num_outstanding=0, deps=(scores, ))
             probs, alpha, m_i, l_i = _online_softmax(scores, valid, bias, m_i, l_i, scale_log2, HAS_BIAS)
+            if DROPOUT:  # after l: the softmax's denominator counts every probability
+                probs = _dropped(words, bits, probs)
             p_op = gl.convert_layout(probs.to(dtype), p_layout)
             p = 0  # ring position of the block whose P is in p_op
             for n0 in range(lo + BN, hi, BN):
@@ -166,8 +196,12 @@ def _consumer(q_smem, k_smem, v_smem, q_ready, k_ready, v_ready, kv_empty, O, LS
                 acc = warpgroup_mma(p_op, v_smem.index(s).reshape([BN, D]), acc, is_async=True)
                 valid, bias = _masks_and_bias(n0, rows, m_start, b, Lk, query_offset, sat_pos, R, BIAS_H, KPM, skpm,
                                               bias_pos, bias_neg, HAS_BIAS, HAS_KPM, CAUSAL, BM_HALF, BN, s_layout)
+                if DROPOUT:
+                    words, bits = _keep_bits(MASK, bh, rows, n0, Lq, Lk, BN, s_layout)
                 scores = warpgroup_mma_wait(num_outstanding=1, deps=(scores, ))  # S (issued first) has retired
                 probs, alpha, m_i, l_i = _online_softmax(scores, valid, bias, m_i, l_i, scale_log2, HAS_BIAS)
+                if DROPOUT:  # after l: the softmax's denominator counts every probability
+                    probs = _dropped(words, bits, probs)
                 acc, p_op = warpgroup_mma_wait(num_outstanding=0, deps=(acc, p_op))
                 mbarrier.arrive(kv_empty.index(s))  # both of this consumer's wgmmas on slot s have retired
                 acc = acc * gl.convert_layout(alpha, o_rows_layout)[:, None]
@@ -188,8 +222,12 @@ def _consumer(q_smem, k_smem, v_smem, q_ready, k_ready, v_ready, kv_empty, O, LS
                                    is_async=True)
             valid, bias = _masks_and_bias(n0, rows, m_start, b, Lk, query_offset, sat_pos, R, BIAS_H, KPM, skpm,
                                           bias_pos, bias_neg, HAS_BIAS, HAS_KPM, CAUSAL, BM_HALF, BN, s_layout)
+            if DROPOUT:
+                words, bits = _keep_bits(MASK, bh, rows, n0, Lq, Lk, BN, s_layout)
             scores = warpgroup_mma_wait(num_outstanding=0, deps=(scores, ))
             probs, alpha, m_i, l_i = _online_softmax(scores, valid, bias, m_i, l_i, scale_log2, HAS_BIAS)
+            if DROPOUT:  # after l: the softmax's denominator counts every probability
+                probs = _dropped(words, bits, probs)
             acc = acc * gl.convert_layout(alpha, o_rows_layout)[:, None]
             p_op = gl.convert_layout(probs.to(dtype), p_layout)
             mbarrier.wait(v_ready.index(s), phase)
@@ -200,6 +238,8 @@ def _consumer(q_smem, k_smem, v_smem, q_ready, k_ready, v_ready, kv_empty, O, LS
 
     empty = l_i == 0.0  # no visible key: output 0, lse = +inf (the backward then sees P = 0)
     inv = gl.where(empty, 0.0, 1.0 / gl.where(empty, 1.0, l_i))
+    if DROPOUT:
+        inv = inv / (1.0 - dropout_p)
     out = acc * gl.convert_layout(inv, o_rows_layout)[:, None]
     o_rows = m_start + gl.arange(0, BM_HALF, layout=o_rows_layout)
     o_cols = gl.arange(0, D, layout=gl.SliceLayout(0, o_layout))
@@ -210,9 +250,9 @@ def _consumer(q_smem, k_smem, v_smem, q_ready, k_ready, v_ready, kv_empty, O, LS
 
 
 @gluon.jit
-def _fwd_kernel(q_desc, k_desc, v_desc, O, LSE, BIAS, KPM, KLIM, sob, soh, som, skpm, H, Lq, Lk, query_offset,
-                scale_log2, sat_pos, R, HAS_BIAS: gl.constexpr, HAS_KPM: gl.constexpr, CAUSAL: gl.constexpr,
-                STAGES: gl.constexpr, OVERLAP: gl.constexpr):
+def _fwd_kernel(q_desc, k_desc, v_desc, O, LSE, BIAS, KPM, KLIM, MASK, sob, soh, som, skpm, H, Lq, Lk, query_offset,
+                scale_log2, sat_pos, R, dropout_p, HAS_BIAS: gl.constexpr, HAS_KPM: gl.constexpr,
+                CAUSAL: gl.constexpr, DROPOUT: gl.constexpr, STAGES: gl.constexpr, OVERLAP: gl.constexpr):
     """One program = 128 query rows of one (b, h) (two consumers of 64); grid (⌈Lq / 128⌉, B·H)."""
     grid_dependency_sync()  # MARCH_PDL: nothing touches memory before it
     BM_HALF: gl.constexpr = q_desc.block_type.shape[2]
@@ -249,12 +289,12 @@ def _fwd_kernel(q_desc, k_desc, v_desc, O, LSE, BIAS, KPM, KLIM, sob, soh, som, 
         mbarrier.init(v_ready.index(i), count=1)
         mbarrier.init(kv_empty.index(i), count=2)  # one arrival from each consumer
     gl.warp_specialize([
-        (_consumer, (q_smem, k_smem, v_smem, q_ready, k_ready, v_ready, kv_empty, O, LSE, BIAS_H, KPM, bias_pos,
-                     bias_neg, b, h, bh, m0, lo, hi, Lq, Lk, query_offset, scale_log2, sat_pos, R, sob, soh, som,
-                     skpm, 0, HAS_BIAS, HAS_KPM, CAUSAL, STAGES, OVERLAP)),
-        (_consumer, (q_smem, k_smem, v_smem, q_ready, k_ready, v_ready, kv_empty, O, LSE, BIAS_H, KPM, bias_pos,
-                     bias_neg, b, h, bh, m0, lo, hi, Lq, Lk, query_offset, scale_log2, sat_pos, R, sob, soh, som,
-                     skpm, 1, HAS_BIAS, HAS_KPM, CAUSAL, STAGES, OVERLAP)),
+        (_consumer, (q_smem, k_smem, v_smem, q_ready, k_ready, v_ready, kv_empty, O, LSE, BIAS_H, KPM, MASK,
+                     bias_pos, bias_neg, b, h, bh, m0, lo, hi, Lq, Lk, query_offset, scale_log2, sat_pos, R,
+                     dropout_p, sob, soh, som, skpm, 0, HAS_BIAS, HAS_KPM, CAUSAL, DROPOUT, STAGES, OVERLAP)),
+        (_consumer, (q_smem, k_smem, v_smem, q_ready, k_ready, v_ready, kv_empty, O, LSE, BIAS_H, KPM, MASK,
+                     bias_pos, bias_neg, b, h, bh, m0, lo, hi, Lq, Lk, query_offset, scale_log2, sat_pos, R,
+                     dropout_p, sob, soh, som, skpm, 1, HAS_BIAS, HAS_KPM, CAUSAL, DROPOUT, STAGES, OVERLAP)),
         (_loader, (q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_ready, k_ready, v_ready, kv_empty, b, h, m0,
                    lo, hi, STAGES)),
     ], [4, 1], [CONSUMER_REGS, LOADER_REGS])
@@ -270,10 +310,11 @@ def _descriptor(t: torch.Tensor, rows: int) -> TensorDescriptor:
     return TensorDescriptor(t, list(t.shape), list(t.stride()), block, gl.NVMMASharedLayout.get_default_for(block, dtype))
 
 
-def supported(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dropout_p: float) -> str | None:
-    """None if the Gluon forward can run this call, else why not (the caller then runs the Triton forward)."""
-    if dropout_p > 0:
-        return "dropout"
+def supported(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dropout_p: float, mask: torch.Tensor) -> str | None:
+    """None if the Gluon forward can run this call, else why not (the caller then runs the Triton forward).
+    Dropout needs the pregenerated keep bits (``mask``, MARCH_ATTN_DROPOUT_MASK=pregenerated, the default)."""
+    if dropout_p > 0 and mask.numel() == 0:
+        return "dropout without pregenerated keep bits"
     if q.device.type != "cuda" or torch.cuda.get_device_capability(q.device) != (9, 0):
         return "not an sm_90 GPU"
     if q.shape[3] not in HEAD_DIMS:
@@ -287,22 +328,25 @@ def supported(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dropout_p: floa
 
 
 def forward(q, k, v, o, lse, rows, kpm, skpm, klim, query_offset, scale_log2, sat_pos, r, *, has_bias, has_kpm,
-            causal, stages=2, block_n=None, overlap=False):
+            causal, dropout_p=0.0, mask=None, stages=2, block_n=None, overlap=False):
     """Writes o (B, H, Lq, d) and lse (B, H, Lq) fp32 for q (B, H, Lq, d), k, v (B, H, Lk, d) with the Triton
-    forward's other inputs (``t5_attention._prepare``: bias rows, mask bytes, key range); ``supported`` first."""
+    forward's other inputs (``t5_attention._prepare``: bias rows, mask bytes, key range; with dropout, the
+    pregenerated keep bits ``mask``); ``supported`` first."""
     bsz, heads, lq, d = q.shape
     lk = k.shape[2]
     bn = block_n or BLOCK_N[d]
     grid = ((lq + 2 * BLOCK_M_HALF - 1) // (2 * BLOCK_M_HALF), bsz * heads)
     _fwd_kernel[grid](
         _descriptor(q, BLOCK_M_HALF), _descriptor(k, bn), _descriptor(v, bn), o, lse, rows, kpm, klim,
-        o.stride(0), o.stride(1), o.stride(2), skpm, heads, lq, lk, query_offset, scale_log2, sat_pos, r,
-        HAS_BIAS=has_bias, HAS_KPM=has_kpm, CAUSAL=causal, STAGES=stages, OVERLAP=overlap, **_LAUNCH, **launch_options(q.device))
+        lse if mask is None else mask, o.stride(0), o.stride(1), o.stride(2), skpm, heads, lq, lk, query_offset,
+        scale_log2, sat_pos, r, dropout_p, HAS_BIAS=has_bias, HAS_KPM=has_kpm, CAUSAL=causal, DROPOUT=dropout_p > 0,
+        STAGES=stages, OVERLAP=overlap, **_LAUNCH, **launch_options(q.device))
     return o, lse
 
 
-def compile_spec(d: int = 64, has_bias: bool = True, has_kpm: bool = True, causal: bool = False, stages: int = 2,
-                 block_n: int | None = None, overlap: bool = False, lq: int = 512, lk: int = 512):
+def compile_spec(d: int = 64, has_bias: bool = True, has_kpm: bool = True, causal: bool = False,
+                 dropout: bool = False, stages: int = 2, block_n: int | None = None, overlap: bool = False,
+                 lq: int = 512, lk: int = 512):
     """(signature, constexprs, options) of the launch ``forward`` makes, for ``triton.compile`` without a GPU
     (scripts/check_compile.py, tests/test_gluon_attention.py)."""
     from triton.runtime.jit import mangle_type
@@ -312,9 +356,9 @@ def compile_spec(d: int = 64, has_bias: bool = True, has_kpm: bool = True, causa
     kv = torch.empty(2, 4, lk, d, dtype=torch.bfloat16)
     descs = [_descriptor(q, BLOCK_M_HALF), _descriptor(kv, bn), _descriptor(kv, bn)]
     fn = _fwd_kernel
-    types = ([mangle_type(x) for x in descs] + ["*bf16", "*fp32", "*fp32", "*u8", "*i32"] + ["i32"] * 8
-             + ["fp32", "i32", "i32"] + ["constexpr"] * 5)
+    types = ([mangle_type(x) for x in descs] + ["*bf16", "*fp32", "*fp32", "*u8", "*i32", "*i32"] + ["i32"] * 8
+             + ["fp32", "i32", "i32", "fp32"] + ["constexpr"] * 6)
     signature = dict(zip(fn.arg_names, types))
-    values = dict(HAS_BIAS=has_bias, HAS_KPM=has_kpm, CAUSAL=causal, STAGES=stages, OVERLAP=overlap)
+    values = dict(HAS_BIAS=has_bias, HAS_KPM=has_kpm, CAUSAL=causal, DROPOUT=dropout, STAGES=stages, OVERLAP=overlap)
     constexprs = {(fn.arg_names.index(name),): value for name, value in values.items()}
     return signature, constexprs, dict(_LAUNCH)

@@ -283,8 +283,9 @@ FWD_KERNELS = ("triton", "gluon")
 def fwd_kernel(device: torch.device) -> str:
     """MARCH_ATTN_FWD: which kernel runs the forward. "triton" (default): ``_t5_attn_fwd_kernel``; "gluon"
     (experimental, sm_90 only): ``march.kernels.gluon_attention``, warp-specialised (a TMA loader warp, two
-    consumer warpgroups), for the calls it supports (no dropout, d ∈ {64, 128}, TMA-aligned strides; the others
-    run the Triton forward, ``gluon_attention.supported``). Same math, so the backward is unchanged."""
+    consumer warpgroups), for the calls it supports (d ∈ {64, 128}, TMA-aligned strides, dropout from the
+    pregenerated keep bits; the others run the Triton forward, ``gluon_attention.supported``). Same math and the
+    same keep bits, so the backward is unchanged."""
     kernel = os.environ.get("MARCH_ATTN_FWD", "triton")
     if kernel not in FWD_KERNELS:
         raise ValueError(f"MARCH_ATTN_FWD must be one of {FWD_KERNELS}, got {kernel!r}")
@@ -409,9 +410,10 @@ def _attn_fwd(q, k, v, table, kpm, bidirectional, num_buckets, max_distance, cau
     if fwd_kernel(q.device) == "gluon":
         from march.kernels import gluon_attention
 
-        if gluon_attention.supported(q, k, v, dropout_p) is None:  # else the Triton forward below
+        if gluon_attention.supported(q, k, v, dropout_p, mask) is None:  # else the Triton forward below
             gluon_attention.forward(q, k, v, o, lse, rows, kpm_t, skpm, klim, query_offset, scale * LOG2E, sat_pos,
-                                    r, has_bias=table is not None, has_kpm=kpm is not None, causal=causal)
+                                    r, has_bias=table is not None, has_kpm=kpm is not None, causal=causal,
+                                    dropout_p=dropout_p, mask=mask)
             return o, lse, (seed if drawn else seed.new_empty(0)), mask, *_prep_outputs(q, table, kpm, prep)
     # O and LSE are fully overwritten by every launch, so autotuning's repeated launches are harmless.
     fwd = _kernel("fwd_dropout" if dropout_p > 0 else "fwd", block_d, autotuning())

@@ -56,6 +56,11 @@ for case, shape in CASES.items():
         rows.append({"case": case, "max_abs_diff_vs_triton": diff.abs().max().item()})
         record(case + " fwd", "sdpa_nobias", shape,
                lambda: F.scaled_dot_product_attention(q, k, v, is_causal=kind == "decoder", scale=1.0))
+        if case == "encoder L512 d64":  # the research's dropout 0.1 (pregenerated keep bits: their kernel too)
+            for impl in ("triton", "gluon"):
+                os.environ["MARCH_ATTN_FWD"] = impl
+                record(case + " fwd dropout 0.1", impl, shape,
+                       lambda: t5_attention(q, k, v, table, dropout_p=0.1, **kw))
     grad = torch.randn_like(q)
     for impl in ("triton", "gluon"):
         os.environ["MARCH_ATTN_FWD"] = impl
