@@ -5,10 +5,12 @@
 #    (a launch failure kills the context, and every later case errors).
 # 2. The Gluon attention forward's tests (march/kernels/gluon_attention.py, new: never run on a GPU).
 # 3. calls_s26/probe_gluon_gemm.py and calls_s27/probe_gluon_attention.py.
-# 4. ab_e2e.sh rounds until LIMIT: wt against gluon (MARCH_RELU_GEMM=gluon) if the GEMM's tests passed.
+# 4. ab_e2e.sh rounds until LIMIT: wt against gluon (MARCH_RELU_GEMM=gluon) if the GEMM's tests passed, and against
+#    attn (MARCH_ATTN_FWD=gluon: the step's attention forwards, dropout 0.1, through the Gluon kernel) if its did.
 # Predictions: every test passes; GEMM as calls_s26/s26_gluon.sh says (plain within 5% of cuBLAS, ReLU + dropout
 # 0.23-0.26 ms on an H100 against the Triton kernel's 0.307, the step -1.5 to -3 ms); the attention forward as its
-# probe's docstring says (H200 L=512 d=64: 0.106 -> 0.075-0.090 ms).
+# probe's docstring says (H200 L=512 d=64: 0.106 -> 0.075-0.090 ms); attn in the step -0.5 to -1.2 ms (session 17's
+# profile: 4.1 ms of attention forwards a step).
 # Device tool: carry [".whl"]. LIMIT: seconds for the whole call (default 570).
 set -uo pipefail
 OUT=${OUT:-/tmp/march-out}
@@ -32,7 +34,8 @@ if [[ $gemm_rc -ne 0 ]]; then  # again, one process a case: which fail on their 
 fi
 alog=$OUT/gpu_tests_gluon_attention_s27.log
 timeout 240 python3 -m pytest -q tests/test_gluon_attention.py -m "gpu or not gpu" -p no:cacheprovider > "$alog" 2>&1
-echo "gluon attention tests rc=$?" | tee -a "$alog"
+attn_rc=$?
+echo "gluon attention tests rc=$attn_rc" | tee -a "$alog"
 grep -E "passed|failed|error" "$alog" | tail -3
 timeout 120 python3 benchmarks/results/NVIDIA-H200/calls_s26/probe_gluon_gemm.py "$OUT/gluon_gemm_probe_s27.json" \
   > "$OUT/gluon_gemm_probe_s27.txt" 2>&1
@@ -40,6 +43,9 @@ tail -26 "$OUT/gluon_gemm_probe_s27.txt"
 timeout 150 python3 benchmarks/results/NVIDIA-H200/calls_s27/probe_gluon_attention.py \
   "$OUT/gluon_attention_probe_s27.json" > "$OUT/gluon_attention_probe_s27.txt" 2>&1
 tail -40 "$OUT/gluon_attention_probe_s27.txt"
-if [[ $gemm_rc -eq 0 ]]; then
-  OUT=$OUT ROUND_S=170 DEADLINE=$t_end ENVS="gluon:MARCH_RELU_GEMM=gluon" bash scripts/ab_e2e.sh run 9 2>&1 | tail -8
+envs=""
+[[ $gemm_rc -eq 0 ]] && envs="gluon:MARCH_RELU_GEMM=gluon"
+[[ $attn_rc -eq 0 ]] && envs="$envs attn:MARCH_ATTN_FWD=gluon"
+if [[ -n $envs ]]; then
+  OUT=$OUT ROUND_S=200 DEADLINE=$t_end ENVS="$envs" bash scripts/ab_e2e.sh run 9 2>&1 | tail -10
 fi
