@@ -261,6 +261,16 @@ def _exercise_gluon() -> None:
         key = (fn.fn.__name__, tuple(sorted(signature.items())), tuple(sorted(constexprs.items())),
                tuple(sorted(options.items())), tuple(sorted(spec.items())))
         _compile(key, GluonASTSource(fn, signature, constexprs), options, f"gluon {fn.fn.__name__} {spec}")
+    # gluon_attention_dq.py's dq pass (MARCH_ATTN_DQ=gluon; experimental, default off)
+    from march.kernels import gluon_attention_dq
+
+    for spec in (dict(d=64), dict(d=128), dict(d=64, dropout=True), dict(d=128, dropout=True, causal=True),
+                 dict(d=64, has_bias=False, bias_grad=False, has_kpm=False)):
+        signature, constexprs, options = gluon_attention_dq.compile_spec(**spec)
+        fn = gluon_attention_dq._dq_kernel
+        key = (fn.fn.__name__, tuple(sorted(signature.items())), tuple(sorted(constexprs.items())),
+               tuple(sorted(options.items())), tuple(sorted(spec.items())))
+        _compile(key, GluonASTSource(fn, signature, constexprs), options, f"gluon {fn.fn.__name__} {spec}")
 
 
 def main() -> int:

@@ -1,8 +1,10 @@
-"""march/kernels/gluon_attention.py, the warp-specialised Gluon forward (MARCH_ATTN_FWD=gluon): its variants compile
-for sm_90 here (in their own process); the switch and the support check reject what they must. On a GPU: output
-and gradients (the Triton backward on the Gluon forward's o and lse) against the float64 oracle at awkward shapes
-(Lq, Lk off the block sizes, a fully padded batch row, causal with a query offset, packed views), and o and lse
-against the Triton forward's into NaN-poisoned buffers."""
+"""march/kernels/gluon_attention.py and gluon_attention_dq.py, the warp-specialised Gluon forward and dq kernels
+(MARCH_ATTN_FWD=gluon, MARCH_ATTN_DQ=gluon): their variants compile for sm_90 here (in their own process); the
+switches and the support checks reject what they must. On a GPU: output and gradients against the float64 oracle
+at awkward shapes (Lq, Lk off the block sizes, a fully padded batch row, causal with a query offset, packed views,
+dropout, both band modes: the band kernels complement the Gluon dq's tile grid), with either Gluon kernel or both;
+the forward's o and lse against the Triton forward's into NaN-poisoned buffers; the table gradient bit-identical
+run to run."""
 
 import re
 
@@ -18,19 +20,27 @@ import json, sys
 import triton
 from triton.backends.compiler import GPUTarget
 from triton.experimental.gluon._runtime import GluonASTSource
-from march.kernels import gluon_attention
-signature, constexprs, options = gluon_attention.compile_spec(**json.loads(sys.argv[1]))
-ck = triton.compile(GluonASTSource(gluon_attention._fwd_kernel, signature, constexprs),
-                    target=GPUTarget("cuda", 90, 32), options=options)
+import importlib
+module = importlib.import_module("march.kernels." + sys.argv[1])
+signature, constexprs, options = module.compile_spec(**json.loads(sys.argv[2]))
+kernel = module._fwd_kernel if sys.argv[1] == "gluon_attention" else module._dq_kernel
+ck = triton.compile(GluonASTSource(kernel, signature, constexprs), target=GPUTarget("cuda", 90, 32), options=options)
 print(json.dumps({"ptx": ck.asm["ptx"], "shared": ck.metadata.shared}))
 """
 
 
-@pytest.mark.parametrize("spec", [dict(d=64), dict(d=128), dict(d=64, causal=True, has_kpm=False),
-                                  dict(d=128, has_bias=False, has_kpm=False), dict(d=64, overlap=True, block_n=64),
-                                  dict(d=128, overlap=True), dict(d=64, dropout=True),
-                                  dict(d=64, dropout=True, causal=True, overlap=True, block_n=64)], ids=str)
-def test_compiles_for_sm90(spec):
+@pytest.mark.parametrize("module,spec", [
+    ("gluon_attention", dict(d=64)), ("gluon_attention", dict(d=128)),
+    ("gluon_attention", dict(d=64, causal=True, has_kpm=False)),
+    ("gluon_attention", dict(d=128, has_bias=False, has_kpm=False)),
+    ("gluon_attention", dict(d=64, overlap=True, block_n=64)), ("gluon_attention", dict(d=128, overlap=True)),
+    ("gluon_attention", dict(d=64, dropout=True)),
+    ("gluon_attention", dict(d=64, dropout=True, causal=True, overlap=True, block_n=64)),
+    ("gluon_attention_dq", dict(d=64)), ("gluon_attention_dq", dict(d=128, dropout=True)),
+    ("gluon_attention_dq", dict(d=64, dropout=True, causal=True, has_kpm=False)),
+    ("gluon_attention_dq", dict(d=64, has_bias=False, bias_grad=False)),
+], ids=str)
+def test_compiles_for_sm90(module, spec):
     # In its own process: the Triton interpreter's patches to the language (other tests) break a Gluon compile.
     import json
     import os
@@ -40,7 +50,8 @@ def test_compiles_for_sm90(spec):
     from march.kernels import gluon_attention, gluon_gemm
 
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    run = subprocess.run([sys.executable, "-c", _COMPILE, json.dumps(spec)], capture_output=True, text=True, env=env,
+    run = subprocess.run([sys.executable, "-c", _COMPILE, module, json.dumps(spec)], capture_output=True, text=True,
+                         env=env,
                          cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))), timeout=600)
     assert run.returncode == 0, run.stderr[-3000:]
     compiled = json.loads(run.stdout.strip().splitlines()[-1])
@@ -65,15 +76,24 @@ def test_switch_rejects_bad_values_and_places(monkeypatch):
         attn.fwd_kernel(torch.device("cpu"))
     monkeypatch.delenv("MARCH_ATTN_FWD")
     assert attn.fwd_kernel(torch.device("cpu")) == "triton"
+    monkeypatch.setenv("MARCH_ATTN_DQ", "gluon")
+    with pytest.raises(ValueError, match="MARCH_ATTN_DQ=gluon needs an sm_90 GPU"):
+        attn.dq_kernel_choice(torch.device("cpu"))
 
 
 def test_supported_names_what_it_cannot_run():
-    from march.kernels import gluon_attention
+    from march.kernels import gluon_attention, gluon_attention_dq
 
     q = torch.empty(1, 2, 8, 64, dtype=BF16)
     no_bits = torch.empty(0, dtype=torch.int32)
     assert gluon_attention.supported(q, q, q, 0.1, no_bits) == "dropout without pregenerated keep bits"
     assert gluon_attention.supported(q, q, q, 0.0, no_bits) == "not an sm_90 GPU"
+    assert gluon_attention_dq.supported(q, q, q, q, 0.1, no_bits) == "dropout without pregenerated keep bits"
+    assert gluon_attention_dq.supported(q, q, q, q, 0.0, no_bits) == "not an sm_90 GPU"
+    with pytest.raises(RuntimeError, match="per 64 queries"):
+        gluon_attention_dq.dq(*[q] * 16, query_offset=0, scale=1.0, scale_log2=1.0, sat_pos=0, r=0, dropout_p=0.0,
+                              n_slots=1, n_rows=1, nb_p2=32, has_bias=False, has_kpm=False, causal=False,
+                              bias_grad=False, slot_m=32)
 
 
 def _sm90():
@@ -93,24 +113,64 @@ ORACLE_CASES = [
 ]
 
 
+def _use_gluon(kernels: str, monkeypatch) -> None:
+    """Which kernels run in Gluon: "fwd", "dq" or "fwd+dq"."""
+    for part in kernels.split("+"):
+        monkeypatch.setenv(f"MARCH_ATTN_{part.upper()}", "gluon")
+
+
+@pytest.fixture
+def gluon_kernels(monkeypatch):
+    """Both Gluon kernels (each alone: ``test_each_kernel_alone_matches_oracle_gpu``)."""
+    _use_gluon("fwd+dq", monkeypatch)
+    return "fwd+dq"
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not _sm90(), reason="needs an sm_90 GPU")
+@pytest.mark.parametrize("band_mode", ["accumulate", "recompute"])
 @pytest.mark.parametrize("case", ORACLE_CASES, ids=str)
-def test_matches_oracle_gpu(case, monkeypatch):
+def test_matches_oracle_gpu(case, band_mode, gluon_kernels, monkeypatch):
     from tests.test_t5_attention import test_matches_oracle
 
-    monkeypatch.setenv("MARCH_ATTN_FWD", "gluon")
+    monkeypatch.setenv("MARCH_ATTN_BAND_MODE", band_mode)
+    test_matches_oracle(case, "cuda", band_mode)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not _sm90(), reason="needs an sm_90 GPU")
+@pytest.mark.parametrize("kernels", ["fwd", "dq"])
+@pytest.mark.parametrize("case", [ORACLE_CASES[2], ORACLE_CASES[6]], ids=str)
+def test_each_kernel_alone_matches_oracle_gpu(case, kernels, monkeypatch):
+    from tests.test_t5_attention import test_matches_oracle
+
+    _use_gluon(kernels, monkeypatch)
     test_matches_oracle(case, "cuda", "default band mode")
 
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not _sm90(), reason="needs an sm_90 GPU")
+def test_table_gradient_is_deterministic_gpu(gluon_kernels):
+    """The Gluon dq's partial rows, summed by the host in a fixed order: bit-identical run to run."""
+    from march.kernels import t5_attention
+    from tests.test_t5_attention import _make, _run
+
+    q, k, v, table, kpm = _make(4, 12, 512, 512, 64, BF16, "cuda", pad="right")
+    grad = torch.randn(4, 12, 512, 64, device="cuda", dtype=BF16)
+    first, *rest = (_run(lambda *a: t5_attention(*a, key_padding_mask=kpm), [q, k, v, table], grad)[1]
+                    for _ in range(3))
+    for again in rest:
+        for a, b in zip(first, again):
+            assert torch.equal(a, b)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not _sm90(), reason="needs an sm_90 GPU")
 @pytest.mark.parametrize("d", [64, 128])
-def test_dropout_matches_oracle_gpu(d, monkeypatch):
-    """With dropout 0.1 (the pregenerated keep bits, read by the Gluon forward and the Triton backward)."""
+def test_dropout_matches_oracle_gpu(d, gluon_kernels):
+    """With dropout 0.1 (the pregenerated keep bits, read by the Gluon kernels and the Triton ones)."""
     from tests.test_t5_attention import test_dropout_gpu
 
-    monkeypatch.setenv("MARCH_ATTN_FWD", "gluon")
     test_dropout_gpu("cuda", d, "default band mode")
 
 

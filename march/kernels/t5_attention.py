@@ -277,7 +277,20 @@ def dropout_mask_mode() -> str:
     return mode
 
 
-FWD_KERNELS = ("triton", "gluon")
+GLUON_SWITCHES = ("triton", "gluon")
+
+
+def _kernel_choice(var: str, device: torch.device) -> str:
+    """The value of a "triton" / "gluon" switch, with a clear error where Gluon cannot run."""
+    kernel = os.environ.get(var, "triton")
+    if kernel not in GLUON_SWITCHES:
+        raise ValueError(f"{var} must be one of {GLUON_SWITCHES}, got {kernel!r}")
+    if kernel == "gluon" and (interpreting() or device.type != "cuda"
+                              or torch.cuda.get_device_capability(device) != (9, 0)):
+        where = "the Triton interpreter" if interpreting() else str(device) if device.type != "cuda" else (
+            "sm_" + "".join(map(str, torch.cuda.get_device_capability(device))))
+        raise ValueError(f"{var}=gluon needs an sm_90 GPU (wgmma, TMA, warp specialisation), got {where}")
+    return kernel
 
 
 def fwd_kernel(device: torch.device) -> str:
@@ -286,15 +299,15 @@ def fwd_kernel(device: torch.device) -> str:
     consumer warpgroups), for the calls it supports (d ∈ {64, 128}, TMA-aligned strides, dropout from the
     pregenerated keep bits; the others run the Triton forward, ``gluon_attention.supported``). Same math and the
     same keep bits, so the backward is unchanged."""
-    kernel = os.environ.get("MARCH_ATTN_FWD", "triton")
-    if kernel not in FWD_KERNELS:
-        raise ValueError(f"MARCH_ATTN_FWD must be one of {FWD_KERNELS}, got {kernel!r}")
-    if kernel == "gluon" and (interpreting() or device.type != "cuda"
-                              or torch.cuda.get_device_capability(device) != (9, 0)):
-        where = "the Triton interpreter" if interpreting() else str(device) if device.type != "cuda" else (
-            "sm_" + "".join(map(str, torch.cuda.get_device_capability(device))))
-        raise ValueError(f"MARCH_ATTN_FWD=gluon needs an sm_90 GPU (wgmma, TMA, warp specialisation), got {where}")
-    return kernel
+    return _kernel_choice("MARCH_ATTN_FWD", device)
+
+
+def dq_kernel_choice(device: torch.device) -> str:
+    """MARCH_ATTN_DQ: which kernel runs the backward's dq pass (dq, delta + r, the saturated tiles' table
+    gradient). "triton" (default): ``_t5_attn_bwd_dq_kernel``; "gluon" (experimental, sm_90 only):
+    ``march.kernels.gluon_attention_dq`` where it supports the call (as MARCH_ATTN_FWD). The band kernels then
+    complement its tile grid (64 queries × 64 keys)."""
+    return _kernel_choice("MARCH_ATTN_DQ", device)
 
 
 def _mask_shape(bsz, heads, lq, lk, dropout_p, mode=None) -> tuple[int, ...]:
@@ -460,23 +473,36 @@ def _attn_bwd(do, q, k, v, o, lse, seed, mask, table, kpm, bidirectional, num_bu
     # Table-gradient partials, (H, ROWS, NB_P2) fp32: per head, B·n_slots rows from the dq kernel
     # (saturated tiles) then the band rows; the rows a launch uses are all written by it.
     n_slots = triton.cdiv(lq, SLOT_M)
+    gluon_dq = None
+    if dq_kernel_choice(q.device) == "gluon":
+        from march.kernels import gluon_attention_dq
+
+        if gluon_attention_dq.supported(q, k, v, do, dropout_p, mask) is None:  # else the Triton dq kernel
+            gluon_dq = gluon_attention_dq
+    dq_tiles = gluon_dq.dq_tiles() if gluon_dq else _tiles(_dq_name(dropout_p), block_d)
     accumulate = bias_grad and band_mode(block_d, dropout_p > 0, causal) == "accumulate"
     if accumulate:  # (the buffer's size is known once planned: past the cap the default recomputes)
-        band = _band_sum_plan(q, k, query_offset, sat_pos, r, _tiles(_dq_name(dropout_p), block_d),
-                              _tiles("dkdv", block_d))
+        band = _band_sum_plan(q, k, query_offset, sat_pos, r, dq_tiles, _tiles("dkdv", block_d))
         accumulate = band_mode(block_d, dropout_p > 0, causal, 4 * band["dsb_numel"]) == "accumulate"
     if bias_grad and not accumulate:
-        band = _band_plan(q, k, sat_pos, r, common["BLOCK_D"], _dq_name(dropout_p))
+        band = _band_plan(q, k, sat_pos, r, common["BLOCK_D"], _dq_name(dropout_p), dq_tiles if gluon_dq else None)
     n_rows = bsz * n_slots + (band["rows"] if bias_grad else 0)
     dtab = torch.empty((heads, n_rows, nb_p2) if bias_grad else (1,), dtype=torch.float32, device=q.device)
-    dq_kernel = _kernel(_dq_name(dropout_p), block_d, tune)
-    dq_kernel[lambda meta: (triton.cdiv(lq, meta["BLOCK_M"]), bsz * heads)](
-        q, k, v, do, o, rows, brow, kpm_t, klim, lse, dq, delta_exact, kmean, dtab, *qkv_do,
-        o.stride(0), o.stride(1), o.stride(2), dq.stride(0), dq.stride(1), dq.stride(2), skpm, *scalars,
-        n_slots, n_rows, *keys,
-        BIAS_GRAD=bias_grad, NB_P2=nb_p2, SLOT_M=SLOT_M, **common, **launch_options(q.device),
-    )
-    dq_bm, dq_bn = _block_mn(dq_kernel)
+    if gluon_dq:
+        gluon_dq.dq(q, k, v, do, o, lse, dq, delta_exact, kmean, dtab, rows, brow, kpm_t, skpm, klim, mask,
+                    query_offset=query_offset, scale=scale, scale_log2=scale * LOG2E, sat_pos=sat_pos, r=r,
+                    dropout_p=dropout_p, n_slots=n_slots, n_rows=n_rows, nb_p2=nb_p2, has_bias=table is not None,
+                    has_kpm=kpm is not None, causal=causal, bias_grad=bias_grad, slot_m=SLOT_M)
+        (dq_bm, dq_bn), = dq_tiles
+    else:
+        dq_kernel = _kernel(_dq_name(dropout_p), block_d, tune)
+        dq_kernel[lambda meta: (triton.cdiv(lq, meta["BLOCK_M"]), bsz * heads)](
+            q, k, v, do, o, rows, brow, kpm_t, klim, lse, dq, delta_exact, kmean, dtab, *qkv_do,
+            o.stride(0), o.stride(1), o.stride(2), dq.stride(0), dq.stride(1), dq.stride(2), skpm, *scalars,
+            n_slots, n_rows, *keys,
+            BIAS_GRAD=bias_grad, NB_P2=nb_p2, SLOT_M=SLOT_M, **common, **launch_options(q.device),
+        )
+        dq_bm, dq_bn = _block_mn(dq_kernel)
     if accumulate:  # dk/dv also writes the band tiles' dS (fp32) to DSB
         dsb = torch.empty(band["dsb_numel"], dtype=torch.float32, device=q.device)
         n_t = band["n_t"]
@@ -647,18 +673,19 @@ def _dq_name(dropout_p: float) -> str:
     return "dq_dropout" if dropout_p > 0 else "dq"
 
 
-def _band_plan(q, k, sat_pos, r, block_d, dq_name="dq") -> dict:
+def _band_plan(q, k, sat_pos, r, block_d, dq_name="dq", dq_tiles=None) -> dict:
     """The band kernel's tiles and grid, fixed before the dq kernel runs (it writes into the same
     buffer): BLOCK_M ≤ BLOCK_N (its diagonal reduction), both dividing the tile of every config the
     dq kernel may run with (the powers of two are capped by the smallest); n_t band query blocks per
-    key block at most (the span of unsaturated dq tiles: < DQ_BN + R + sat_pos + 2·DQ_BM queries)."""
+    key block at most (the span of unsaturated dq tiles: < DQ_BN + R + sat_pos + 2·DQ_BM queries). ``dq_tiles``:
+    the Gluon dq kernel's grid instead of the Triton one's configs."""
     lq, lk = q.shape[2], k.shape[2]
     if interpreting():
         (bm, bn), launch = _INTERP_BAND, dict(STAGES=1)
     else:
         bm, bn, w, st = _band_config_override() or _BAND[64 if block_d <= 64 else 128]
         launch = dict(num_warps=w, num_stages=st, STAGES=st)
-    dq_tiles = [(c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"]) for c in _configs(dq_name, block_d)]
+    dq_tiles = dq_tiles or [(c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"]) for c in _configs(dq_name, block_d)]
     bn = min([bn] + [t[1] for t in dq_tiles])
     bm = min([bm, bn] + [t[0] for t in dq_tiles])
     span = max(t[1] for t in dq_tiles) + r + sat_pos + 2 * max(t[0] for t in dq_tiles)
