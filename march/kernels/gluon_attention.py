@@ -322,8 +322,9 @@ def supported(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dropout_p: floa
     if q.dtype not in (torch.bfloat16, torch.float16):
         return f"dtype {q.dtype}"
     for t in (q, k, v):  # TMA: 16-byte aligned base and strides, unit last stride
-        if t.stride(3) != 1 or t.data_ptr() % 16 or any(s * t.element_size() % 16 for s in t.stride()[:3]):
-            return f"strides {t.stride()} (TMA needs 16-byte aligned strides and a unit last one)"
+        if (t.stride(3) != 1 or t.data_ptr() % 16 or any(s * t.element_size() % 16 for s in t.stride()[:3])
+                or 0 in t.stride()):
+            return f"strides {t.stride()} (TMA needs nonzero 16-byte aligned strides and a unit last one)"
     return None
 
 
