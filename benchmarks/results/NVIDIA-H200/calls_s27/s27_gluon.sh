@@ -40,12 +40,17 @@ timeout 200 python3 -m pytest -q tests/test_gluon_attention.py -m "gpu or not gp
 attn_rc=$?
 echo "gluon attention tests rc=$attn_rc" | tee -a "$alog"
 grep -E "passed|failed|error" "$alog" | tail -3
-timeout 90 python3 benchmarks/results/NVIDIA-H200/calls_s26/probe_gluon_gemm.py "$OUT/gluon_gemm_probe_s27.json" \
-  > "$OUT/gluon_gemm_probe_s27.txt" 2>&1
-tail -26 "$OUT/gluon_gemm_probe_s27.txt"
-timeout 150 python3 benchmarks/results/NVIDIA-H200/calls_s27/probe_gluon_attention.py \
-  "$OUT/gluon_attention_probe_s27.json" > "$OUT/gluon_attention_probe_s27.txt" 2>&1
-tail -40 "$OUT/gluon_attention_probe_s27.txt"
+# (a probe is skipped after its kernel's tests timed out: a hang would only repeat there)
+if [[ $gemm_rc -ne 124 ]]; then
+  timeout 90 python3 benchmarks/results/NVIDIA-H200/calls_s26/probe_gluon_gemm.py "$OUT/gluon_gemm_probe_s27.json" \
+    > "$OUT/gluon_gemm_probe_s27.txt" 2>&1
+  tail -26 "$OUT/gluon_gemm_probe_s27.txt"
+fi
+if [[ $attn_rc -ne 124 ]]; then
+  timeout 150 python3 benchmarks/results/NVIDIA-H200/calls_s27/probe_gluon_attention.py \
+    "$OUT/gluon_attention_probe_s27.json" > "$OUT/gluon_attention_probe_s27.txt" 2>&1
+  tail -40 "$OUT/gluon_attention_probe_s27.txt"
+fi
 envs=""
 [[ $gemm_rc -eq 0 ]] && envs="gluon:MARCH_RELU_GEMM=gluon"
 [[ $attn_rc -eq 0 ]] && envs="$envs attn:MARCH_ATTN_FWD=gluon,MARCH_ATTN_DQ=gluon"
