@@ -1,6 +1,8 @@
 """T5 attention with the learned relative-position bias (suite "attention"), TFLOP/s, one run:
 
   march        march.kernels.t5_attention (buckets in-kernel, fused bias-table gradient)
+  march_gluon  the same op with its Gluon forward and dq kernels (MARCH_ATTN_FWD=gluon, MARCH_ATTN_DQ=gluon;
+               sm_90 only, experimental)
   eager        march.kernels.reference.t5_attention (HF's eager math: dense bias, fp32 softmax)
   sdpa_bias    SDPA with a dense bias table[bucket] (+ padding/causal) materialised in bf16 per call;
                the table gets its gradient through the gather
@@ -22,7 +24,7 @@ from march.kernels import reference, t5_attention
 SUITE = "attention"
 DTYPE = torch.bfloat16
 DEVICE = "cuda" if common.ON_GPU else "cpu"
-IMPLS = ["march", "march_autotune", "eager", "sdpa_bias", "flex_bias", "sdpa_nobias"]
+IMPLS = ["march", "march_gluon", "march_autotune", "eager", "sdpa_bias", "flex_bias", "sdpa_nobias"]
 AUTOTUNE_CASES = ("encoder L512 d64", "encoder L2048 d128", "cross Lq114 Lk512 d64")
 
 # name: (B, H, Lq, Lk, d, kind) ; kind: encoder (bidirectional bias, padding), decoder (causal,
@@ -111,6 +113,10 @@ def _impl(impl, q, k, v, table, kpm, kind):
     kw = _kw(kind)
     if impl == "march":
         return lambda q, k, v, t: t5_attention(q, k, v, t, key_padding_mask=kpm, **kw)
+    if impl == "march_gluon":  # the test sets MARCH_ATTN_FWD=gluon and MARCH_ATTN_DQ=gluon
+        if not (common.ON_GPU and torch.cuda.get_device_capability() == (9, 0)):
+            return None
+        return lambda q, k, v, t: t5_attention(q, k, v, t, key_padding_mask=kpm, **kw)
     if impl == "march_autotune":  # the test sets MARCH_ATTN_AUTOTUNE=1 (fwd and bwd tune on first call)
         if not common.ON_GPU:
             return None
@@ -143,12 +149,15 @@ def test_attention(benchmark, case, impl, monkeypatch):
         if case not in AUTOTUNE_CASES:
             pytest.skip("autotuned only at the target shapes (each key costs ~12 compiles)")
         monkeypatch.setenv("MARCH_ATTN_AUTOTUNE", "1")
+    if impl == "march_gluon":
+        monkeypatch.setenv("MARCH_ATTN_FWD", "gluon")
+        monkeypatch.setenv("MARCH_ATTN_DQ", "gluon")
     bsz, heads, lq, lk, d, kind = CASES[case]
     q, k, v, table, kpm = _inputs(bsz, heads, lq, lk, d, kind)
     shape = (bsz, heads, lq, lk, d)
     fn = _impl(impl, q, k, v, table, kpm, kind)
     if fn is None:
-        pytest.skip(f"{impl} is GPU-only")
+        pytest.skip(f"{impl} is GPU-only" + (" (sm_90)" if impl == "march_gluon" else ""))
     if isinstance(fn, Exception):
         for c in ("fwd", "fwd+bwd"):
             common.failed(benchmark, suite=SUITE, case=f"{case} {c}", impl=impl, shape=shape, dtype=DTYPE, error=fn)
