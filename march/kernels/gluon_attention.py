@@ -307,7 +307,8 @@ def _descriptor(t: torch.Tensor, rows: int) -> TensorDescriptor:
     """A (B, H, L, d) tensor's 4-D TMA descriptor with (1, 1, rows, d) blocks."""
     block = [1, 1, rows, t.shape[3]]
     dtype = gl.bfloat16 if t.dtype == torch.bfloat16 else gl.float16
-    return TensorDescriptor(t, list(t.shape), list(t.stride()), block, gl.NVMMASharedLayout.get_default_for(block, dtype))
+    layout = gl.NVMMASharedLayout.get_default_for(block, dtype)
+    return TensorDescriptor(t, list(t.shape), list(t.stride()), block, layout)
 
 
 def supported(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dropout_p: float, mask: torch.Tensor) -> str | None:

@@ -1,8 +1,9 @@
 """Session 27 probe: march/kernels/gluon_attention.py's warp-specialised forward (MARCH_ATTN_FWD=gluon) and
 gluon_attention_dq.py's dq pass (MARCH_ATTN_DQ=gluon) against the Triton kernels at the attention benchmark's cases
 (benchmarks/test_bench_attention.py, no dropout): the forward alone, and fwd+bwd through t5_attention with each
-Gluon kernel, both or neither, with SDPA's flash forward without bias as the bound; then the Gluon forward's variants at L=512 d=64: stages, key block, and OVERLAP (FA3's
-intra-warpgroup pipelining: the next block's S in flight with this block's P v during the softmax).
+Gluon kernel, both or neither, with SDPA's flash forward without bias as the bound; then the Gluon forward's
+variants at L=512 d=64: stages, key block, and OVERLAP (FA3's intra-warpgroup pipelining: the next block's S in
+flight with this block's P v during the softmax).
 Predictions (H200; session 25: Triton fwd 0.106 ms at L=512 d=64, 0.320 at L=2048 d=128; SDPA no bias 0.069 and
 0.219): Gluon 0.075-0.090 ms at L=512 d=64 (fwd+bwd 0.431 -> 0.40-0.415), 0.25-0.29 at L=2048 d=128; dq (Triton
 0.115 ms at L=512 d=64, session 9) 0.080-0.095, so fwd+dq in Gluon 0.37-0.40 ms fwd+bwd (an H100 runs ~15-25%
