@@ -23,7 +23,7 @@ nvidia-smi --query-gpu=name,clocks.max.sm,clocks.mem --format=csv,noheader | tee
 python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl >/dev/null 2>&1
 export PYTHONPATH=$PWD:/tmp/site TORCHINDUCTOR_COMPILE_THREADS=1
 log=$OUT/gpu_tests_gluon_gemm_s27.log
-timeout 120 python3 -m pytest -q tests/test_gluon_gemm.py tests/test_relu_feedforward.py -k "gluon or gemm_kernel" \
+timeout $(( LIMIT < 360 ? LIMIT * 2 / 5 : 120 )) python3 -m pytest -q tests/test_gluon_gemm.py tests/test_relu_feedforward.py -k "gluon or gemm_kernel" \
   -m "gpu or not gpu" -p no:cacheprovider > "$log" 2>&1
 gemm_rc=$?
 echo "gluon gemm tests rc=$gemm_rc" | tee -a "$log"
@@ -36,7 +36,8 @@ if [[ $gemm_rc -ne 0 ]]; then  # again, one process a case: which fail on their 
   done
 fi
 alog=$OUT/gpu_tests_gluon_attention_s27.log
-timeout $(( LIMIT < 450 ? 150 : 200 )) python3 -m pytest -q tests/test_gluon_attention.py -m "gpu or not gpu" -p no:cacheprovider > "$alog" 2>&1
+a_left=$(( t_end - $(date +%s) ))
+timeout $(( a_left < 200 ? a_left : 200 )) python3 -m pytest -q tests/test_gluon_attention.py -m "gpu or not gpu" -p no:cacheprovider > "$alog" 2>&1
 attn_rc=$?
 echo "gluon attention tests rc=$attn_rc" | tee -a "$alog"
 grep -E "passed|failed|error" "$alog" | tail -3
