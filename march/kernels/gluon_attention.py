@@ -250,6 +250,44 @@ def _consumer(q_smem, k_smem, v_smem, q_ready, k_ready, v_ready, kv_empty, O, LS
 
 
 @gluon.jit
+def _program_keys_and_bias(KLIM, BIAS, b, h, m0, Lk, query_offset, R, HAS_BIAS: gl.constexpr, HAS_KPM: gl.constexpr,
+                           CAUSAL: gl.constexpr, BM: gl.constexpr, BN: gl.constexpr):
+    """(lo, hi, BIAS_H, bias of +R, bias of −R) of the program's BM query rows from m0 of (b, h): the key blocks
+    [lo, hi) holding b's real keys (t5_attention_kernels._key_range; with ``causal`` none after the last row's),
+    head h's bias row at rel = 0 and its two saturated values (0.0 without a bias)."""
+    lo = 0
+    hi = Lk
+    if HAS_KPM:
+        lo = (gl.load(KLIM + 2 * b) // BN) * BN
+        hi = gl.load(KLIM + 2 * b + 1)
+    if CAUSAL:
+        hi = gl.minimum(hi, m0 + BM + query_offset)
+    BIAS_H = BIAS + h * (2 * R + 1 + 2 * _REL_PAD) + (R + _REL_PAD)
+    bias_pos = 0.0
+    bias_neg = 0.0
+    if HAS_BIAS:
+        bias_pos = gl.load(BIAS_H + R)
+        bias_neg = gl.load(BIAS_H - R)
+    return lo, hi, BIAS_H, bias_pos, bias_neg
+
+
+@gluon.jit
+def _ring_barriers(STAGES: gl.constexpr):
+    """(q_ready, k_ready[STAGES], v_ready[STAGES], kv_empty[STAGES]) mbarriers, initialised: kv_empty waits for
+    one arrival from each of the two consumers."""
+    q_ready = gl.allocate_shared_memory(gl.int64, [1], mbarrier.MBarrierLayout())
+    k_ready = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
+    v_ready = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
+    kv_empty = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
+    mbarrier.init(q_ready, count=1)
+    for i in gl.static_range(STAGES):
+        mbarrier.init(k_ready.index(i), count=1)
+        mbarrier.init(v_ready.index(i), count=1)
+        mbarrier.init(kv_empty.index(i), count=2)
+    return q_ready, k_ready, v_ready, kv_empty
+
+
+@gluon.jit
 def _fwd_kernel(q_desc, k_desc, v_desc, O, LSE, BIAS, KPM, KLIM, MASK, sob, soh, som, skpm, H, Lq, Lk, query_offset,
                 scale_log2, sat_pos, R, dropout_p, HAS_BIAS: gl.constexpr, HAS_KPM: gl.constexpr,
                 CAUSAL: gl.constexpr, DROPOUT: gl.constexpr, STAGES: gl.constexpr, OVERLAP: gl.constexpr):
@@ -262,32 +300,12 @@ def _fwd_kernel(q_desc, k_desc, v_desc, O, LSE, BIAS, KPM, KLIM, MASK, sob, soh,
     b = bh // H
     h = bh % H
     m0 = pid_m * (2 * BM_HALF)
-    lo = 0
-    hi = Lk
-    if HAS_KPM:  # the key blocks holding b's real keys (t5_attention_kernels._key_range)
-        lo = (gl.load(KLIM + 2 * b) // BN) * BN
-        hi = gl.load(KLIM + 2 * b + 1)
-    if CAUSAL:
-        hi = gl.minimum(hi, m0 + 2 * BM_HALF + query_offset)
-    BIAS_H = BIAS + h * (2 * R + 1 + 2 * _REL_PAD) + (R + _REL_PAD)  # head h's row at rel = 0
-    bias_pos = 0.0
-    bias_neg = 0.0
-    if HAS_BIAS:
-        bias_pos = gl.load(BIAS_H + R)
-        bias_neg = gl.load(BIAS_H - R)
-
+    lo, hi, BIAS_H, bias_pos, bias_neg = _program_keys_and_bias(KLIM, BIAS, b, h, m0, Lk, query_offset, R, HAS_BIAS,
+                                                                HAS_KPM, CAUSAL, 2 * BM_HALF, BN)
     q_smem = gl.allocate_shared_memory(q_desc.dtype, [2] + q_desc.block_type.shape, q_desc.layout)
     k_smem = gl.allocate_shared_memory(k_desc.dtype, [STAGES] + k_desc.block_type.shape, k_desc.layout)
     v_smem = gl.allocate_shared_memory(v_desc.dtype, [STAGES] + v_desc.block_type.shape, v_desc.layout)
-    q_ready = gl.allocate_shared_memory(gl.int64, [1], mbarrier.MBarrierLayout())
-    k_ready = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
-    v_ready = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
-    kv_empty = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
-    mbarrier.init(q_ready, count=1)
-    for i in gl.static_range(STAGES):
-        mbarrier.init(k_ready.index(i), count=1)
-        mbarrier.init(v_ready.index(i), count=1)
-        mbarrier.init(kv_empty.index(i), count=2)  # one arrival from each consumer
+    q_ready, k_ready, v_ready, kv_empty = _ring_barriers(STAGES)
     gl.warp_specialize([
         (_consumer, (q_smem, k_smem, v_smem, q_ready, k_ready, v_ready, kv_empty, O, LSE, BIAS_H, KPM, MASK,
                      bias_pos, bias_neg, b, h, bh, m0, lo, hi, Lq, Lk, query_offset, scale_log2, sat_pos, R,
@@ -311,9 +329,11 @@ def _descriptor(t: torch.Tensor, rows: int) -> TensorDescriptor:
     return TensorDescriptor(t, list(t.shape), list(t.stride()), block, layout)
 
 
-def supported(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dropout_p: float, mask: torch.Tensor) -> str | None:
-    """None if the Gluon forward can run this call, else why not (the caller then runs the Triton forward).
-    Dropout needs the pregenerated keep bits (``mask``, MARCH_ATTN_DROPOUT_MASK=pregenerated, the default)."""
+def supported(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dropout_p: float, mask: torch.Tensor,
+              *more: torch.Tensor) -> str | None:
+    """None if the Gluon kernels can run this call, else why not (the caller then runs the Triton kernel).
+    Dropout needs the pregenerated keep bits (``mask``, MARCH_ATTN_DROPOUT_MASK=pregenerated, the default);
+    ``more``: other tensors read through TMA (the dq pass's dO)."""
     if dropout_p > 0 and mask.numel() == 0:
         return "dropout without pregenerated keep bits"
     if q.device.type != "cuda" or torch.cuda.get_device_capability(q.device) != (9, 0):
@@ -322,7 +342,7 @@ def supported(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dropout_p: floa
         return f"head dim {q.shape[3]} (supported: {HEAD_DIMS})"
     if q.dtype not in (torch.bfloat16, torch.float16):
         return f"dtype {q.dtype}"
-    for t in (q, k, v):  # TMA: 16-byte aligned base and strides, unit last stride
+    for t in (q, k, v, *more):  # TMA: 16-byte aligned base and strides, unit last stride
         if (t.stride(3) != 1 or t.data_ptr() % 16 or any(s * t.element_size() % 16 for s in t.stride()[:3])
                 or 0 in t.stride()):
             return f"strides {t.stride()} (TMA needs nonzero 16-byte aligned strides and a unit last one)"

@@ -22,17 +22,18 @@ from triton.experimental.gluon import language as gl
 from triton.experimental.gluon.language.nvidia.hopper import mbarrier, tma, warpgroup_mma, warpgroup_mma_wait
 
 from march.kernels._pdl import grid_dependency_sync, launch_options
+from march.kernels import gluon_attention
 from march.kernels.gluon_attention import (
     _LAUNCH,
-    _REL_PAD,
     BLOCK_M_HALF,
     CONSUMER_REGS,
-    HEAD_DIMS,
     LOADER_REGS,
     _descriptor,
     _dropped,
     _keep_bits,
     _masks_and_bias,
+    _program_keys_and_bias,
+    _ring_barriers,
 )
 
 BLOCK_N = 64  # S, dP, the bias and the keep words are 64 × BLOCK_N fp32 / int32 tiles each, live at once
@@ -176,33 +177,13 @@ def _dq_kernel(q_desc, do_desc, k_desc, v_desc, O, LSE, DQ, DELTA_EXACT, KMEAN, 
     b = bh // H
     h = bh % H
     m0 = pid_m * (2 * BM_HALF)
-    lo = 0
-    hi = Lk
-    if HAS_KPM:  # the key blocks holding b's real keys (t5_attention_kernels._key_range)
-        lo = (gl.load(KLIM + 2 * b) // BN) * BN
-        hi = gl.load(KLIM + 2 * b + 1)
-    if CAUSAL:
-        hi = gl.minimum(hi, m0 + 2 * BM_HALF + query_offset)
-    BIAS_H = BIAS + h * (2 * R + 1 + 2 * _REL_PAD) + (R + _REL_PAD)  # head h's row at rel = 0
-    bias_pos = 0.0
-    bias_neg = 0.0
-    if HAS_BIAS:
-        bias_pos = gl.load(BIAS_H + R)
-        bias_neg = gl.load(BIAS_H - R)
-
+    lo, hi, BIAS_H, bias_pos, bias_neg = _program_keys_and_bias(KLIM, BIAS, b, h, m0, Lk, query_offset, R, HAS_BIAS,
+                                                                HAS_KPM, CAUSAL, 2 * BM_HALF, BN)
     q_smem = gl.allocate_shared_memory(q_desc.dtype, [2] + q_desc.block_type.shape, q_desc.layout)
     do_smem = gl.allocate_shared_memory(do_desc.dtype, [2] + do_desc.block_type.shape, do_desc.layout)
     k_smem = gl.allocate_shared_memory(k_desc.dtype, [STAGES] + k_desc.block_type.shape, k_desc.layout)
     v_smem = gl.allocate_shared_memory(v_desc.dtype, [STAGES] + v_desc.block_type.shape, v_desc.layout)
-    q_ready = gl.allocate_shared_memory(gl.int64, [1], mbarrier.MBarrierLayout())
-    k_ready = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
-    v_ready = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
-    kv_empty = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
-    mbarrier.init(q_ready, count=1)
-    for i in gl.static_range(STAGES):
-        mbarrier.init(k_ready.index(i), count=1)
-        mbarrier.init(v_ready.index(i), count=1)
-        mbarrier.init(kv_empty.index(i), count=2)  # one arrival from each consumer
+    q_ready, k_ready, v_ready, kv_empty = _ring_barriers(STAGES)
     # (The partitions' arguments spelled out: a tuple built by concatenation here loses its constexprs.)
     gl.warp_specialize([
         (_consumer, (q_smem, do_smem, k_smem, v_smem, q_ready, k_ready, v_ready, kv_empty, O, LSE, DQ, DELTA_EXACT,
@@ -220,19 +201,7 @@ def _dq_kernel(q_desc, do_desc, k_desc, v_desc, O, LSE, DQ, DELTA_EXACT, KMEAN, 
 
 def supported(q, k, v, do, dropout_p: float, mask: torch.Tensor) -> str | None:
     """None if the Gluon dq kernel can run this call, else why not (the caller then runs the Triton one)."""
-    if dropout_p > 0 and mask.numel() == 0:
-        return "dropout without pregenerated keep bits"
-    if q.device.type != "cuda" or torch.cuda.get_device_capability(q.device) != (9, 0):
-        return "not an sm_90 GPU"
-    if q.shape[3] not in HEAD_DIMS:
-        return f"head dim {q.shape[3]} (supported: {HEAD_DIMS})"
-    if q.dtype not in (torch.bfloat16, torch.float16):
-        return f"dtype {q.dtype}"
-    for t in (q, k, v, do):  # TMA: 16-byte aligned base and strides, unit last stride
-        if (t.stride(3) != 1 or t.data_ptr() % 16 or any(s * t.element_size() % 16 for s in t.stride()[:3])
-                or 0 in t.stride()):
-            return f"strides {t.stride()} (TMA needs nonzero 16-byte aligned strides and a unit last one)"
-    return None
+    return gluon_attention.supported(q, k, v, dropout_p, mask, do)
 
 
 def dq(q, k, v, do, o, lse, dq_out, delta_exact, kmean, dtab, rows, brow, kpm, skpm, klim, mask, *, query_offset,
