@@ -1,7 +1,7 @@
 """T5 attention with the learned relative-position bias (suite "attention"), TFLOP/s, one run:
 
   march        march.kernels.t5_attention (buckets in-kernel, fused bias-table gradient)
-  march_gluon  the same op with its Gluon forward and dq kernels (MARCH_ATTN_FWD=gluon, MARCH_ATTN_DQ=gluon;
+  march_gluon  the same op with its Gluon forward, dq and dk/dv kernels (MARCH_ATTN_FWD / _DQ / _DKDV=gluon;
                sm_90 only, experimental)
   eager        march.kernels.reference.t5_attention (HF's eager math: dense bias, fp32 softmax)
   sdpa_bias    SDPA with a dense bias table[bucket] (+ padding/causal) materialised in bf16 per call;
@@ -113,7 +113,7 @@ def _impl(impl, q, k, v, table, kpm, kind):
     kw = _kw(kind)
     if impl == "march":
         return lambda q, k, v, t: t5_attention(q, k, v, t, key_padding_mask=kpm, **kw)
-    if impl == "march_gluon":  # the test sets MARCH_ATTN_FWD=gluon and MARCH_ATTN_DQ=gluon
+    if impl == "march_gluon":  # the test sets MARCH_ATTN_FWD, _DQ and _DKDV to gluon
         if not (common.ON_GPU and torch.cuda.get_device_capability() == (9, 0)):
             return None
         return lambda q, k, v, t: t5_attention(q, k, v, t, key_padding_mask=kpm, **kw)
@@ -150,8 +150,8 @@ def test_attention(benchmark, case, impl, monkeypatch):
             pytest.skip("autotuned only at the target shapes (each key costs ~12 compiles)")
         monkeypatch.setenv("MARCH_ATTN_AUTOTUNE", "1")
     if impl == "march_gluon":
-        monkeypatch.setenv("MARCH_ATTN_FWD", "gluon")
-        monkeypatch.setenv("MARCH_ATTN_DQ", "gluon")
+        for part in ("FWD", "DQ", "DKDV"):
+            monkeypatch.setenv(f"MARCH_ATTN_{part}", "gluon")
     bsz, heads, lq, lk, d, kind = CASES[case]
     q, k, v, table, kpm = _inputs(bsz, heads, lq, lk, d, kind)
     shape = (bsz, heads, lq, lk, d)

@@ -271,6 +271,15 @@ def _exercise_gluon() -> None:
         key = (fn.fn.__name__, tuple(sorted(signature.items())), tuple(sorted(constexprs.items())),
                tuple(sorted(options.items())), tuple(sorted(spec.items())))
         _compile(key, GluonASTSource(fn, signature, constexprs), options, f"gluon {fn.fn.__name__} {spec}")
+    # gluon_attention_dkdv.py's dk/dv pass (MARCH_ATTN_DKDV=gluon; experimental, default off; d=64)
+    from march.kernels import gluon_attention_dkdv
+
+    for spec in (dict(), dict(dropout=True), dict(dropout=True, causal=True), dict(has_bias=False, has_kpm=False)):
+        signature, constexprs, options = gluon_attention_dkdv.compile_spec(**spec)
+        fn = gluon_attention_dkdv._dkdv_kernel
+        key = (fn.fn.__name__, tuple(sorted(signature.items())), tuple(sorted(constexprs.items())),
+               tuple(sorted(options.items())), tuple(sorted(spec.items())))
+        _compile(key, GluonASTSource(fn, signature, constexprs), options, f"gluon {fn.fn.__name__} {spec}")
 
 
 def main() -> int:

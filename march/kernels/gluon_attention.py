@@ -71,19 +71,27 @@ def _loader(q_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_ready, k_ready, v_
 
 @gluon.jit
 def _bias_tile(BIAS_H, tile_rel0, sat_pos, R, bias_pos, bias_neg, ROWS: gl.constexpr, COLS: gl.constexpr,
-               layout: gl.constexpr):
-    """Bias · log2(e) of a (ROWS, COLS) tile of queries × keys, element (r, c) at rel = tile_rel0 + c − r: one of
-    the two saturated values when every rel of the tile is ≥ sat_pos or ≤ −R, else a gather from the head's
-    padded row (``t5_attention_kernels._bias_log2``, the same values)."""
+               layout: gl.constexpr, KEY_ROWS: gl.constexpr = False):
+    """Bias · log2(e) of a (ROWS, COLS) tile, element (r, c) at rel = tile_rel0 + c − r (rows are queries) or
+    tile_rel0 + r − c (KEY_ROWS: rows are keys, the dk/dv kernel's tiles): one of the two saturated values when
+    every rel of the tile is ≥ sat_pos or ≤ −R, else a gather from the head's padded row
+    (``t5_attention_kernels._bias_log2``, the same values)."""
     gl.static_assert(ROWS + COLS <= _REL_PAD + 2, "tile too large for the padded bias rows")
-    rel_lo = tile_rel0 - (ROWS - 1)
-    rel_hi = tile_rel0 + COLS - 1
+    if KEY_ROWS:
+        rel_lo = tile_rel0 - (COLS - 1)
+        rel_hi = tile_rel0 + ROWS - 1
+    else:
+        rel_lo = tile_rel0 - (ROWS - 1)
+        rel_hi = tile_rel0 + COLS - 1
     if (rel_lo >= sat_pos) | (rel_hi <= -R):
         bias = gl.full([ROWS, COLS], 0.0, gl.float32, layout) + gl.where(rel_lo >= sat_pos, bias_pos, bias_neg)
     else:
         cols = gl.arange(0, COLS, layout=gl.SliceLayout(0, layout))
         rows = gl.arange(0, ROWS, layout=gl.SliceLayout(1, layout))
-        bias = gl.load((BIAS_H + tile_rel0 + cols)[None, :] - rows[:, None])
+        if KEY_ROWS:
+            bias = gl.load((BIAS_H + tile_rel0 + rows)[:, None] - cols[None, :])
+        else:
+            bias = gl.load((BIAS_H + tile_rel0 + cols)[None, :] - rows[:, None])
     return bias
 
 

@@ -310,6 +310,14 @@ def dq_kernel_choice(device: torch.device) -> str:
     return _kernel_choice("MARCH_ATTN_DQ", device)
 
 
+def dkdv_kernel_choice(device: torch.device) -> str:
+    """MARCH_ATTN_DKDV: which kernel runs the backward's dk/dv pass. "triton" (default):
+    ``_t5_attn_bwd_dkdv_kernel``; "gluon" (experimental, sm_90, d=64): ``march.kernels.gluon_attention_dkdv``
+    where it supports the call. It does not write the band tiles' dS, so with it the band tiles' table gradient is
+    recomputed (``band_mode`` "recompute") whatever MARCH_ATTN_BAND_MODE says."""
+    return _kernel_choice("MARCH_ATTN_DKDV", device)
+
+
 def _mask_shape(bsz, heads, lq, lk, dropout_p, mode=None) -> tuple[int, ...]:
     """Shape of the keep-mask words (int32; ``t5_attention_dropout._mask_base``), or (0,) when the
     backward draws the mask again (``mode``: the caller's ``dropout_mask_mode()``, read here when
@@ -480,7 +488,13 @@ def _attn_bwd(do, q, k, v, o, lse, seed, mask, table, kpm, bidirectional, num_bu
         if gluon_attention_dq.supported(q, k, v, do, dropout_p, mask) is None:  # else the Triton dq kernel
             gluon_dq = gluon_attention_dq
     dq_tiles = gluon_dq.dq_tiles() if gluon_dq else _tiles(_dq_name(dropout_p), block_d)
-    accumulate = bias_grad and band_mode(block_d, dropout_p > 0, causal) == "accumulate"
+    gluon_dkdv = None
+    if dkdv_kernel_choice(q.device) == "gluon":
+        from march.kernels import gluon_attention_dkdv
+
+        if gluon_attention_dkdv.supported(q, k, v, do, dropout_p, mask, band_store=False) is None:
+            gluon_dkdv = gluon_attention_dkdv  # (it does not store band tiles: the band kernel recomputes them)
+    accumulate = bias_grad and not gluon_dkdv and band_mode(block_d, dropout_p > 0, causal) == "accumulate"
     if accumulate:  # (the buffer's size is known once planned: past the cap the default recomputes)
         band = _band_sum_plan(q, k, query_offset, sat_pos, r, dq_tiles, _tiles("dkdv", block_d))
         accumulate = band_mode(block_d, dropout_p > 0, causal, 4 * band["dsb_numel"]) == "accumulate"
@@ -529,12 +543,17 @@ def _attn_bwd(do, q, k, v, o, lse, seed, mask, table, kpm, bidirectional, num_bu
                 DQ_BM=dq_bm, DQ_BN=dq_bn, STORED_MASK=common["STORED_MASK"], **band["launch"],
                 **launch_options(q.device),
             )
-    dkdv_kernel = _kernel("dkdv", block_d, tune)
-    dkdv_kernel[lambda meta: (triton.cdiv(lk, meta["BLOCK_N"]), bsz * heads)](
-        q, k, v, do, rows, kpm_t, klim, lse, delta_exact, dk, dv, dsb, *qkv_do,
-        dk.stride(0), dk.stride(1), dk.stride(2), dv.stride(0), dv.stride(1), dv.stride(2), skpm, *scalars,
-        n_t if accumulate else 1, dq_bm, dq_bn, *keys, BAND_STORE=accumulate, **common, **launch_options(q.device),
-    )
+    if gluon_dkdv:
+        gluon_dkdv.dkdv(q, k, v, do, lse, delta_exact, dk, dv, rows, kpm_t, skpm, klim, mask, query_offset=query_offset,
+                        scale=scale, scale_log2=scale * LOG2E, sat_pos=sat_pos, r=r, dropout_p=dropout_p,
+                        has_bias=table is not None, has_kpm=kpm is not None, causal=causal)
+    else:
+        dkdv_kernel = _kernel("dkdv", block_d, tune)
+        dkdv_kernel[lambda meta: (triton.cdiv(lk, meta["BLOCK_N"]), bsz * heads)](
+            q, k, v, do, rows, kpm_t, klim, lse, delta_exact, dk, dv, dsb, *qkv_do,
+            dk.stride(0), dk.stride(1), dk.stride(2), dv.stride(0), dv.stride(1), dv.stride(2), skpm, *scalars,
+            n_t if accumulate else 1, dq_bm, dq_bn, *keys, BAND_STORE=accumulate, **common, **launch_options(q.device),
+        )
     if side is not None:
         main.wait_stream(side)  # joined: every tensor the band kernel reads outlives its work
     if not bias_grad:

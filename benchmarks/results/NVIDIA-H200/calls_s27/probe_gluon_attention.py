@@ -1,13 +1,14 @@
 """Session 27 probe: march/kernels/gluon_attention.py's warp-specialised forward (MARCH_ATTN_FWD=gluon) and
-gluon_attention_dq.py's dq pass (MARCH_ATTN_DQ=gluon) against the Triton kernels at the attention benchmark's cases
+gluon_attention_dq.py's dq pass (MARCH_ATTN_DQ=gluon) and gluon_attention_dkdv.py's dk/dv pass (MARCH_ATTN_DKDV=gluon,
+d=64; the band tiles' table gradient then recomputed) against the Triton kernels at the attention benchmark's cases
 (benchmarks/test_bench_attention.py, no dropout): the forward alone, and fwd+bwd through t5_attention with each
 Gluon kernel, both or neither, with SDPA's flash forward without bias as the bound; then the Gluon forward's
 variants at L=512 d=64: stages, key block, and OVERLAP (FA3's intra-warpgroup pipelining: the next block's S in
 flight with this block's P v during the softmax).
 Predictions (H200; session 25: Triton fwd 0.106 ms at L=512 d=64, 0.320 at L=2048 d=128; SDPA no bias 0.069 and
 0.219): Gluon 0.075-0.090 ms at L=512 d=64 (fwd+bwd 0.431 -> 0.40-0.415), 0.25-0.29 at L=2048 d=128; dq (Triton
-0.115 ms at L=512 d=64, session 9) 0.080-0.095, so fwd+dq in Gluon 0.37-0.40 ms fwd+bwd (an H100 runs ~15-25%
-slower than these)."""
+0.115 ms at L=512 d=64, session 9) 0.080-0.095, so fwd+dq in Gluon 0.37-0.40 ms fwd+bwd; dk/dv (0.139) 0.10-0.12,
+all three 0.33-0.37 (an H100 runs ~15-25% slower than these)."""
 import importlib
 import json
 import os
@@ -65,12 +66,13 @@ for case, shape in CASES.items():
                        lambda: t5_attention(q, k, v, table, dropout_p=0.1, **kw))
     grad = torch.randn_like(q)
     params = [q, k, v] + ([table] if table is not None else [])
-    for impl, fwd, dq in (("triton", "triton", "triton"), ("gluon fwd", "gluon", "triton"),
-                          ("gluon dq", "triton", "gluon"), ("gluon fwd+dq", "gluon", "gluon")):
-        os.environ["MARCH_ATTN_FWD"], os.environ["MARCH_ATTN_DQ"] = fwd, dq
+    for impl in ("triton", "gluon fwd", "gluon dq", "gluon dkdv", "gluon fwd+dq", "gluon fwd+dq+dkdv"):
+        for part in ("fwd", "dq", "dkdv"):
+            os.environ[f"MARCH_ATTN_{part.upper()}"] = "gluon" if part in impl.split()[-1].split("+") else "triton"
         record(case + " fwd+bwd", impl, shape,
                lambda: torch.autograd.grad(t5_attention(q, k, v, table, **kw), params, grad), bwd=True)
-    os.environ["MARCH_ATTN_FWD"] = os.environ["MARCH_ATTN_DQ"] = "triton"
+    for part in ("fwd", "dq", "dkdv"):
+        os.environ[f"MARCH_ATTN_{part.upper()}"] = "triton"
 
 # the Gluon forward's variants at L=512 d=64, straight through gluon_attention.forward with the op's own inputs
 shape = CASES["encoder L512 d64"]

@@ -3,11 +3,11 @@
 # 1. The Gluon GEMM's tests (calls_s26/s26_gluon.sh never ran: every start in session 26 after its fix was
 #    refused), under a timeout (a wrong barrier phase hangs); if any fails, each GPU case again in its own process
 #    (a launch failure kills the context, and every later case errors).
-# 2. The Gluon attention kernels' tests (march/kernels/gluon_attention.py and gluon_attention_dq.py, new: never run
-#    on a GPU).
+# 2. The Gluon attention kernels' tests (march/kernels/gluon_attention.py, gluon_attention_dq.py and
+#    gluon_attention_dkdv.py, new: never run on a GPU).
 # 3. calls_s26/probe_gluon_gemm.py and calls_s27/probe_gluon_attention.py.
 # 4. ab_e2e.sh rounds until LIMIT: wt against gluon (MARCH_RELU_GEMM=gluon) if the GEMM's tests passed, and against
-#    attn (MARCH_ATTN_FWD=gluon,MARCH_ATTN_DQ=gluon: the step's attention forwards and dq passes, dropout 0.1, in
+#    attn (MARCH_ATTN_FWD / _DQ / _DKDV=gluon: the step's attention forwards, dq and dk/dv passes, dropout 0.1, in
 #    Gluon) if theirs did.
 # Predictions: every test passes; GEMM as calls_s26/s26_gluon.sh says (plain within 5% of cuBLAS, ReLU + dropout
 # 0.23-0.26 ms on an H100 against the Triton kernel's 0.307, the step -1.5 to -3 ms); the attention forward as its
@@ -23,8 +23,8 @@ nvidia-smi --query-gpu=name,clocks.max.sm,clocks.mem --format=csv,noheader | tee
 python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl >/dev/null 2>&1
 export PYTHONPATH=$PWD:/tmp/site TORCHINDUCTOR_COMPILE_THREADS=1
 log=$OUT/gpu_tests_gluon_gemm_s27.log
-timeout $(( LIMIT < 360 ? LIMIT * 2 / 5 : 120 )) python3 -m pytest -q tests/test_gluon_gemm.py tests/test_relu_feedforward.py -k "gluon or gemm_kernel" \
-  -m "gpu or not gpu" -p no:cacheprovider > "$log" 2>&1
+timeout $(( LIMIT < 360 ? LIMIT * 2 / 5 : 120 )) python3 -m pytest -q tests/test_gluon_gemm.py \
+  tests/test_relu_feedforward.py -k "gluon or gemm_kernel" -m "gpu or not gpu" -p no:cacheprovider > "$log" 2>&1
 gemm_rc=$?
 echo "gluon gemm tests rc=$gemm_rc" | tee -a "$log"
 tail -3 "$log"
@@ -37,7 +37,8 @@ if [[ $gemm_rc -ne 0 ]]; then  # again, one process a case: which fail on their 
 fi
 alog=$OUT/gpu_tests_gluon_attention_s27.log
 a_left=$(( t_end - $(date +%s) ))
-timeout $(( a_left < 200 ? a_left : 200 )) python3 -m pytest -q tests/test_gluon_attention.py -m "gpu or not gpu" -p no:cacheprovider > "$alog" 2>&1
+timeout $(( a_left < 200 ? a_left : 200 )) python3 -m pytest -q tests/test_gluon_attention.py -m "gpu or not gpu" \
+  -p no:cacheprovider > "$alog" 2>&1
 attn_rc=$?
 echo "gluon attention tests rc=$attn_rc" | tee -a "$alog"
 grep -E "passed|failed|error" "$alog" | tail -3
@@ -49,13 +50,14 @@ if [[ $gemm_rc -ne 124 && $(left) -gt 100 ]]; then
   tail -26 "$OUT/gluon_gemm_probe_s27.txt"
 fi
 if [[ $attn_rc -ne 124 && $(left) -gt 60 ]]; then
-  timeout $(( $(left) < 150 ? $(left) : 150 )) python3 benchmarks/results/NVIDIA-H200/calls_s27/probe_gluon_attention.py \
-    "$OUT/gluon_attention_probe_s27.json" > "$OUT/gluon_attention_probe_s27.txt" 2>&1
+  timeout $(( $(left) < 150 ? $(left) : 150 )) python3 \
+    benchmarks/results/NVIDIA-H200/calls_s27/probe_gluon_attention.py "$OUT/gluon_attention_probe_s27.json" \
+    > "$OUT/gluon_attention_probe_s27.txt" 2>&1
   tail -40 "$OUT/gluon_attention_probe_s27.txt"
 fi
 envs=""
 [[ $gemm_rc -eq 0 ]] && envs="gluon:MARCH_RELU_GEMM=gluon"
-[[ $attn_rc -eq 0 ]] && envs="$envs attn:MARCH_ATTN_FWD=gluon,MARCH_ATTN_DQ=gluon"
+[[ $attn_rc -eq 0 ]] && envs="$envs attn:MARCH_ATTN_FWD=gluon,MARCH_ATTN_DQ=gluon,MARCH_ATTN_DKDV=gluon"
 if [[ -n $envs ]]; then
   OUT=$OUT ROUND_S=200 DEADLINE=$t_end ENVS="$envs" bash scripts/ab_e2e.sh run 9 2>&1 | tail -10
 fi
