@@ -28,6 +28,15 @@ def num_sms(device_index: int | None = None) -> int:
     return torch.cuda.get_device_properties(device_index or 0).multi_processor_count
 
 
+def require_sm90(switch: str, device: torch.device) -> None:
+    """A clear error where a Gluon kernel (wgmma, TMA, warp specialisation: sm_90 only) was asked for by ``switch``
+    but cannot run: under the Triton interpreter, off CUDA, or on another GPU architecture."""
+    if interpreting() or device.type != "cuda" or torch.cuda.get_device_capability(device) != (9, 0):
+        where = "the Triton interpreter" if interpreting() else str(device) if device.type != "cuda" else (
+            "sm_" + "".join(map(str, torch.cuda.get_device_capability(device))))
+        raise ValueError(f"{switch}=gluon needs an sm_90 GPU (wgmma, TMA, warp specialisation), got {where}")
+
+
 def check_float(name: str, t: torch.Tensor, allowed=FLOAT_DTYPES) -> None:
     if not isinstance(t, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")

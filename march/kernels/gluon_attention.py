@@ -270,13 +270,21 @@ def _program_keys_and_bias(KLIM, BIAS, b, h, m0, Lk, query_offset, R, HAS_BIAS: 
         hi = gl.load(KLIM + 2 * b + 1)
     if CAUSAL:
         hi = gl.minimum(hi, m0 + BM + query_offset)
+    BIAS_H, bias_pos, bias_neg = _head_bias(BIAS, h, R, HAS_BIAS)
+    return lo, hi, BIAS_H, bias_pos, bias_neg
+
+
+@gluon.jit
+def _head_bias(BIAS, h, R, HAS_BIAS: gl.constexpr):
+    """(BIAS_H, bias of +R, bias of −R): head h's padded bias row at rel = 0 (``t5_attention_kernels._bias_row``)
+    and its two saturated values, loaded once a program (0.0 without a bias)."""
     BIAS_H = BIAS + h * (2 * R + 1 + 2 * _REL_PAD) + (R + _REL_PAD)
     bias_pos = 0.0
     bias_neg = 0.0
     if HAS_BIAS:
         bias_pos = gl.load(BIAS_H + R)
         bias_neg = gl.load(BIAS_H - R)
-    return lo, hi, BIAS_H, bias_pos, bias_neg
+    return BIAS_H, bias_pos, bias_neg
 
 
 @gluon.jit

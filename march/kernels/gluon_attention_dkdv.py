@@ -21,12 +21,12 @@ from march.kernels import gluon_attention
 from march.kernels._pdl import grid_dependency_sync, launch_options
 from march.kernels.gluon_attention import (
     _LAUNCH,
-    _REL_PAD,
     BLOCK_M_HALF,
     LOADER_REGS,
     _bias_tile,
     _descriptor,
     _dropped,
+    _head_bias,
     _ring_barriers,
 )
 
@@ -178,12 +178,7 @@ def _dkdv_kernel(k_desc, v_desc, q_desc, do_desc, LSE, DELTA, DK, DV, BIAS, KPM,
     if HAS_KPM:  # a block of padding only: dk = dv = 0
         if (n0 + 2 * BN_HALF <= gl.load(KLIM + 2 * b)) | (n0 >= gl.load(KLIM + 2 * b + 1)):
             hi = lo
-    BIAS_H = BIAS + h * (2 * R + 1 + 2 * _REL_PAD) + (R + _REL_PAD)  # head h's row at rel = 0
-    bias_pos = 0.0
-    bias_neg = 0.0
-    if HAS_BIAS:
-        bias_pos = gl.load(BIAS_H + R)
-        bias_neg = gl.load(BIAS_H - R)
+    BIAS_H, bias_pos, bias_neg = _head_bias(BIAS, h, R, HAS_BIAS)
     k_smem = gl.allocate_shared_memory(k_desc.dtype, [2] + k_desc.block_type.shape, k_desc.layout)
     v_smem = gl.allocate_shared_memory(v_desc.dtype, [2] + v_desc.block_type.shape, v_desc.layout)
     q_smem = gl.allocate_shared_memory(q_desc.dtype, [STAGES] + q_desc.block_type.shape, q_desc.layout)

@@ -47,7 +47,7 @@ import triton.language as tl
 from triton.tools.tensor_descriptor import TensorDescriptor
 
 from march.kernels._pdl import grid_dependency_sync, launch_options
-from march.kernels._utils import interpreting, num_sms
+from march.kernels._utils import interpreting, num_sms, require_sm90
 from march.kernels.glu import _dropout_args, _keep_mask
 
 # Epilogues (constexpr globals, readable inside the kernel).
@@ -304,10 +304,7 @@ def gemm_kernel() -> str:
 
 def _gluon(device: torch.device):
     """march.kernels.gluon_gemm, loaded only when asked for, after a check that ``device`` can run it."""
-    if interpreting() or device.type != "cuda" or torch.cuda.get_device_capability(device) != (9, 0):
-        where = "the Triton interpreter" if interpreting() else str(device) if device.type != "cuda" else (
-            "sm_" + "".join(map(str, torch.cuda.get_device_capability(device))))
-        raise ValueError(f"MARCH_RELU_GEMM=gluon needs an sm_90 GPU (wgmma, warp specialisation), got {where}")
+    require_sm90("MARCH_RELU_GEMM", device)
     from march.kernels import gluon_gemm
 
     return gluon_gemm

@@ -44,7 +44,7 @@ import triton
 
 from march.kernels import reference
 from march.kernels._pdl import launch_options
-from march.kernels._utils import check_float, check_same_device, define_op, interpreting, use_triton
+from march.kernels._utils import check_float, check_same_device, define_op, interpreting, require_sm90, use_triton
 from march.kernels.glu import check_seed, make_seed
 from march.kernels.reduce import sum_rows
 from march.kernels.t5_attention_dropout import _dropout_bits_kernel, _keep_probe_kernel
@@ -285,11 +285,8 @@ def _kernel_choice(var: str, device: torch.device) -> str:
     kernel = os.environ.get(var, "triton")
     if kernel not in GLUON_SWITCHES:
         raise ValueError(f"{var} must be one of {GLUON_SWITCHES}, got {kernel!r}")
-    if kernel == "gluon" and (interpreting() or device.type != "cuda"
-                              or torch.cuda.get_device_capability(device) != (9, 0)):
-        where = "the Triton interpreter" if interpreting() else str(device) if device.type != "cuda" else (
-            "sm_" + "".join(map(str, torch.cuda.get_device_capability(device))))
-        raise ValueError(f"{var}=gluon needs an sm_90 GPU (wgmma, TMA, warp specialisation), got {where}")
+    if kernel == "gluon":
+        require_sm90(var, device)
     return kernel
 
 
